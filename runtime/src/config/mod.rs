@@ -1,0 +1,691 @@
+//! Operator configuration, in two stages: the TOML as written (`raw`, unknown keys rejected) and
+//! the validated [`Config`] the rest of the runtime uses (parsed durations and sizes, resolved
+//! paths, compiled grants, limits with their defaults).
+//!
+//! Every problem is reported, not just the first: each section is deserialised on its own, and
+//! each [`Problem`] names the file, the key and the line.
+
+pub mod raw;
+mod units;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::host::Grants;
+use crate::host::fs_stats::FsStatsGrant;
+use crate::host::procfs::ProcfsGrant;
+use crate::host::settings::PluginSettings;
+use crate::plugin::limits::Limits;
+
+pub use units::{ByteSize, HumanDuration};
+
+/// Default plugin interval when neither the plugin nor `[collector]` sets one.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub collector: CollectorConfig,
+    pub backend: Option<BackendConfig>,
+    pub postgres: Option<PostgresConfig>,
+    pub tls: TlsConfig,
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub id: String,
+    pub hostname: String,
+    pub state_dir: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub url: String,
+    pub push_interval: Duration,
+    pub config_pull_interval: Duration,
+    pub gzip: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub sslmode: String,
+    pub databases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub verify: bool,
+    pub min_tls12: bool,
+}
+
+/// One plugin, ready to be loaded.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub name: String,
+    pub wasm: PathBuf,
+    pub sha256: Option<[u8; 32]>,
+    pub enabled: bool,
+    pub emits: BTreeSet<String>,
+    pub interval: Duration,
+    pub limits: Limits,
+    pub grants: Grants,
+    pub settings: Arc<PluginSettings>,
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        writeln!(
+            f,
+            "{count} problem{} in the configuration:",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![Problem {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config text; `path` names the file in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut checker = Checker {
+        file: path.to_path_buf(),
+        text,
+        problems: Vec::new(),
+    };
+    let config = checker.check();
+    match config {
+        Some(config) if checker.problems.is_empty() => Ok(config),
+        _ => Err(ConfigError {
+            problems: checker.problems,
+        }),
+    }
+}
+
+struct Checker<'a> {
+    file: PathBuf,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Checker<'a> {
+    fn base_dir(&self) -> PathBuf {
+        match self.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir().join(path)
+        }
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn problem(
+        &mut self,
+        key: impl Into<String>,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) {
+        let line = span.map(|s| self.line_of(s.start));
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserialises one table of the document, turning a serde error into a problem that names
+    /// the key found at the error's position.
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        value: &Spanned<DeValue<'a>>,
+    ) -> Option<T> {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.problem(key, Some(value.span()), "must be a table");
+            return None;
+        };
+        let table = Spanned::new(value.span(), table.clone());
+        match T::deserialize(toml::de::Deserializer::from(table)) {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                let span = e.span();
+                let key = match &span {
+                    Some(span) => self.key_at(key, span.start),
+                    None => key.to_owned(),
+                };
+                self.problem(key, span, e.message().trim().to_owned());
+                None
+            }
+        }
+    }
+
+    /// The dotted key of the `name = value` line at `offset`, within `section`.
+    fn key_at(&self, section: &str, offset: usize) -> String {
+        let start = self.text[..offset.min(self.text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line = self.text[start..].lines().next().unwrap_or("");
+        match line.split_once('=') {
+            Some((name, _)) if !line.trim_start().starts_with('[') => {
+                let name = name.trim().trim_matches('"');
+                if name.is_empty() {
+                    section.to_owned()
+                } else {
+                    format!("{section}.{name}")
+                }
+            }
+            _ => section.to_owned(),
+        }
+    }
+
+    fn check(&mut self) -> Option<Config> {
+        let document = match DeTable::parse(self.text) {
+            Ok(document) => document,
+            Err(e) => {
+                let message = e.message().trim().to_owned();
+                self.problem("", e.span(), format!("not valid TOML: {message}"));
+                return None;
+            }
+        };
+        let root = document.get_ref();
+        let mut sections: BTreeMap<String, Spanned<DeValue<'a>>> = BTreeMap::new();
+        for (key, value) in root.iter() {
+            let name = key.get_ref().to_string();
+            match name.as_str() {
+                "collector" | "backend" | "postgres" | "tls" | "plugins" => {
+                    sections.insert(name, value.clone());
+                }
+                _ => self.problem(
+                    name.clone(),
+                    Some(key.span()),
+                    "unknown section (expected collector, backend, postgres, tls or plugins)",
+                ),
+            }
+        }
+
+        let collector: raw::RawCollector = match sections.get("collector") {
+            Some(value) => self.section("collector", value).unwrap_or_default(),
+            None => raw::RawCollector::default(),
+        };
+        let backend: Option<raw::RawBackend> = sections
+            .get("backend")
+            .and_then(|v| self.section("backend", v));
+        let postgres: Option<raw::RawPostgres> = sections
+            .get("postgres")
+            .and_then(|v| self.section("postgres", v));
+        let tls: raw::RawTls = sections
+            .get("tls")
+            .and_then(|v| self.section("tls", v))
+            .unwrap_or_default();
+
+        let collector = self.collector(collector);
+        let default_interval = collector.1;
+        let mut plugins = BTreeMap::new();
+        if let Some(value) = sections.get("plugins") {
+            match value.get_ref() {
+                DeValue::Table(table) => {
+                    for (name, value) in table.iter() {
+                        let name = name.get_ref().to_string();
+                        let key = format!("plugins.{name}");
+                        if !valid_plugin_name(&name) {
+                            self.problem(
+                                &key,
+                                Some(value.span()),
+                                "a plugin name may only contain letters, digits, `_` and `-`",
+                            );
+                            continue;
+                        }
+                        let span = value.span();
+                        if let Some(raw) = self.section::<raw::RawPlugin>(&key, value)
+                            && let Some(plugin) = self.plugin(&name, raw, default_interval, span)
+                        {
+                            plugins.insert(name, plugin);
+                        }
+                    }
+                }
+                _ => self.problem(
+                    "plugins",
+                    Some(value.span()),
+                    "must be a table of `[plugins.NAME]` tables",
+                ),
+            }
+        }
+
+        Some(Config {
+            source: self.file.clone(),
+            collector: collector.0,
+            backend: backend.and_then(|b| self.backend(b)),
+            postgres: postgres.and_then(|p| self.postgres(p)),
+            tls: self.tls(tls),
+            plugins,
+        })
+    }
+
+    fn collector(&mut self, raw: raw::RawCollector) -> (CollectorConfig, Duration) {
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.problem(
+                    "collector.log_format",
+                    None,
+                    format!("`{other}` is not `text` or `json`"),
+                );
+                LogFormat::Text
+            }
+        };
+        let hostname = raw.hostname.unwrap_or_else(system_hostname);
+        let config = CollectorConfig {
+            id: raw.id.unwrap_or_else(|| hostname.clone()),
+            hostname,
+            state_dir: raw.state_dir.map(|dir| self.resolve(&dir)),
+            log_format,
+            log_level: raw.log_level.unwrap_or_else(|| "info".into()),
+        };
+        (config, raw.interval.map_or(DEFAULT_INTERVAL, |i| i.0))
+    }
+
+    fn backend(&mut self, raw: raw::RawBackend) -> Option<BackendConfig> {
+        if !(raw.url.starts_with("https://") || raw.url.starts_with("http://")) {
+            self.problem(
+                "backend.url",
+                None,
+                format!("`{}` is not an http(s) URL", raw.url),
+            );
+        }
+        let gzip = match raw.compression.as_deref() {
+            None | Some("gzip") => true,
+            Some("none") => false,
+            Some(other) => {
+                self.problem(
+                    "backend.compression",
+                    None,
+                    format!("`{other}` is not `gzip` or `none`"),
+                );
+                true
+            }
+        };
+        Some(BackendConfig {
+            url: raw.url.trim_end_matches('/').to_owned(),
+            push_interval: raw.push_interval.map_or(Duration::from_secs(60), |d| d.0),
+            config_pull_interval: raw
+                .config_pull_interval
+                .map_or(Duration::from_secs(300), |d| d.0),
+            gzip,
+        })
+    }
+
+    fn postgres(&mut self, raw: raw::RawPostgres) -> Option<PostgresConfig> {
+        if raw.password.is_some() && raw.password_file.is_some() {
+            self.problem(
+                "postgres.password",
+                None,
+                "set `password` or `password_file`, not both",
+            );
+        }
+        let sslmode = raw.sslmode.unwrap_or_else(|| "prefer".into());
+        if !["disable", "prefer", "require"].contains(&sslmode.as_str()) {
+            self.problem(
+                "postgres.sslmode",
+                None,
+                format!("`{sslmode}` is not disable, prefer or require"),
+            );
+        }
+        Some(PostgresConfig {
+            host: raw.host.unwrap_or_else(|| "localhost".into()),
+            port: raw.port.unwrap_or(5432),
+            user: raw.user.unwrap_or_else(|| "pganalytics".into()),
+            password: raw.password,
+            password_file: raw.password_file.map(|p| self.resolve(&p)),
+            sslmode,
+            databases: raw.databases.unwrap_or_else(|| vec!["postgres".into()]),
+        })
+    }
+
+    fn tls(&mut self, raw: raw::RawTls) -> TlsConfig {
+        let min_tls12 = match raw.min_version.as_deref() {
+            None | Some("1.3") => false,
+            Some("1.2") => true,
+            Some(other) => {
+                self.problem(
+                    "tls.min_version",
+                    None,
+                    format!("`{other}` is not `1.3` or `1.2`"),
+                );
+                false
+            }
+        };
+        if raw.cert_file.is_some() != raw.key_file.is_some() {
+            self.problem(
+                "tls.cert_file",
+                None,
+                "mTLS needs both `cert_file` and `key_file`",
+            );
+        }
+        TlsConfig {
+            ca_file: raw.ca_file.map(|p| self.resolve(&p)),
+            cert_file: raw.cert_file.map(|p| self.resolve(&p)),
+            key_file: raw.key_file.map(|p| self.resolve(&p)),
+            verify: raw.verify.unwrap_or(true),
+            min_tls12,
+        }
+    }
+
+    fn plugin(
+        &mut self,
+        name: &str,
+        raw: raw::RawPlugin,
+        default_interval: Duration,
+        span: std::ops::Range<usize>,
+    ) -> Option<PluginConfig> {
+        let key = |field: &str| format!("plugins.{name}.{field}");
+        let problems_before = self.problems.len();
+        let sha256 = raw
+            .sha256
+            .as_deref()
+            .and_then(|hex_text| match parse_sha256(hex_text) {
+                Ok(digest) => Some(digest),
+                Err(why) => {
+                    self.problem(key("sha256"), Some(span.clone()), why);
+                    None
+                }
+            });
+        if raw.emits.is_empty() {
+            self.problem(
+                key("emits"),
+                Some(span.clone()),
+                "list at least one metric type the plugin may emit",
+            );
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            timeout: raw.timeout.map_or(defaults.timeout, |d| d.0),
+            fuel: raw.fuel,
+            memory_bytes: raw.memory.map_or(defaults.memory_bytes, |s| s.0),
+            max_output_bytes: raw.max_output.map_or(defaults.max_output_bytes, |s| s.0),
+            max_host_call_bytes: raw
+                .max_host_call_bytes
+                .map_or(defaults.max_host_call_bytes, |s| s.0),
+            max_log_bytes: raw.max_log_bytes.map_or(defaults.max_log_bytes, |s| s.0),
+            max_state_bytes: raw
+                .max_state_bytes
+                .map_or(defaults.max_state_bytes, |s| s.0),
+        };
+        if limits.memory_bytes < 1 << 20 {
+            self.problem(
+                key("memory"),
+                Some(span.clone()),
+                "must be at least 1MiB (one wasm page is 64KiB)",
+            );
+        }
+        if limits.fuel == Some(0) {
+            self.problem(
+                key("fuel"),
+                Some(span.clone()),
+                "must be above zero (omit it to disable metering)",
+            );
+        }
+
+        let mut grants = Grants::default();
+        if let Some(procfs) = &raw.grants.procfs {
+            match ProcfsGrant::new(procfs) {
+                Ok(grant) => grants.procfs = Some(Arc::new(grant)),
+                Err(why) => self.problem(key("grants.procfs.paths"), Some(span.clone()), why),
+            }
+        }
+        if let Some(fs_stats) = &raw.grants.fs_stats {
+            match FsStatsGrant::new(fs_stats) {
+                Ok(grant) => grants.fs_stats = Some(Arc::new(grant)),
+                Err(why) => self.problem(key("grants.fs-stats.mounts"), Some(span.clone()), why),
+            }
+        }
+        for (granted, capability) in [
+            (raw.grants.log_tail.is_some(), "log-tail"),
+            (raw.grants.postgres.is_some(), "postgres"),
+        ] {
+            if granted {
+                self.problem(
+                    key(&format!("grants.{capability}")),
+                    Some(span.clone()),
+                    format!("the `{capability}` capability is part of the WIT contract but not implemented in this version"),
+                );
+            }
+        }
+        let settings = match PluginSettings::from_toml(&raw.settings) {
+            Ok(settings) => settings,
+            Err(why) => {
+                self.problem(key("settings"), Some(span.clone()), why);
+                PluginSettings::default()
+            }
+        };
+        if self.problems.len() > problems_before {
+            return None;
+        }
+        Some(PluginConfig {
+            name: name.to_owned(),
+            wasm: self.resolve(&raw.wasm),
+            sha256,
+            enabled: raw.enabled.unwrap_or(true),
+            emits: raw.emits.into_iter().collect(),
+            interval: raw.interval.map_or(default_interval, |d| d.0),
+            limits,
+            grants,
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(text.trim()).map_err(|_| format!("`{text}` is not hex"))?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("`{text}` is not 64 hex digits (a sha256)"))
+}
+
+/// The system host name, or `localhost` when it cannot be read.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        parse(text, Path::new("/etc/pganalytics/config.toml"))
+            .unwrap_err()
+            .problems
+    }
+
+    #[test]
+    fn the_sample_config_loads_with_no_unknown_keys() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml.sample");
+        let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.plugins.contains_key("sysstat"));
+        assert!(config.plugins.contains_key("disk"));
+        assert!(config.backend.is_some() && config.postgres.is_some());
+    }
+
+    #[test]
+    fn a_minimal_plugin_gets_defaults_and_relative_paths_resolve_to_the_config_dir() {
+        let config = parse(
+            "[plugins.x]\nwasm = \"x.wasm\"\nemits = [\"x\"]\n",
+            Path::new("/etc/pganalytics/config.toml"),
+        )
+        .unwrap();
+        let x = &config.plugins["x"];
+        assert_eq!(x.wasm, Path::new("/etc/pganalytics/x.wasm"));
+        assert_eq!(x.limits, Limits::default());
+        assert_eq!(x.interval, DEFAULT_INTERVAL);
+        assert!(x.enabled && x.grants.procfs.is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_key_and_line() {
+        let text = "\
+[collector]
+id = \"c1\"
+colour = \"blue\"
+
+[plugins.a]
+wasm = \"a.wasm\"
+emits = [\"a\"]
+interval = \"10x\"
+
+[plugins.b]
+wasm = \"b.wasm\"
+emits = [\"b\"]
+memroy = \"1MiB\"
+";
+        let found = problems(text);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        let rendered: Vec<String> = found.iter().map(|p| p.to_string()).collect();
+        assert!(
+            rendered[0].starts_with("/etc/pganalytics/config.toml:3: `collector.colour`"),
+            "{rendered:?}"
+        );
+        assert!(
+            rendered
+                .iter()
+                .any(|p| p.contains(":8: `plugins.a.interval`") && p.contains("10x")),
+            "{rendered:?}"
+        );
+        assert!(
+            rendered
+                .iter()
+                .any(|p| p.contains(":13: `plugins.b.memroy`") && p.contains("unknown field")),
+            "{rendered:?}"
+        );
+    }
+
+    #[test]
+    fn bad_grants_digests_and_sections_are_named() {
+        let text = "\
+[metrics]
+x = 1
+[plugins.a]
+wasm = \"a.wasm\"
+emits = []
+sha256 = \"abc\"
+[plugins.a.grants.procfs]
+paths = [\"../etc/passwd\"]
+[plugins.a.grants.postgres]
+databases = [\"app\"]
+";
+        let rendered: Vec<String> = problems(text).iter().map(|p| p.to_string()).collect();
+        let expect = [
+            "`metrics`",
+            "`plugins.a.sha256`",
+            "`plugins.a.emits`",
+            "`plugins.a.grants.procfs.paths`",
+            "`plugins.a.grants.postgres`",
+        ];
+        for key in expect {
+            assert!(
+                rendered.iter().any(|p| p.contains(key)),
+                "missing {key} in {rendered:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_line() {
+        let found = problems("[plugins.a\nwasm = 1\n");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].line, Some(1));
+        assert!(found[0].message.contains("not valid TOML"));
+    }
+}

@@ -1,0 +1,132 @@
+//! Stage one of the config: the TOML file as written, with `deny_unknown_fields` everywhere so a
+//! misspelt key is an error, not a silently ignored setting. Durations and sizes are checked
+//! here already (see `units`), so their errors carry the line of the key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, HumanDuration};
+use crate::host::fs_stats::FsStatsGrantConfig;
+use crate::host::procfs::ProcfsGrantConfig;
+
+/// `[collector]`: who this agent is and where it keeps its files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCollector {
+    /// Collector id sent in every envelope (`collector_id`); must match the token's claim.
+    pub id: Option<String>,
+    /// Host name reported to the backend; defaults to the system host name.
+    pub hostname: Option<String>,
+    /// Directory for plugin state, log offsets and the spool. Relative paths are resolved
+    /// against the config file's directory.
+    pub state_dir: Option<PathBuf>,
+    /// Default interval for plugins that do not set their own.
+    pub interval: Option<HumanDuration>,
+    /// Log format of the agent itself: `text` or `json`.
+    pub log_format: Option<String>,
+    /// Log level filter, e.g. `info` or `pganalytics=debug`.
+    pub log_level: Option<String>,
+}
+
+/// `[backend]`: the pgAnalytics API this agent pushes to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// Base URL, e.g. `https://pganalytics.example.com`.
+    pub url: String,
+    /// How often buffered batches are pushed.
+    pub push_interval: Option<HumanDuration>,
+    /// How often the remote config is pulled.
+    pub config_pull_interval: Option<HumanDuration>,
+    /// Request body compression: `gzip` or `none`.
+    pub compression: Option<String>,
+}
+
+/// `[postgres]`: how the runtime connects for the `postgres` capability.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// The monitoring role (pg_monitor); the runtime warns loudly when it is a superuser.
+    pub user: Option<String>,
+    /// Inline password; prefer `password_file`.
+    pub password: Option<String>,
+    /// File holding the password (first line), readable by the agent only.
+    pub password_file: Option<PathBuf>,
+    /// `disable`, `prefer` or `require`.
+    pub sslmode: Option<String>,
+    /// Databases the runtime may connect to at all; plugin grants select among these.
+    pub databases: Option<Vec<String>>,
+}
+
+/// `[tls]`: how the agent talks to the backend.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// CA bundle (PEM) that signs the backend's certificate; the system roots otherwise.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mTLS.
+    pub key_file: Option<PathBuf>,
+    /// Verify the backend's certificate; `false` is for lab use only and logged loudly.
+    pub verify: Option<bool>,
+    /// Lowest TLS version accepted: `1.3` (default) or `1.2`.
+    pub min_version: Option<String>,
+}
+
+/// `[plugins.NAME]`: one collector component and what it may do.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    /// Path of the component (`.wasm`), relative to the config file's directory.
+    pub wasm: PathBuf,
+    /// Expected sha256 (hex) of the file; a different file is refused.
+    pub sha256: Option<String>,
+    /// Whether the plugin runs at all (default true).
+    pub enabled: Option<bool>,
+    /// Metric item `type`s the plugin may emit; any other type rejects the run.
+    pub emits: Vec<String>,
+    /// How often it runs (default: `[collector] interval`, else 60s).
+    pub interval: Option<HumanDuration>,
+    /// Wall-clock deadline of one run, host calls included (default 10s).
+    pub timeout: Option<HumanDuration>,
+    /// Linear memory cap (default 64MiB).
+    pub memory: Option<ByteSize>,
+    /// Instruction budget per run (wasmtime fuel); unset means unmetered.
+    pub fuel: Option<u64>,
+    /// Largest JSON output accepted (default 4MiB).
+    pub max_output: Option<ByteSize>,
+    /// Largest answer of one host call (default 4MiB).
+    pub max_host_call_bytes: Option<ByteSize>,
+    /// Guest log output per run, `log` and stdout/stderr together (default 64KiB).
+    pub max_log_bytes: Option<ByteSize>,
+    /// Largest state blob (default 64KiB).
+    pub max_state_bytes: Option<ByteSize>,
+    /// Capabilities granted to this plugin.
+    #[serde(default)]
+    pub grants: RawGrants,
+    /// Free-form settings the plugin reads through the `settings` interface.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+/// `[plugins.NAME.grants.*]`: keys are WIT interface names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrants {
+    pub procfs: Option<ProcfsGrantConfig>,
+    #[serde(rename = "fs-stats")]
+    pub fs_stats: Option<FsStatsGrantConfig>,
+    /// Defined by the WIT contract; the capability is not implemented in this version.
+    #[serde(rename = "log-tail")]
+    pub log_tail: Option<toml::Table>,
+    /// Defined by the WIT contract; the capability is not implemented in this version.
+    pub postgres: Option<toml::Table>,
+}
+
+/// Top-level sections, deserialised one by one so every section's problems are reported.
+pub type RawPlugins = BTreeMap<String, RawPlugin>;

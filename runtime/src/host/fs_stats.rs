@@ -1,0 +1,331 @@
+//! `fs-stats` capability: capacity of the granted, real filesystems, from the mount table and
+//! `statvfs(3)`. No `df` process is spawned.
+//!
+//! Shape: [`FsStatsGrantConfig`] → [`FsStatsGrant`] → [`FsStatsCtx`] → `fs_stats::Host`.
+//! Mount points the operator did not grant are never passed to `statvfs`, so the plugin cannot
+//! even learn their size.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use globset::{GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+use super::audit::Audit;
+use super::bindings::{Error, pganalytics::collector::fs_stats};
+use super::procfs::{component_glob, read_capped};
+
+/// `[plugins.NAME.grants.fs-stats]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsStatsGrantConfig {
+    /// Mount points the plugin may see: exact (`/`, `/var/lib/postgresql`), globs where `*` stays
+    /// within one path component (`/mnt/*`), `/data/**` for a subtree, or `"*"` for every mount.
+    pub mounts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FsStatsGrant {
+    all: bool,
+    set: GlobSet,
+}
+
+impl FsStatsGrant {
+    pub fn new(config: &FsStatsGrantConfig) -> Result<Self, String> {
+        let mut all = false;
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &config.mounts {
+            if pattern == "*" {
+                all = true;
+                continue;
+            }
+            if !pattern.starts_with('/') {
+                return Err(format!(
+                    "mount `{pattern}` must be an absolute path or \"*\""
+                ));
+            }
+            if pattern.split('/').any(|c| c == "..") {
+                return Err(format!("mount `{pattern}` must not contain `..`"));
+            }
+            builder.add(component_glob(pattern)?);
+        }
+        let set = builder.build().map_err(|e| e.to_string())?;
+        Ok(Self { all, set })
+    }
+
+    pub fn allows(&self, mount_point: &str) -> bool {
+        self.all || self.set.is_match(mount_point)
+    }
+}
+
+/// Filesystem types that describe kernel state, not storage: their sizes are meaningless for
+/// capacity planning (df and Telegraf's disk input hide them too).
+const PSEUDO_FS_TYPES: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "hugetlbfs",
+    "mqueue",
+    "nsfs",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+];
+
+/// One line of /proc/self/mountinfo, the fields this capability needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountEntry {
+    pub device: String,
+    pub mount_point: String,
+    pub fs_type: String,
+    pub read_only: bool,
+}
+
+/// Parses mountinfo (proc(5)): `id parent major:minor root mount-point options ... - type source
+/// super-options`. Octal escapes (`\040` for a space) are decoded.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let left: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        if left.len() < 6 || right.len() < 2 {
+            continue;
+        }
+        entries.push(MountEntry {
+            mount_point: unescape_octal(left[4]),
+            read_only: left[5].split(',').any(|o| o == "ro"),
+            fs_type: right[0].to_owned(),
+            device: unescape_octal(right[1]),
+        });
+    }
+    entries
+}
+
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 4 <= bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mounts worth reporting: real filesystems, the last mount on each mount point (an
+/// over-mount hides what is below it), and nothing the grant does not cover.
+pub fn select_mounts(entries: Vec<MountEntry>, grant: &FsStatsGrant) -> Vec<MountEntry> {
+    let mut selected: Vec<MountEntry> = Vec::new();
+    for entry in entries {
+        if PSEUDO_FS_TYPES.contains(&entry.fs_type.as_str()) || entry.fs_type.starts_with("fuse.") {
+            continue;
+        }
+        if !grant.allows(&entry.mount_point) {
+            continue;
+        }
+        selected.retain(|e| e.mount_point != entry.mount_point);
+        selected.push(entry);
+    }
+    selected
+}
+
+/// Per-run state of the `fs-stats` capability.
+pub struct FsStatsCtx {
+    grant: Option<Arc<FsStatsGrant>>,
+    mountinfo: PathBuf,
+    audit: Audit,
+}
+
+impl FsStatsCtx {
+    /// `mountinfo` is `/proc/self/mountinfo` in production.
+    pub fn new(grant: Option<Arc<FsStatsGrant>>, mountinfo: PathBuf, audit: Audit) -> Self {
+        Self {
+            grant,
+            mountinfo,
+            audit,
+        }
+    }
+
+    pub async fn filesystems_checked(&self) -> Result<Vec<fs_stats::Filesystem>, Error> {
+        let Some(grant) = self.grant.clone() else {
+            return Err(self
+                .audit
+                .deny("fs-stats", "filesystems", "no mounts are granted"));
+        };
+        // The mount table of a busy container host can be large, but never near this.
+        const MAX_MOUNTINFO_BYTES: usize = 16 << 20;
+        let text = read_capped(&self.mountinfo, MAX_MOUNTINFO_BYTES)
+            .map_err(|e| e.with_resource("mount table"))?;
+        let mounts = select_mounts(parse_mountinfo(&text), &grant);
+        // statvfs can block for a long time on a dead network mount: run it off the async
+        // threads, where the plugin's deadline still cuts the whole call short.
+        tokio::task::spawn_blocking(move || {
+            mounts
+                .into_iter()
+                .filter_map(|mount| statvfs(&mount).ok())
+                .filter(|fs| fs.total_bytes > 0)
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Io(format!("statvfs worker failed: {e}")))
+    }
+}
+
+fn statvfs(mount: &MountEntry) -> std::io::Result<fs_stats::Filesystem> {
+    let path = CString::new(
+        std::path::Path::new(&mount.mount_point)
+            .as_os_str()
+            .as_bytes(),
+    )
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a writable statvfs struct.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let frsize = stat.f_frsize as u64;
+    Ok(fs_stats::Filesystem {
+        device: mount.device.clone(),
+        mount_point: mount.mount_point.clone(),
+        fs_type: mount.fs_type.clone(),
+        total_bytes: stat.f_blocks as u64 * frsize,
+        free_bytes: stat.f_bfree as u64 * frsize,
+        available_bytes: stat.f_bavail as u64 * frsize,
+        total_inodes: stat.f_files as u64,
+        free_inodes: stat.f_ffree as u64,
+        read_only: mount.read_only,
+    })
+}
+
+impl fs_stats::Host for FsStatsCtx {
+    async fn filesystems(&mut self) -> Result<Vec<fs_stats::Filesystem>, Error> {
+        self.filesystems_checked().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+23 22 0:21 / /proc rw,nosuid - proc proc rw
+24 22 0:5 / /dev rw,nosuid - devtmpfs udev rw
+25 22 252:2 / /var/lib/postgresql rw,relatime - xfs /dev/vdb1 rw
+26 22 252:3 / /mnt/my\\040disk ro,relatime - ext4 /dev/vdc1 ro
+27 22 0:30 / /run tmpfs rw - tmpfs tmpfs rw
+28 25 252:4 / /var/lib/postgresql rw - ext4 /dev/vdd1 rw
+";
+
+    fn grant(mounts: &[&str]) -> FsStatsGrant {
+        FsStatsGrant::new(&FsStatsGrantConfig {
+            mounts: mounts.iter().map(|m| m.to_string()).collect(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn mountinfo_is_parsed_with_escapes_and_ro_flag() {
+        let entries = parse_mountinfo(SAMPLE);
+        assert_eq!(entries.len(), 7);
+        assert_eq!(entries[4].mount_point, "/mnt/my disk");
+        assert!(entries[4].read_only);
+        assert_eq!(entries[0].device, "/dev/vda1");
+    }
+
+    #[test]
+    fn pseudo_filesystems_are_filtered_and_overmounts_win() {
+        let all = select_mounts(parse_mountinfo(SAMPLE), &grant(&["*"]));
+        let points: Vec<_> = all.iter().map(|m| m.mount_point.as_str()).collect();
+        assert_eq!(points, ["/", "/mnt/my disk", "/var/lib/postgresql"]);
+        assert_eq!(all[2].device, "/dev/vdd1");
+    }
+
+    #[test]
+    fn only_granted_mounts_are_selected() {
+        let some = select_mounts(parse_mountinfo(SAMPLE), &grant(&["/var/lib/*"]));
+        assert!(some.is_empty(), "`*` must not cross `/`: {some:?}");
+        let some = select_mounts(parse_mountinfo(SAMPLE), &grant(&["/var/lib/**", "/"]));
+        let points: Vec<_> = some.iter().map(|m| m.mount_point.as_str()).collect();
+        assert_eq!(points, ["/", "/var/lib/postgresql"]);
+        let none = select_mounts(parse_mountinfo(SAMPLE), &grant(&["/srv"]));
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn relative_or_dotdot_mount_grants_are_rejected() {
+        assert!(
+            FsStatsGrant::new(&FsStatsGrantConfig {
+                mounts: vec!["var".into()]
+            })
+            .is_err()
+        );
+        assert!(
+            FsStatsGrant::new(&FsStatsGrantConfig {
+                mounts: vec!["/a/../b".into()]
+            })
+            .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn real_root_filesystem_matches_statvfs() {
+        let ctx = FsStatsCtx::new(
+            Some(Arc::new(grant(&["/"]))),
+            "/proc/self/mountinfo".into(),
+            Audit::new("t".into(), "d".into()),
+        );
+        let filesystems = ctx.filesystems_checked().await.unwrap();
+        // The root may be a pseudo filesystem (overlay is kept; tmpfs roots are not).
+        for fs in &filesystems {
+            assert_eq!(fs.mount_point, "/");
+            assert!(fs.total_bytes >= fs.free_bytes && fs.free_bytes >= fs.available_bytes);
+        }
+    }
+
+    #[tokio::test]
+    async fn no_grant_is_a_denial() {
+        let ctx = FsStatsCtx::new(
+            None,
+            "/proc/self/mountinfo".into(),
+            Audit::new("t".into(), "d".into()),
+        );
+        assert!(matches!(
+            ctx.filesystems_checked().await,
+            Err(Error::Denied(_))
+        ));
+    }
+}

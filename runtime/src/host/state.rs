@@ -1,0 +1,222 @@
+//! `state` capability: a small byte blob per plugin kept by the host between runs, so a
+//! collector can compute deltas (CPU percentages over the interval) without keeping anything.
+//!
+//! Needs no grant: a plugin only ever sees its own blob. A `set` takes effect only when the run's
+//! output is accepted, so a failed run cannot corrupt the counters of the next one.
+//!
+//! On disk (`STATE_DIR/plugins/NAME.state`), format version 1:
+//!
+//! ```text
+//! magic "PGASTATE" (8 bytes) | version u32 LE = 1 | length u32 LE | crc32 of data u32 LE | data
+//! ```
+//!
+//! Files are written to a temp file, fsynced and renamed, so a crash leaves either the old or the
+//! new blob. A file that fails its checks is ignored with a warning (the plugin starts fresh).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::bindings::{Error, pganalytics::collector::state};
+
+const MAGIC: &[u8; 8] = b"PGASTATE";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 4 + 4;
+
+/// Threat: a plugin storing megabytes per run would grow host memory and disk writes; counters
+/// for deltas need a few KiB. Overridable per plugin with `max_state_bytes`.
+pub const DEFAULT_MAX_STATE_BYTES: u64 = 64 << 10;
+
+/// Blobs of every plugin: in memory for this process, on disk when a state directory is set.
+#[derive(Clone, Default)]
+pub struct StateStore {
+    dir: Option<PathBuf>,
+    blobs: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+impl StateStore {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self {
+            dir,
+            blobs: Arc::default(),
+        }
+    }
+
+    fn path(&self, plugin: &str) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|dir| dir.join("plugins").join(format!("{plugin}.state")))
+    }
+
+    pub fn load(&self, plugin: &str) -> Option<Vec<u8>> {
+        if let Some(blob) = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(plugin)
+        {
+            return Some(blob.clone());
+        }
+        let path = self.path(plugin)?;
+        match std::fs::read(&path) {
+            Ok(bytes) => match decode(&bytes) {
+                Ok(data) => Some(data),
+                Err(why) => {
+                    tracing::warn!(plugin, file = %path.display(), "ignoring plugin state: {why}");
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(plugin, file = %path.display(), "cannot read plugin state: {e}");
+                None
+            }
+        }
+    }
+
+    pub fn save(&self, plugin: &str, data: Vec<u8>) -> std::io::Result<()> {
+        if let Some(path) = self.path(plugin) {
+            write_atomically(&path, &encode(&data))?;
+        }
+        self.blobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(plugin.to_owned(), data);
+        Ok(())
+    }
+}
+
+fn encode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return Err("not a pganalytics state file".into());
+    }
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    if word(8) != FORMAT_VERSION {
+        return Err(format!("unknown format version {}", word(8)));
+    }
+    let data = &bytes[HEADER_LEN..];
+    if data.len() != word(12) as usize || crc32fast::hash(data) != word(16) {
+        return Err("length or checksum mismatch".into());
+    }
+    Ok(data.to_vec())
+}
+
+/// Writes `bytes` to `path` through a temp file, fsync and rename, so readers and crashes only
+/// ever see a whole file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+    ));
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    // Make the rename itself durable.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Per-run state of the `state` capability.
+pub struct StateCtx {
+    plugin: Arc<str>,
+    current: Option<Vec<u8>>,
+    pending: Option<Vec<u8>>,
+    max_bytes: usize,
+}
+
+impl StateCtx {
+    pub fn new(plugin: Arc<str>, current: Option<Vec<u8>>, max_bytes: usize) -> Self {
+        Self {
+            plugin,
+            current,
+            pending: None,
+            max_bytes,
+        }
+    }
+
+    /// The blob the plugin set in this run, to be saved once its output is accepted.
+    pub fn take_pending(&mut self) -> Option<Vec<u8>> {
+        self.pending.take()
+    }
+}
+
+impl state::Host for StateCtx {
+    async fn get(&mut self) -> Option<Vec<u8>> {
+        self.pending.clone().or_else(|| self.current.clone())
+    }
+
+    async fn set(&mut self, data: Vec<u8>) -> Result<(), Error> {
+        if data.len() > self.max_bytes {
+            return Err(Error::TooLarge(format!(
+                "state of plugin `{}`: {} bytes is over the {}-byte limit",
+                self.plugin,
+                data.len(),
+                self.max_bytes
+            )));
+        }
+        self.pending = Some(data);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state::Host;
+
+    #[test]
+    fn blobs_survive_a_new_store_on_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(Some(dir.path().to_path_buf()));
+        store.save("sysstat", b"counters".to_vec()).unwrap();
+        let reopened = StateStore::new(Some(dir.path().to_path_buf()));
+        assert_eq!(reopened.load("sysstat").as_deref(), Some(&b"counters"[..]));
+        assert_eq!(reopened.load("other"), None);
+    }
+
+    #[test]
+    fn corrupted_files_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(Some(dir.path().to_path_buf()));
+        store.save("p", b"counters".to_vec()).unwrap();
+        let path = dir.path().join("plugins/p.state");
+        let mut bytes = std::fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(
+            StateStore::new(Some(dir.path().to_path_buf())).load("p"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn set_is_capped_and_pending_until_taken() {
+        let mut ctx = StateCtx::new("p".into(), Some(b"old".to_vec()), 4);
+        assert_eq!(ctx.get().await.as_deref(), Some(&b"old"[..]));
+        assert!(
+            matches!(ctx.set(b"too long".to_vec()).await, Err(Error::TooLarge(m)) if m.contains("`p`"))
+        );
+        ctx.set(b"new".to_vec()).await.unwrap();
+        assert_eq!(ctx.get().await.as_deref(), Some(&b"new"[..]));
+        assert_eq!(ctx.take_pending().as_deref(), Some(&b"new"[..]));
+    }
+}

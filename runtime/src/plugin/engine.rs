@@ -1,0 +1,77 @@
+//! The wasmtime engines plugins are compiled for, and the clock that drives their deadlines.
+//!
+//! Two engines exist because fuel metering is an engine-wide compile option that slows every
+//! instruction: plugins without a `fuel` limit use the unmetered engine and pay nothing for it.
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine};
+
+use super::limits::MAX_WASM_STACK_BYTES;
+
+/// How often the epoch advances. A guest yields to the async runtime (and its deadline is
+/// checked) once per tick, so this is also the deadline's resolution.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The engines of one runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Engines {
+    inner: Arc<EnginesInner>,
+}
+
+struct EnginesInner {
+    plain: Engine,
+    metered: OnceLock<Engine>,
+}
+
+impl Engines {
+    pub fn new() -> wasmtime::Result<Self> {
+        let inner = Arc::new(EnginesInner {
+            plain: Engine::new(&engine_config(false))?,
+            metered: OnceLock::new(),
+        });
+        start_epoch_ticker(Arc::downgrade(&inner));
+        Ok(Self { inner })
+    }
+
+    /// The engine for a plugin with (`metered`) or without a fuel limit.
+    pub fn get(&self, metered: bool) -> wasmtime::Result<Engine> {
+        if !metered {
+            return Ok(self.inner.plain.clone());
+        }
+        if let Some(engine) = self.inner.metered.get() {
+            return Ok(engine.clone());
+        }
+        let engine = Engine::new(&engine_config(true))?;
+        Ok(self.inner.metered.get_or_init(|| engine).clone())
+    }
+}
+
+fn engine_config(fuel: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(fuel);
+    config.max_wasm_stack(MAX_WASM_STACK_BYTES);
+    // The fiber stack hosts the wasm stack plus host frames of async host calls.
+    config.async_stack_size(MAX_WASM_STACK_BYTES + (1 << 20));
+    config
+}
+
+/// Advances the epoch of every engine until the runtime is dropped.
+fn start_epoch_ticker(engines: Weak<EnginesInner>) {
+    std::thread::Builder::new()
+        .name("pganalytics-epoch".into())
+        .spawn(move || {
+            while let Some(engines) = engines.upgrade() {
+                engines.plain.increment_epoch();
+                if let Some(metered) = engines.metered.get() {
+                    metered.increment_epoch();
+                }
+                drop(engines);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}

@@ -1,0 +1,428 @@
+//! Plugins: loading a component (digest check, compile, grant check, linking) and running one
+//! `collect` in a fresh, limited instance.
+//!
+//! A plugin never runs unless every interface it imports was granted, and every run gets a new
+//! store, so nothing (memory, state, leaked resources) carries over from one run to the next
+//! except the `state` blob the host keeps on its behalf. A trap or a limit ends that run with a
+//! [`RunError`] naming the plugin and the limit; it never touches other plugins.
+
+pub mod engine;
+pub mod limits;
+pub mod manifest;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtxView, WasiView};
+
+use crate::config::{ByteSize, PluginConfig};
+use crate::host::bindings::{CollectorPre, Error as GuestError};
+use crate::host::{self, Capability, HostCtx, HostView};
+pub use engine::Engines;
+use limits::RunLimiter;
+pub use manifest::{Import, Manifest};
+
+/// Threat: a multi-gigabyte "plugin" file exhausting memory before it is even compiled.
+pub const MAX_COMPONENT_FILE_BYTES: u64 = 64 << 20;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin `{plugin}`: cannot read `{}`: {source}", path.display())]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin `{plugin}`: `{}` is {size} bytes, over the {max}-byte limit for components", path.display())]
+    TooLarge {
+        plugin: String,
+        path: PathBuf,
+        size: u64,
+        max: u64,
+    },
+    #[error(
+        "plugin `{plugin}`: `{}` has sha256 {actual}, but the config pins {expected}; refusing the changed file",
+        path.display()
+    )]
+    DigestMismatch {
+        plugin: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("plugin `{plugin}`: `{}` is not a valid WebAssembly component: {message}", path.display())]
+    Compile {
+        plugin: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("plugin `{plugin}`: `{}` does not export `collect` from world `pganalytics:collector/collector`", path.display())]
+    NoCollect { plugin: String, path: PathBuf },
+    #[error(
+        "plugin `{plugin}` imports `{import}`, which this runtime does not provide \
+         (it provides pganalytics:collector@0.1.x and WASI 0.2)"
+    )]
+    UnknownImport { plugin: String, import: String },
+    #[error("plugin `{plugin}` imports `{}` but is not granted it; to allow it, add to the config:\n{example}", capability.name())]
+    NotGranted {
+        plugin: String,
+        capability: Capability,
+        example: String,
+    },
+    #[error("plugin `{plugin}`: linking failed: {message}")]
+    Link { plugin: String, message: String },
+}
+
+/// Why one run of a plugin produced no accepted output. Every variant names the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("plugin `{plugin}` exceeded its {limit} wall-clock deadline")]
+    Deadline { plugin: String, limit: String },
+    #[error("plugin `{plugin}` exceeded its {limit} memory limit")]
+    Memory { plugin: String, limit: String },
+    #[error("plugin `{plugin}` ran out of fuel ({fuel} units per run)")]
+    Fuel { plugin: String, fuel: u64 },
+    #[error("plugin `{plugin}` overflowed its wasm stack (unbounded recursion?)")]
+    StackOverflow { plugin: String },
+    #[error("plugin `{plugin}` trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin `{plugin}` returned {size} bytes of output, over its {limit} limit")]
+    OutputTooLarge {
+        plugin: String,
+        size: u64,
+        limit: String,
+    },
+    #[error("plugin `{plugin}` reported an error: {error}")]
+    Guest { plugin: String, error: GuestError },
+    #[error("plugin `{plugin}` returned invalid output: {reason}")]
+    InvalidOutput { plugin: String, reason: String },
+    #[error("plugin `{plugin}`: cannot save its state: {message}")]
+    State { plugin: String, message: String },
+}
+
+impl RunError {
+    /// A short stable label, for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RunError::Deadline { .. } => "deadline",
+            RunError::Memory { .. } => "memory",
+            RunError::Fuel { .. } => "fuel",
+            RunError::StackOverflow { .. } => "stack_overflow",
+            RunError::Trap { .. } => "trap",
+            RunError::OutputTooLarge { .. } => "output_too_large",
+            RunError::Guest { .. } => "guest_error",
+            RunError::InvalidOutput { .. } => "invalid_output",
+            RunError::State { .. } => "state",
+        }
+    }
+}
+
+/// A verified, compiled and linked plugin, ready to be instantiated for each run.
+pub struct LoadedPlugin {
+    pub config: Arc<PluginConfig>,
+    pub sha256: [u8; 32],
+    pub manifest: Manifest,
+    pre: CollectorPre<RunState>,
+}
+
+impl LoadedPlugin {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+/// What a successful `collect` returned, not yet validated.
+pub struct RawOutput {
+    pub json: String,
+    /// The blob the plugin set with `state::set`, to be saved once the output is accepted.
+    pub pending_state: Option<Vec<u8>>,
+    pub denied_calls: u64,
+    pub elapsed: Duration,
+}
+
+/// Reads a component file with the size cap and returns its bytes and sha256.
+pub fn read_component(plugin: &str, path: &Path) -> Result<(Vec<u8>, [u8; 32]), LoadError> {
+    let read_error = |source| LoadError::Read {
+        plugin: plugin.to_owned(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read_error)?.len();
+    if size > MAX_COMPONENT_FILE_BYTES {
+        return Err(LoadError::TooLarge {
+            plugin: plugin.into(),
+            path: path.into(),
+            size,
+            max: MAX_COMPONENT_FILE_BYTES,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_error)?;
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    Ok((bytes, digest))
+}
+
+/// Compiles component bytes for `engine`.
+pub fn compile(
+    engine: &wasmtime::Engine,
+    plugin: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Component, LoadError> {
+    Component::new(engine, bytes).map_err(|e| LoadError::Compile {
+        plugin: plugin.into(),
+        path: path.into(),
+        message: format!("{e:#}"),
+    })
+}
+
+/// Everything plugin runs share: engines, the proc root and the state store.
+#[derive(Clone)]
+pub struct PluginHost {
+    engines: Engines,
+    state: host::state::StateStore,
+    proc_root: PathBuf,
+    mountinfo: PathBuf,
+}
+
+impl PluginHost {
+    pub fn new(state: host::state::StateStore) -> wasmtime::Result<Self> {
+        Ok(Self {
+            engines: Engines::new()?,
+            state,
+            proc_root: PathBuf::from("/proc"),
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+        })
+    }
+
+    pub fn engines(&self) -> &Engines {
+        &self.engines
+    }
+
+    pub fn state_store(&self) -> &host::state::StateStore {
+        &self.state
+    }
+
+    /// Verifies, compiles, checks grants against imports and links one plugin.
+    pub fn load(&self, config: Arc<PluginConfig>) -> Result<LoadedPlugin, LoadError> {
+        let plugin = config.name.as_str();
+        let (bytes, sha256) = read_component(plugin, &config.wasm)?;
+        if let Some(expected) = config.sha256
+            && expected != sha256
+        {
+            return Err(LoadError::DigestMismatch {
+                plugin: plugin.into(),
+                path: config.wasm.clone(),
+                expected: hex::encode(expected),
+                actual: hex::encode(sha256),
+            });
+        }
+        let engine = self
+            .engines
+            .get(config.limits.fuel.is_some())
+            .map_err(|e| LoadError::Link {
+                plugin: plugin.into(),
+                message: e.to_string(),
+            })?;
+        let component = compile(&engine, plugin, &config.wasm, &bytes)?;
+        let manifest = Manifest::of(&engine, &component);
+        if let Some(import) = manifest.unknown_imports().first() {
+            return Err(LoadError::UnknownImport {
+                plugin: plugin.into(),
+                import: (*import).to_owned(),
+            });
+        }
+        for capability in manifest.capabilities() {
+            if !config.grants.allows(capability) {
+                return Err(LoadError::NotGranted {
+                    plugin: plugin.into(),
+                    capability,
+                    example: capability.grant_example(plugin).unwrap_or_default(),
+                });
+            }
+        }
+        if !manifest.exports_collect() {
+            return Err(LoadError::NoCollect {
+                plugin: plugin.into(),
+                path: config.wasm.clone(),
+            });
+        }
+        let mut linker = Linker::new(&engine);
+        let link_error = |e: wasmtime::Error| LoadError::Link {
+            plugin: plugin.into(),
+            message: format!("{e:#}"),
+        };
+        host::link(&mut linker, &config.grants).map_err(link_error)?;
+        let pre = linker.instantiate_pre(&component).map_err(link_error)?;
+        let pre = CollectorPre::new(pre).map_err(link_error)?;
+        Ok(LoadedPlugin {
+            config,
+            sha256,
+            manifest,
+            pre,
+        })
+    }
+
+    /// Runs `collect` once in a fresh instance under the plugin's limits.
+    pub async fn run(&self, plugin: &LoadedPlugin) -> Result<RawOutput, RunError> {
+        let started = Instant::now();
+        let config = &plugin.config;
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        let limits = &config.limits;
+        let audit = host::audit::Audit::new(name.clone(), plugin.sha256_hex().into());
+        let budget = host::log::LogBudget::new(name.clone(), usize_cap(limits.max_log_bytes));
+        let host_call_cap = usize_cap(limits.max_host_call_bytes);
+        let ctx = HostCtx {
+            wasi: host::empty_wasi(&budget),
+            table: Default::default(),
+            procfs: host::procfs::ProcfsCtx::new(
+                config.grants.procfs.clone(),
+                self.proc_root.clone(),
+                host_call_cap,
+                audit.clone(),
+            ),
+            fs_stats: host::fs_stats::FsStatsCtx::new(
+                config.grants.fs_stats.clone(),
+                self.mountinfo.clone(),
+                audit.clone(),
+            ),
+            settings: host::settings::SettingsCtx::new(config.settings.clone()),
+            log: host::log::LogCtx::new(budget.clone()),
+            state: host::state::StateCtx::new(
+                name.clone(),
+                self.state.load(&config.name),
+                usize_cap(limits.max_state_bytes),
+            ),
+        };
+        let engine = plugin.pre.engine().clone();
+        let mut store = Store::new(
+            &engine,
+            RunState {
+                host: ctx,
+                limiter: RunLimiter::new(limits.memory_bytes),
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        if let Some(fuel) = limits.fuel {
+            store.set_fuel(fuel).map_err(|e| RunError::Trap {
+                plugin: name.to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let deadline = started + limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+
+        let call = async {
+            let collector = plugin.pre.instantiate_async(&mut store).await?;
+            collector.call_collect(&mut store).await
+        };
+        // The epoch callback stops guest code; this timeout also stops a host call that hangs.
+        let outcome = tokio::time::timeout(limits.timeout, call).await;
+        budget.finish();
+        let plugin_name = name.to_string();
+        let result = match outcome {
+            Err(_elapsed) => Err(RunError::Deadline {
+                plugin: plugin_name,
+                limit: limits.describe_timeout(),
+            }),
+            Ok(Err(trap)) => Err(classify_trap(&plugin_name, trap, &store, limits, &budget)),
+            Ok(Ok(Err(error))) => Err(RunError::Guest {
+                plugin: plugin_name,
+                error,
+            }),
+            Ok(Ok(Ok(json))) if json.len() as u64 > limits.max_output_bytes => {
+                Err(RunError::OutputTooLarge {
+                    plugin: plugin_name,
+                    size: json.len() as u64,
+                    limit: ByteSize(limits.max_output_bytes).to_string(),
+                })
+            }
+            Ok(Ok(Ok(json))) => Ok(json),
+        };
+        let denied_calls = audit.denied_count();
+        let json = result?;
+        let pending_state = store.data_mut().host.state.take_pending();
+        Ok(RawOutput {
+            json,
+            pending_state,
+            denied_calls,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+fn usize_cap(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+fn classify_trap(
+    plugin: &str,
+    error: wasmtime::Error,
+    store: &Store<RunState>,
+    limits: &limits::Limits,
+    budget: &host::log::LogBudget,
+) -> RunError {
+    let plugin = plugin.to_owned();
+    if store.data().limiter.memory_limit_hit {
+        return RunError::Memory {
+            plugin,
+            limit: limits.describe_memory(),
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => RunError::Deadline {
+            plugin,
+            limit: limits.describe_timeout(),
+        },
+        Some(Trap::OutOfFuel) => RunError::Fuel {
+            plugin,
+            fuel: limits.fuel.unwrap_or(0),
+        },
+        Some(Trap::StackOverflow) => RunError::StackOverflow { plugin },
+        other => {
+            let mut message = match other {
+                Some(trap) => trap.to_string(),
+                None => format!("{error:#}"),
+            };
+            // A Rust guest prints its panic message to stderr right before it aborts.
+            let stderr = budget.stderr_tail(512);
+            if !stderr.is_empty() {
+                message = format!("{message} (guest stderr: {stderr})");
+            }
+            RunError::Trap { plugin, message }
+        }
+    }
+}
+
+/// The data of a run's store: the capability contexts and the resource limiter.
+pub struct RunState {
+    host: HostCtx,
+    limiter: RunLimiter,
+}
+
+impl HostView for RunState {
+    fn host(&mut self) -> &mut HostCtx {
+        &mut self.host
+    }
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.host.ctx()
+    }
+}
