@@ -14,6 +14,9 @@ use super::limits::MAX_WASM_STACK_BYTES;
 /// checked) once per tick, so this is also the deadline's resolution.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Frames kept in a trap's backtrace.
+pub const BACKTRACE_FRAMES: usize = 64;
+
 /// The engines of one runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct Engines {
@@ -54,6 +57,8 @@ fn engine_config(fuel: bool) -> Config {
     config.epoch_interruption(true);
     config.consume_fuel(fuel);
     config.max_wasm_stack(MAX_WASM_STACK_BYTES);
+    // Enough frames to recognise runaway recursion in a trap (see `plugin::classify_trap`).
+    config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(BACKTRACE_FRAMES));
     // The fiber stack hosts the wasm stack plus host frames of async host calls.
     config.async_stack_size(MAX_WASM_STACK_BYTES + (1 << 20));
     config

@@ -394,6 +394,7 @@ fn classify_trap(
             fuel: limits.fuel.unwrap_or(0),
         },
         Some(Trap::StackOverflow) => RunError::StackOverflow { plugin },
+        Some(Trap::MemoryOutOfBounds) if is_runaway_recursion(&error) => RunError::StackOverflow { plugin },
         other => {
             let mut message = match other {
                 Some(trap) => trap.to_string(),
@@ -407,6 +408,24 @@ fn classify_trap(
             RunError::Trap { plugin, message }
         }
     }
+}
+
+/// Rust (and C) guests keep their stack in linear memory; overflowing it shows up as an
+/// out-of-bounds access below address 0, not as wasmtime's own stack overflow. The telltale is
+/// a backtrace that is full and made almost entirely of one function calling itself.
+fn is_runaway_recursion(error: &wasmtime::Error) -> bool {
+    let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return false;
+    };
+    let frames = backtrace.frames();
+    if frames.len() < engine::BACKTRACE_FRAMES {
+        return false;
+    }
+    let mut counts = std::collections::HashMap::new();
+    for frame in frames {
+        *counts.entry(frame.func_index()).or_insert(0usize) += 1;
+    }
+    counts.values().max().is_some_and(|&most| most * 10 >= frames.len() * 9)
 }
 
 /// The data of a run's store: the capability contexts and the resource limiter.
