@@ -15,7 +15,11 @@ use serde_json::Value;
 use support::*;
 
 fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary()).args(args).env("PGANALYTICS_LOG", "warn").output().expect("running pganalytics");
+    let output = Command::new(binary())
+        .args(args)
+        .env("PGANALYTICS_LOG", "warn")
+        .output()
+        .expect("running pganalytics");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -25,19 +29,29 @@ fn run_cli(args: &[&str]) -> (i32, String, String) {
 
 fn meminfo_kib(key: &str) -> f64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let line = text.lines().find(|l| l.starts_with(&format!("{key}:"))).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}:")))
+        .unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn statvfs(path: &str) -> libc::statvfs {
     let c = std::ffi::CString::new(path).unwrap();
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut stat) }, 0, "statvfs {path}");
+    assert_eq!(
+        unsafe { libc::statvfs(c.as_ptr(), &mut stat) },
+        0,
+        "statvfs {path}"
+    );
     stat
 }
 
 fn number(value: &Value, path: &str) -> f64 {
-    value.pointer(path).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {path} in {value}"))
+    value
+        .pointer(path)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number at {path} in {value}"))
 }
 
 #[test]
@@ -51,15 +65,24 @@ fn collect_once_prints_sane_sysstat_and_disk_usage_from_the_sandbox() {
     let config = write_config(dir.path(), &body);
     // Twice: the second run computes CPU over the interval from the state the first one saved.
     for run in 0..2 {
-        let (code, stdout, stderr) = run_cli(&["collect", "--once", "--config", config.to_str().unwrap()]);
+        let (code, stdout, stderr) =
+            run_cli(&["collect", "--once", "--config", config.to_str().unwrap()]);
         assert_eq!(code, 0, "run {run}: {stderr}");
         let envelope: Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(envelope["collector_id"], "test-collector");
         assert_eq!(envelope["metrics_count"], 2);
-        assert!(chrono::DateTime::parse_from_rfc3339(envelope["timestamp"].as_str().unwrap()).is_ok());
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(envelope["timestamp"].as_str().unwrap()).is_ok()
+        );
         let metrics = envelope["metrics"].as_array().unwrap();
-        let sysstat = metrics.iter().find(|m| m["type"] == "sysstat").expect("a sysstat item");
-        let disk = metrics.iter().find(|m| m["type"] == "disk_usage").expect("a disk_usage item");
+        let sysstat = metrics
+            .iter()
+            .find(|m| m["type"] == "sysstat")
+            .expect("a sysstat item");
+        let disk = metrics
+            .iter()
+            .find(|m| m["type"] == "disk_usage")
+            .expect("a disk_usage item");
 
         let mut sum = 0.0;
         for field in ["user", "system", "idle", "iowait"] {
@@ -67,18 +90,29 @@ fn collect_once_prints_sane_sysstat_and_disk_usage_from_the_sandbox() {
             assert!((0.0..=100.0).contains(&pct), "cpu.{field} = {pct}");
             sum += pct;
         }
-        assert!((90.0..=100.5).contains(&sum), "cpu percentages sum to {sum}");
+        assert!(
+            (90.0..=100.5).contains(&sum),
+            "cpu percentages sum to {sum}"
+        );
         let load = number(sysstat, "/cpu/load_1m");
         assert!(load >= 0.0);
         let total_mb = number(sysstat, "/memory/total_mb");
-        assert!((total_mb - meminfo_kib("MemTotal") / 1024.0).abs() < 0.01, "total_mb {total_mb}");
+        assert!(
+            (total_mb - meminfo_kib("MemTotal") / 1024.0).abs() < 0.01,
+            "total_mb {total_mb}"
+        );
         let used = number(sysstat, "/memory/used_mb");
         assert!(used > 0.0 && used <= total_mb);
         let devices = sysstat["disk_io"].as_array().unwrap();
         let diskstats = std::fs::read_to_string("/proc/diskstats").unwrap();
         for device in devices {
             let name = device["device"].as_str().unwrap();
-            assert!(diskstats.lines().any(|l| l.split_whitespace().nth(2) == Some(name)), "{name}");
+            assert!(
+                diskstats
+                    .lines()
+                    .any(|l| l.split_whitespace().nth(2) == Some(name)),
+                "{name}"
+            );
         }
 
         let filesystems = disk["filesystems"].as_array().unwrap();
@@ -89,14 +123,23 @@ fn collect_once_prints_sane_sysstat_and_disk_usage_from_the_sandbox() {
             let gib = (1u64 << 30) as f64;
             let total = stat.f_blocks as f64 * stat.f_frsize as f64 / gib;
             let free = stat.f_bavail as f64 * stat.f_frsize as f64 / gib;
-            assert!((number(fs, "/total_gb") - total).abs() < 0.011, "{mount}: total {fs} vs {total}");
+            assert!(
+                (number(fs, "/total_gb") - total).abs() < 0.011,
+                "{mount}: total {fs} vs {total}"
+            );
             // Free space moves while tests write files; a generous band still catches unit bugs.
-            assert!((number(fs, "/free_gb") - free).abs() < 0.5, "{mount}: free {fs} vs {free}");
+            assert!(
+                (number(fs, "/free_gb") - free).abs() < 0.5,
+                "{mount}: free {fs} vs {free}"
+            );
             let pct = number(fs, "/percent_used");
             assert!((0.0..=100.0).contains(&pct));
         }
     }
-    assert!(dir.path().join("state/plugins/sysstat.state").exists(), "sysstat state was persisted");
+    assert!(
+        dir.path().join("state/plugins/sysstat.state").exists(),
+        "sysstat state was persisted"
+    );
 }
 
 /// Every hostile fixture, next to a well-behaved sysstat, in one collection.
@@ -107,7 +150,12 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
     let body = [
         plugin("sysstat", "sysstat", "sysstat", "") + SYSSTAT_GRANTS,
         plugin("loop", "hostile_loop", "x", "timeout = \"1s\""),
-        plugin("fuel", "hostile_loop", "x", "timeout = \"10s\"\nfuel = 5000000"),
+        plugin(
+            "fuel",
+            "hostile_loop",
+            "x",
+            "timeout = \"10s\"\nfuel = 5000000",
+        ),
         plugin("membomb", "hostile_membomb", "x", "memory = \"16MiB\""),
         plugin("recursion", "hostile_recursion", "x", ""),
         plugin("flood", "hostile_flood", "flood", "max_output = \"1MiB\""),
@@ -116,7 +164,12 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
         plugin("panic", "hostile_panic", "x", ""),
         plugin("environ", "hostile_environ", "probe", "") + &procfs_all("environ"),
         plugin("ungranted", "hostile_ungranted", "x", ""),
-        plugin("logspam", "hostile_logspam", "logspam", "max_log_bytes = \"4KiB\""),
+        plugin(
+            "logspam",
+            "hostile_logspam",
+            "logspam",
+            "max_log_bytes = \"4KiB\"",
+        ),
         plugin("statebomb", "hostile_statebomb", "probe", ""),
         plugin("deniedloop", "hostile_procfs_loop", "probe", "") + &procfs_all("deniedloop"),
     ]
@@ -127,7 +180,11 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
     let started = std::time::Instant::now();
     let collection = pipeline::collect_once(&config, &host, &[]).await;
     let elapsed = started.elapsed();
-    let outcomes: BTreeMap<&str, &Outcome> = collection.outcomes.iter().map(|(n, o)| (n.as_str(), o)).collect();
+    let outcomes: BTreeMap<&str, &Outcome> = collection
+        .outcomes
+        .iter()
+        .map(|(n, o)| (n.as_str(), o))
+        .collect();
     let message = |name: &str| match outcomes[name] {
         Outcome::Accepted(_) => panic!("plugin `{name}` was accepted"),
         Outcome::LoadFailed(e) => e.to_string(),
@@ -135,27 +192,79 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
     };
 
     // The well-behaved plugin delivers, and only its items (plus accepted probes) are in the envelope.
-    let types: Vec<&str> = collection.envelope.metrics.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = collection
+        .envelope
+        .metrics
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
     assert!(types.contains(&"sysstat"), "{types:?}");
-    assert!(!types.contains(&"flood") && !types.contains(&"x"), "{types:?}");
-
-    assert!(matches!(outcomes["loop"], Outcome::RunFailed(RunError::Deadline { .. })));
-    assert_eq!(message("loop"), "plugin `loop` exceeded its 1s wall-clock deadline");
-    assert!(matches!(outcomes["fuel"], Outcome::RunFailed(RunError::Fuel { .. })), "{}", message("fuel"));
-    assert_eq!(message("membomb"), "plugin `membomb` exceeded its 16 MiB memory limit");
-    assert!(matches!(outcomes["recursion"], Outcome::RunFailed(RunError::StackOverflow { .. })), "{}", message("recursion"));
-    assert!(matches!(outcomes["flood"], Outcome::RunFailed(RunError::OutputTooLarge { .. })));
-    assert!(message("flood").contains("over its 1 MiB limit"), "{}", message("flood"));
-    assert!(message("badjson").starts_with("plugin `badjson` returned invalid output: not valid JSON"));
     assert!(
-        message("wrongtype").contains("type `sysstat` is not one this plugin may emit (allowed: wrongtype_ok)"),
+        !types.contains(&"flood") && !types.contains(&"x"),
+        "{types:?}"
+    );
+
+    assert!(matches!(
+        outcomes["loop"],
+        Outcome::RunFailed(RunError::Deadline { .. })
+    ));
+    assert_eq!(
+        message("loop"),
+        "plugin `loop` exceeded its 1s wall-clock deadline"
+    );
+    assert!(
+        matches!(outcomes["fuel"], Outcome::RunFailed(RunError::Fuel { .. })),
+        "{}",
+        message("fuel")
+    );
+    assert_eq!(
+        message("membomb"),
+        "plugin `membomb` exceeded its 16 MiB memory limit"
+    );
+    assert!(
+        matches!(
+            outcomes["recursion"],
+            Outcome::RunFailed(RunError::StackOverflow { .. })
+        ),
+        "{}",
+        message("recursion")
+    );
+    assert!(matches!(
+        outcomes["flood"],
+        Outcome::RunFailed(RunError::OutputTooLarge { .. })
+    ));
+    assert!(
+        message("flood").contains("over its 1 MiB limit"),
+        "{}",
+        message("flood")
+    );
+    assert!(
+        message("badjson").starts_with("plugin `badjson` returned invalid output: not valid JSON")
+    );
+    assert!(
+        message("wrongtype")
+            .contains("type `sysstat` is not one this plugin may emit (allowed: wrongtype_ok)"),
         "{}",
         message("wrongtype")
     );
-    assert!(matches!(outcomes["panic"], Outcome::RunFailed(RunError::Trap { .. })));
-    assert!(message("panic").contains("boom"), "the panic message is surfaced: {}", message("panic"));
-    assert!(matches!(outcomes["ungranted"], Outcome::LoadFailed(LoadError::NotGranted { .. })));
-    assert!(message("ungranted").contains("[plugins.ungranted.grants.postgres]"), "{}", message("ungranted"));
+    assert!(matches!(
+        outcomes["panic"],
+        Outcome::RunFailed(RunError::Trap { .. })
+    ));
+    assert!(
+        message("panic").contains("boom"),
+        "the panic message is surfaced: {}",
+        message("panic")
+    );
+    assert!(matches!(
+        outcomes["ungranted"],
+        Outcome::LoadFailed(LoadError::NotGranted { .. })
+    ));
+    assert!(
+        message("ungranted").contains("[plugins.ungranted.grants.postgres]"),
+        "{}",
+        message("ungranted")
+    );
 
     // Denials are values: the probes ran to completion and saw every escape attempt denied.
     let probe = |key: &str| {
@@ -168,22 +277,39 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
             .clone()
     };
     let results = probe("results");
-    for attempt in ["self/environ", "../etc/passwd", "/etc/passwd", "self/root/etc/passwd"] {
+    for attempt in [
+        "self/environ",
+        "../etc/passwd",
+        "/etc/passwd",
+        "self/root/etc/passwd",
+    ] {
         let result = results["results"][attempt].as_str().unwrap_or_default();
         assert!(result.starts_with("denied"), "{attempt}: {result}");
     }
     let state = probe("state_set");
-    assert!(state["state_set"].as_str().unwrap().starts_with("too-large"), "{state}");
+    assert!(
+        state["state_set"]
+            .as_str()
+            .unwrap()
+            .starts_with("too-large"),
+        "{state}"
+    );
     let denials = probe("denials");
     assert_eq!(denials["denials"], 100_000);
     match outcomes["deniedloop"] {
         Outcome::Accepted(accepted) => assert_eq!(accepted.denied_calls, 100_000),
         _ => panic!("the denied-call loop should complete"),
     }
-    assert!(matches!(outcomes["logspam"], Outcome::Accepted(_)), "log output beyond the cap is dropped, not fatal");
+    assert!(
+        matches!(outcomes["logspam"], Outcome::Accepted(_)),
+        "log output beyond the cap is dropped, not fatal"
+    );
 
     // The 1s deadline bounds the whole collection (the fuel plugin stops long before its 10s).
-    assert!(elapsed < std::time::Duration::from_secs(8), "collection took {elapsed:?}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(8),
+        "collection took {elapsed:?}"
+    );
 }
 
 #[test]
@@ -200,10 +326,21 @@ fn inspect_shows_what_a_plugin_needs_before_it_runs() {
     };
     assert_eq!(report["sha256"], sha);
 
-    let (code, stdout, _) = run_cli(&["plugin", "inspect", wasm("hostile_ungranted").to_str().unwrap()]);
+    let (code, stdout, _) = run_cli(&[
+        "plugin",
+        "inspect",
+        wasm("hostile_ungranted").to_str().unwrap(),
+    ]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("postgres") && stdout.contains("[plugins.hostile_ungranted.grants.postgres]"), "{stdout}");
-    assert!(stdout.contains("no files, no environment, no network"), "{stdout}");
+    assert!(
+        stdout.contains("postgres")
+            && stdout.contains("[plugins.hostile_ungranted.grants.postgres]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("no files, no environment, no network"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -220,8 +357,14 @@ fn a_changed_file_is_refused_when_pinned_and_garbage_is_not_a_component() {
     let config = write_config(dir.path(), &body);
     let (code, stdout, _) = run_cli(&["config", "check", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(stdout.contains("plugin `sysstat`") && stdout.contains("the config pins 0000"), "{stdout}");
-    assert!(stdout.contains("plugin `fake`") && stdout.contains("not a valid WebAssembly component"), "{stdout}");
+    assert!(
+        stdout.contains("plugin `sysstat`") && stdout.contains("the config pins 0000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("plugin `fake`") && stdout.contains("not a valid WebAssembly component"),
+        "{stdout}"
+    );
     assert!(stdout.contains("2 problems"), "{stdout}");
 }
 
@@ -238,15 +381,29 @@ fn config_check_reports_every_problem_with_file_key_and_line() {
     assert_eq!(code, 1);
     let file = path.display().to_string();
     assert!(stderr.contains("2 problems"), "{stderr}");
-    assert!(stderr.contains(&format!("{file}:7: `plugins.a.timeout`: invalid duration `soon`")), "{stderr}");
-    assert!(stderr.contains("`plugins.b.grants.procfs.paths`: procfs path `/etc/shadow` must be relative"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:7: `plugins.a.timeout`: invalid duration `soon`"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "`plugins.b.grants.procfs.paths`: procfs path `/etc/shadow` must be relative"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn the_sample_config_checks_clean_after_the_guests_are_built() {
     support::guests();
     let sample = repo_root().join("config.toml.sample");
-    let (code, stdout, stderr) = run_cli(&["config", "check", "--config", sample.to_str().unwrap()]);
+    let (code, stdout, stderr) =
+        run_cli(&["config", "check", "--config", sample.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("plugin `sysstat`") && stdout.contains("plugin `disk`"), "{stdout}");
+    assert!(
+        stdout.contains("plugin `sysstat`") && stdout.contains("plugin `disk`"),
+        "{stdout}"
+    );
 }

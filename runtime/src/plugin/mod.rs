@@ -394,7 +394,9 @@ fn classify_trap(
             fuel: limits.fuel.unwrap_or(0),
         },
         Some(Trap::StackOverflow) => RunError::StackOverflow { plugin },
-        Some(Trap::MemoryOutOfBounds) if is_runaway_recursion(&error) => RunError::StackOverflow { plugin },
+        Some(Trap::MemoryOutOfBounds) if is_runaway_recursion(&error) => {
+            RunError::StackOverflow { plugin }
+        }
         other => {
             let mut message = match other {
                 Some(trap) => trap.to_string(),
@@ -425,7 +427,10 @@ fn is_runaway_recursion(error: &wasmtime::Error) -> bool {
     for frame in frames {
         *counts.entry(frame.func_index()).or_insert(0usize) += 1;
     }
-    counts.values().max().is_some_and(|&most| most * 10 >= frames.len() * 9)
+    counts
+        .values()
+        .max()
+        .is_some_and(|&most| most * 10 >= frames.len() * 9)
 }
 
 /// The data of a run's store: the capability contexts and the resource limiter.

@@ -8,7 +8,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("runtime/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("runtime/ has a parent")
+        .to_path_buf()
 }
 
 /// Builds every guest (collectors and hostile fixtures) for wasm32-wasip2 and returns the
@@ -18,9 +21,17 @@ pub fn guests() -> &'static Path {
     DIR.get_or_init(|| {
         let guests = repo_root().join("guests");
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cargo.current_dir(&guests).args(["build", "--release", "--quiet"]);
+        cargo
+            .current_dir(&guests)
+            .args(["build", "--release", "--quiet"]);
         // Variables cargo sets for this test build would leak into the guest build.
-        for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER"] {
+        for var in [
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTC_WRAPPER",
+        ] {
             cargo.env_remove(var);
         }
         let status = cargo.status().expect("running cargo for the guests");
