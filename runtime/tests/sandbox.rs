@@ -176,7 +176,11 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
     .concat();
     let path = write_config(dir.path(), &body);
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let host = PluginHost::new(StateStore::new(config.collector.state_dir.clone())).unwrap();
+    let host = PluginHost::new(
+        StateStore::new(config.collector.state_dir.clone()),
+        config.postgres.clone(),
+    )
+    .unwrap();
     let started = std::time::Instant::now();
     let collection = pipeline::collect_once(&config, &host, &[]).await;
     let elapsed = started.elapsed();

@@ -20,6 +20,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::host::Grants;
 use crate::host::fs_stats::FsStatsGrant;
+use crate::host::postgres::PostgresGrant;
 use crate::host::procfs::ProcfsGrant;
 use crate::host::settings::PluginSettings;
 use crate::plugin::limits::Limits;
@@ -73,6 +74,29 @@ pub struct PostgresConfig {
     pub password_file: Option<PathBuf>,
     pub sslmode: String,
     pub databases: Vec<String>,
+    pub maintenance_db: String,
+}
+
+impl PostgresConfig {
+    /// Whether the runtime may connect to `database` at all.
+    pub fn permits(&self, database: &str) -> bool {
+        self.databases.iter().any(|d| d == "*" || d == database)
+    }
+
+    /// Settings that point nowhere, for unit tests that must never reach a server.
+    #[cfg(test)]
+    pub fn unreachable_for_tests() -> Self {
+        Self {
+            host: "/nonexistent".into(),
+            port: 1,
+            user: "nobody".into(),
+            password: None,
+            password_file: None,
+            sslmode: "disable".into(),
+            databases: vec!["*".into()],
+            maintenance_db: "postgres".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -420,7 +444,8 @@ impl<'a> Checker<'a> {
             password: raw.password,
             password_file: raw.password_file.map(|p| self.resolve(&p)),
             sslmode,
-            databases: raw.databases.unwrap_or_else(|| vec!["postgres".into()]),
+            databases: raw.databases.unwrap_or_else(|| vec!["*".into()]),
+            maintenance_db: raw.maintenance_db.unwrap_or_else(|| "postgres".into()),
         })
     }
 
@@ -521,17 +546,18 @@ impl<'a> Checker<'a> {
                 Err(why) => self.problem(key("grants.fs-stats.mounts"), Some(span.clone()), why),
             }
         }
-        for (granted, capability) in [
-            (raw.grants.log_tail.is_some(), "log-tail"),
-            (raw.grants.postgres.is_some(), "postgres"),
-        ] {
-            if granted {
-                self.problem(
-                    key(&format!("grants.{capability}")),
-                    Some(span.clone()),
-                    format!("the `{capability}` capability is part of the WIT contract but not implemented in this version"),
-                );
+        if let Some(postgres) = &raw.grants.postgres {
+            match PostgresGrant::new(postgres) {
+                Ok(grant) => grants.postgres = Some(Arc::new(grant)),
+                Err(why) => self.problem(key("grants.postgres.databases"), Some(span.clone()), why),
             }
+        }
+        if raw.grants.log_tail.is_some() {
+            self.problem(
+                key("grants.log-tail"),
+                Some(span.clone()),
+                "the `log-tail` capability is part of the WIT contract but not implemented in this version",
+            );
         }
         let settings = match PluginSettings::from_toml(&raw.settings) {
             Ok(settings) => settings,
@@ -663,7 +689,7 @@ sha256 = \"abc\"
 [plugins.a.grants.procfs]
 paths = [\"../etc/passwd\"]
 [plugins.a.grants.postgres]
-databases = [\"app\"]
+databases = []
 ";
         let rendered: Vec<String> = problems(text).iter().map(|p| p.to_string()).collect();
         let expect = [
@@ -671,7 +697,7 @@ databases = [\"app\"]
             "`plugins.a.sha256`",
             "`plugins.a.emits`",
             "`plugins.a.grants.procfs.paths`",
-            "`plugins.a.grants.postgres`",
+            "`plugins.a.grants.postgres.databases`",
         ];
         for key in expect {
             assert!(

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::units::{ByteSize, HumanDuration};
 use crate::host::fs_stats::FsStatsGrantConfig;
+use crate::host::postgres::PostgresGrantConfig;
 use crate::host::procfs::ProcfsGrantConfig;
 
 /// `[collector]`: who this agent is and where it keeps its files.
@@ -56,10 +57,14 @@ pub struct RawPostgres {
     pub password: Option<String>,
     /// File holding the password (first line), readable by the agent only.
     pub password_file: Option<PathBuf>,
-    /// `disable`, `prefer` or `require`.
+    /// `disable` or `prefer` (no TLS connector for PostgreSQL yet: use the unix socket or
+    /// localhost).
     pub sslmode: Option<String>,
-    /// Databases the runtime may connect to at all; plugin grants select among these.
+    /// Databases the runtime may connect to at all (default `["*"]`); a plugin's grant is
+    /// narrowed to these.
     pub databases: Option<Vec<String>>,
+    /// Database used to list the others (default `postgres`).
+    pub maintenance_db: Option<String>,
 }
 
 /// `[tls]`: how the agent talks to the backend.
@@ -124,8 +129,7 @@ pub struct RawGrants {
     /// Defined by the WIT contract; the capability is not implemented in this version.
     #[serde(rename = "log-tail")]
     pub log_tail: Option<toml::Table>,
-    /// Defined by the WIT contract; the capability is not implemented in this version.
-    pub postgres: Option<toml::Table>,
+    pub postgres: Option<PostgresGrantConfig>,
 }
 
 /// Top-level sections, deserialised one by one so every section's problems are reported.

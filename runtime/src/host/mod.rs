@@ -10,6 +10,7 @@ pub mod audit;
 pub mod bindings;
 pub mod fs_stats;
 pub mod log;
+pub mod postgres;
 pub mod procfs;
 pub mod settings;
 pub mod state;
@@ -122,6 +123,7 @@ impl fmt::Display for Capability {
 pub struct Grants {
     pub procfs: Option<Arc<procfs::ProcfsGrant>>,
     pub fs_stats: Option<Arc<fs_stats::FsStatsGrant>>,
+    pub postgres: Option<Arc<postgres::PostgresGrant>>,
 }
 
 impl Grants {
@@ -129,7 +131,8 @@ impl Grants {
         match capability {
             Capability::Procfs => self.procfs.is_some(),
             Capability::FsStats => self.fs_stats.is_some(),
-            Capability::LogTail | Capability::Postgres => false,
+            Capability::Postgres => self.postgres.is_some(),
+            Capability::LogTail => false,
             Capability::Types | Capability::Settings | Capability::Log | Capability::State => true,
         }
     }
@@ -142,6 +145,7 @@ pub struct HostCtx {
     pub table: ResourceTable,
     pub procfs: procfs::ProcfsCtx,
     pub fs_stats: fs_stats::FsStatsCtx,
+    pub postgres: postgres::PostgresCtx,
     pub settings: settings::SettingsCtx,
     pub log: log::LogCtx,
     pub state: state::StateCtx,
@@ -187,6 +191,11 @@ pub fn link<T: HostView + WasiView>(
     if grants.fs_stats.is_some() {
         wit::fs_stats::add_to_linker::<T, HasSelf<fs_stats::FsStatsCtx>>(linker, |t| {
             &mut t.host().fs_stats
+        })?;
+    }
+    if grants.postgres.is_some() {
+        wit::postgres::add_to_linker::<T, HasSelf<postgres::PostgresCtx>>(linker, |t| {
+            &mut t.host().postgres
         })?;
     }
     Ok(())

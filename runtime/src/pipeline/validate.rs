@@ -136,6 +136,15 @@ const PG_QUERY_STATS: &[(&str, Kind)] = &[
     ),
 ];
 
+/// Server-wide statistics of the `pg_stats` collector (not in the original contract; required
+/// fields are those every PostgreSQL version provides).
+const PG_SERVER: &[(&str, Kind)] = &[
+    ("server_version", Text),
+    ("server_version_num", Number),
+    ("max_connections", Number),
+    ("connections", Object(&[("total", Number)])),
+];
+
 /// Required fields of the item types in the backend contract.
 fn schema(item_type: &str) -> Option<&'static [(&'static str, Kind)]> {
     match item_type {
@@ -144,6 +153,7 @@ fn schema(item_type: &str) -> Option<&'static [(&'static str, Kind)]> {
         "pg_log" => Some(PG_LOG),
         "pg_stats" => Some(PG_STATS),
         "pg_query_stats" => Some(PG_QUERY_STATS),
+        "pg_server" => Some(PG_SERVER),
         _ => None,
     }
 }

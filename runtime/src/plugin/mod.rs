@@ -189,15 +189,22 @@ pub fn compile(
 pub struct PluginHost {
     engines: Engines,
     state: host::state::StateStore,
+    postgres: Option<Arc<host::postgres::pool::PgPool>>,
     proc_root: PathBuf,
     mountinfo: PathBuf,
 }
 
 impl PluginHost {
-    pub fn new(state: host::state::StateStore) -> wasmtime::Result<Self> {
+    /// `postgres` holds the runtime's connection settings, when it has any.
+    pub fn new(
+        state: host::state::StateStore,
+        postgres: Option<crate::config::PostgresConfig>,
+    ) -> wasmtime::Result<Self> {
         Ok(Self {
             engines: Engines::new()?,
             state,
+            postgres: postgres
+                .map(|settings| Arc::new(host::postgres::pool::PgPool::new(settings))),
             proc_root: PathBuf::from("/proc"),
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
         })
@@ -280,6 +287,7 @@ impl PluginHost {
         let audit = host::audit::Audit::new(name.clone(), plugin.sha256_hex().into());
         let budget = host::log::LogBudget::new(name.clone(), usize_cap(limits.max_log_bytes));
         let host_call_cap = usize_cap(limits.max_host_call_bytes);
+        let deadline = started + limits.timeout;
         let ctx = HostCtx {
             wasi: host::empty_wasi(&budget),
             table: Default::default(),
@@ -292,6 +300,13 @@ impl PluginHost {
             fs_stats: host::fs_stats::FsStatsCtx::new(
                 config.grants.fs_stats.clone(),
                 self.mountinfo.clone(),
+                audit.clone(),
+            ),
+            postgres: host::postgres::PostgresCtx::new(
+                config.grants.postgres.clone(),
+                self.postgres.clone(),
+                host_call_cap,
+                deadline,
                 audit.clone(),
             ),
             settings: host::settings::SettingsCtx::new(config.settings.clone()),
@@ -317,7 +332,6 @@ impl PluginHost {
                 message: e.to_string(),
             })?;
         }
-        let deadline = started + limits.timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline {

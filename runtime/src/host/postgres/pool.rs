@@ -1,0 +1,196 @@
+//! Host-owned PostgreSQL connections, one small idle list per database, shared by every plugin
+//! run. Plugins never see a connection, only rows.
+//!
+//! A connection that died (server restart, network) is noticed when it is checked out or fails
+//! and is replaced by a new one, so the next cycle after a restart simply reconnects. A connection
+//! whose query was abandoned mid-flight (plugin deadline) is dropped, never reused.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::PostgresConfig;
+
+/// Threat: a plugin looping over databases would otherwise open unbounded connections; idle
+/// connections beyond this per database are closed.
+const MAX_IDLE_PER_DATABASE: usize = 2;
+
+/// Threat: an unreachable server stalling every run until the plugin deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a connection could not be made, as the guest will see it.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The database does not exist.
+    NoSuchDatabase(String),
+    /// Anything else: refused, auth failed, timeout.
+    Unavailable(String),
+}
+
+pub struct PgPool {
+    settings: PostgresConfig,
+    idle: Mutex<HashMap<String, Vec<Client>>>,
+    superuser_checked: AtomicBool,
+}
+
+impl PgPool {
+    pub fn new(settings: PostgresConfig) -> Self {
+        Self {
+            settings,
+            idle: Mutex::default(),
+            superuser_checked: AtomicBool::new(false),
+        }
+    }
+
+    pub fn settings(&self) -> &PostgresConfig {
+        &self.settings
+    }
+
+    /// An open connection to `database`: an idle one if it is still alive, else a new one.
+    pub async fn checkout(&self, database: &str) -> Result<Client, ConnectError> {
+        loop {
+            let candidate = self
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(database)
+                .and_then(Vec::pop);
+            match candidate {
+                Some(client) if !client.is_closed() => return Ok(client),
+                Some(_dead) => continue,
+                None => break,
+            }
+        }
+        let client = self.connect(database).await?;
+        if !self.superuser_checked.swap(true, Ordering::Relaxed) {
+            self.warn_if_superuser(&client).await;
+        }
+        Ok(client)
+    }
+
+    /// Returns a connection after a completed query.
+    pub fn checkin(&self, database: &str, client: Client) {
+        if client.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(database.to_owned()).or_default();
+        if list.len() < MAX_IDLE_PER_DATABASE {
+            list.push(client);
+        }
+    }
+
+    async fn connect(&self, database: &str) -> Result<Client, ConnectError> {
+        let s = &self.settings;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&s.host)
+            .port(s.port)
+            .user(&s.user)
+            .dbname(database)
+            .application_name("pganalytics")
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(password) = self.password()? {
+            config.password(password);
+        }
+        // Only `disable` and `prefer` are accepted by config validation: the runtime has no TLS
+        // connector for PostgreSQL yet, so `prefer` connects without TLS (unix sockets, localhost).
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        let connecting = config.connect(NoTls);
+        let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Err(_) => {
+                return Err(ConnectError::Unavailable(format!(
+                    "connecting to database `{database}` timed out after {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(e)) => {
+                if e.as_db_error().is_some_and(|db| {
+                    db.code() == &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME
+                }) {
+                    return Err(ConnectError::NoSuchDatabase(format!(
+                        "database `{database}` does not exist"
+                    )));
+                }
+                return Err(ConnectError::Unavailable(format!(
+                    "cannot connect to database `{database}`: {}",
+                    describe(&e)
+                )));
+            }
+            Ok(Ok(pair)) => pair,
+        };
+        let name = database.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(database = %name, "postgres connection closed: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    fn password(&self) -> Result<Option<String>, ConnectError> {
+        if let Some(password) = &self.settings.password {
+            return Ok(Some(password.clone()));
+        }
+        let Some(file) = &self.settings.password_file else {
+            return Ok(None);
+        };
+        read_password(file)
+            .map(Some)
+            .map_err(ConnectError::Unavailable)
+    }
+
+    async fn warn_if_superuser(&self, client: &Client) {
+        let row = client
+            .query_one(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await;
+        if let Ok(row) = row
+            && row.get::<_, bool>(0)
+        {
+            tracing::warn!(
+                user = %self.settings.user,
+                "the PostgreSQL role of the runtime is a SUPERUSER: plugins only run guarded read-only \
+                 statements, but use a role with pg_monitor instead"
+            );
+        }
+    }
+}
+
+fn read_password(file: &PathBuf) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        format!(
+            "cannot read `postgres.password_file` `{}`: {e}",
+            file.display()
+        )
+    })?;
+    Ok(text.lines().next().unwrap_or("").to_owned())
+}
+
+/// A driver error as one line, with the server's message when there is one. Never includes the
+/// password (tokio-postgres does not put it in errors).
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(inner) = source {
+                text = format!("{text}: {inner}");
+                source = inner.source();
+            }
+            text
+        }
+    }
+}

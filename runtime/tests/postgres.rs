@@ -1,0 +1,386 @@
+//! End-to-end tests of the `postgres` capability and the `pg_stats` collector against a
+//! throwaway PostgreSQL cluster started by the test.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use pganalytics::config;
+use pganalytics::host::state::StateStore;
+use pganalytics::pipeline::{self, Collection, Outcome};
+use pganalytics::plugin::PluginHost;
+use serde_json::Value;
+use support::pg::TestCluster;
+use support::*;
+
+fn pg_stats_config(
+    cluster: &TestCluster,
+    dir: &std::path::Path,
+    databases: &str,
+) -> config::Config {
+    let body = format!(
+        "{}\n{}[plugins.pg_stats.grants.postgres]\ndatabases = {databases}\n[plugins.pg_stats.settings]\ntop_tables = 50\n",
+        cluster.postgres_section(),
+        plugin(
+            "pg_stats",
+            "pg_stats",
+            "pg_stats",
+            "emits = [\"pg_stats\", \"pg_query_stats\", \"pg_server\"]\ntimeout = \"20s\""
+        )
+        .replace("emits = [\"pg_stats\"]\n", ""),
+    );
+    config::load(&write_config(dir, &body)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn host(config: &config::Config) -> PluginHost {
+    PluginHost::new(StateStore::new(None), config.postgres.clone()).unwrap()
+}
+
+fn accepted(collection: &Collection) -> &[Value] {
+    for (name, outcome) in &collection.outcomes {
+        if let Outcome::RunFailed(e) = outcome {
+            panic!("{name}: {e}");
+        }
+        if let Outcome::LoadFailed(e) = outcome {
+            panic!("{name}: {e}");
+        }
+    }
+    &collection.envelope.metrics
+}
+
+fn by_database<'a>(items: &'a [Value], kind: &str) -> BTreeMap<String, &'a Value> {
+    items
+        .iter()
+        .filter(|i| i["type"] == kind)
+        .map(|i| (i["database"].as_str().unwrap().to_owned(), i))
+        .collect()
+}
+
+fn setup_databases(cluster: &TestCluster) {
+    for db in ["app1", "app2"] {
+        cluster.psql("postgres", &format!("CREATE DATABASE {db}"));
+        cluster.psql(
+            db,
+            "CREATE TABLE orders (id bigserial PRIMARY KEY, customer int, note text);
+             CREATE INDEX orders_customer ON orders (customer);
+             CREATE TABLE customers (id int PRIMARY KEY, name text);
+             INSERT INTO orders (customer, note) SELECT g % 100, repeat('x', 50) FROM generate_series(1, 5000) g;
+             INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 100) g;
+             DELETE FROM orders WHERE id % 10 = 0;
+             ANALYZE;",
+        );
+    }
+    cluster.psql("app1", "CREATE EXTENSION pg_stat_statements");
+    for _ in 0..5 {
+        cluster.psql("app1", "SELECT count(*) FROM orders WHERE customer = 7");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_stats_matches_sql_across_databases_grants_and_a_restart() {
+    let cluster = TestCluster::start(&[]);
+    setup_databases(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pg_stats_config(&cluster, dir.path(), "[\"app1\", \"app2\"]");
+    let host = host(&config);
+
+    let committed_before: i64 = cluster
+        .psql(
+            "postgres",
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = 'app1'",
+        )
+        .parse()
+        .unwrap();
+    let collection = pipeline::collect_once(&config, &host, &[]).await;
+    let items = accepted(&collection);
+    let stats = by_database(items, "pg_stats");
+    assert_eq!(stats.keys().collect::<Vec<_>>(), ["app1", "app2"]);
+
+    for (db, item) in &stats {
+        let size: i64 = cluster
+            .psql(db, "SELECT pg_database_size(current_database())")
+            .parse()
+            .unwrap();
+        assert_eq!(item["size_bytes"].as_i64().unwrap(), size, "{db} size");
+        let inserted: i64 = cluster
+            .psql(
+                "postgres",
+                &format!("SELECT tup_inserted FROM pg_stat_database WHERE datname = '{db}'"),
+            )
+            .parse()
+            .unwrap();
+        assert_eq!(
+            item["tuples_inserted"].as_i64().unwrap(),
+            inserted,
+            "{db} tuples_inserted"
+        );
+        let tables = item["tables"].as_array().unwrap();
+        let expected = cluster.psql(
+            db,
+            "SELECT schemaname || '.' || relname || ':' || n_live_tup || ':' || n_dead_tup || ':' || pg_total_relation_size(relid)
+             FROM pg_stat_user_tables ORDER BY 1",
+        );
+        let mut got: Vec<String> = tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}.{}:{}:{}:{}",
+                    t["schema"].as_str().unwrap(),
+                    t["name"].as_str().unwrap(),
+                    t["live_tuples"],
+                    t["dead_tuples"],
+                    t["size_bytes"]
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got.join("\n"), expected, "{db} tables");
+        let orders = tables.iter().find(|t| t["name"] == "orders").unwrap();
+        assert!(
+            orders["last_analyze"]
+                .as_str()
+                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+            "{orders}"
+        );
+        assert_eq!(orders["last_vacuum"], Value::Null);
+        let indexes = item["indexes"].as_array().unwrap();
+        let expected = cluster.psql(db, "SELECT indexrelname || ':' || relname || ':' || idx_scan || ':' || pg_relation_size(indexrelid) FROM pg_stat_user_indexes ORDER BY 1");
+        let mut got: Vec<String> = indexes
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}:{}:{}:{}",
+                    i["name"].as_str().unwrap(),
+                    i["table"].as_str().unwrap(),
+                    i["scans"],
+                    i["size_bytes"]
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got.join("\n"), expected, "{db} indexes");
+        let customer_index = indexes
+            .iter()
+            .find(|i| i["name"] == "orders_customer")
+            .unwrap();
+        let scans = customer_index["scans"].as_i64().unwrap();
+        assert_eq!(
+            customer_index["status"],
+            if scans == 0 { "unused" } else { "active" }
+        );
+    }
+    let committed = stats["app1"]["transactions_committed"].as_i64().unwrap();
+    assert!(
+        committed >= committed_before,
+        "{committed} < {committed_before}"
+    );
+
+    // pg_query_stats only where the extension exists, with the server's own numbers.
+    let query_stats = by_database(items, "pg_query_stats");
+    assert_eq!(query_stats.keys().collect::<Vec<_>>(), ["app1"]);
+    let queries = query_stats["app1"]["queries"].as_array().unwrap();
+    let counted = queries
+        .iter()
+        .find(|q| {
+            q["text"]
+                .as_str()
+                .unwrap()
+                .contains("FROM orders WHERE customer =")
+        })
+        .expect("the repeated count(*) query");
+    let expected_calls: i64 = cluster
+        .psql("app1", "SELECT sum(calls) FROM pg_stat_statements WHERE query LIKE 'SELECT count(*) FROM orders WHERE customer =%'")
+        .parse()
+        .unwrap();
+    assert_eq!(counted["calls"].as_i64().unwrap(), expected_calls);
+    let queryid = cluster.psql("app1", "SELECT queryid FROM pg_stat_statements WHERE query LIKE 'SELECT count(*) FROM orders WHERE customer =%' LIMIT 1");
+    assert_eq!(counted["hash"], queryid.as_str());
+    let server = items
+        .iter()
+        .find(|i| i["type"] == "pg_server")
+        .expect("a pg_server item");
+    assert_eq!(
+        server["server_version_num"].as_i64().unwrap(),
+        cluster
+            .psql("postgres", "SHOW server_version_num")
+            .parse::<i64>()
+            .unwrap()
+    );
+    assert!(server["connections"]["total"].as_i64().unwrap() >= 1);
+
+    // The server restarts: stale pooled connections are replaced and the next cycle succeeds.
+    cluster.restart();
+    let collection = pipeline::collect_once(&config, &host, &[]).await;
+    assert_eq!(by_database(accepted(&collection), "pg_stats").len(), 2);
+
+    // A database added to the grant appears, one removed disappears; "*" is every database.
+    let only_app2 = pg_stats_config(&cluster, dir.path(), "[\"app2\", \"postgres\"]");
+    let collection = pipeline::collect_once(&only_app2, &host, &[]).await;
+    assert_eq!(
+        by_database(accepted(&collection), "pg_stats")
+            .keys()
+            .collect::<Vec<_>>(),
+        ["app2", "postgres"]
+    );
+    let all = pg_stats_config(&cluster, dir.path(), "[\"*\"]");
+    let collection = pipeline::collect_once(&all, &host, &[]).await;
+    assert_eq!(
+        by_database(accepted(&collection), "pg_stats")
+            .keys()
+            .collect::<Vec<_>>(),
+        ["app1", "app2", "postgres"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sql_is_refused_by_name_and_the_database_is_unchanged() {
+    let cluster = TestCluster::start(&[]);
+    cluster.psql("postgres", "CREATE DATABASE app");
+    cluster.psql("postgres", "CREATE DATABASE secret");
+    cluster.psql("app", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10); GRANT SELECT ON t TO pganalytics");
+    let before = cluster.psql("app", "SELECT count(*) || ':' || sum(id) FROM t");
+    let statements: Vec<(&str, &str)> = vec![
+        (
+            "INSERT INTO t VALUES (99)",
+            "invalid: query refused: only SELECT is allowed, found INSERT",
+        ),
+        (
+            "UPDATE t SET id = 0",
+            "invalid: query refused: only SELECT is allowed, found UPDATE",
+        ),
+        (
+            "DELETE FROM t",
+            "invalid: query refused: only SELECT is allowed, found DELETE",
+        ),
+        (
+            "DROP TABLE t",
+            "invalid: query refused: only SELECT is allowed, found DROP",
+        ),
+        (
+            "CREATE TABLE u (a int)",
+            "invalid: query refused: only SELECT is allowed, found CREATE",
+        ),
+        (
+            "WITH x AS (DELETE FROM t RETURNING *) SELECT count(*) FROM x",
+            "invalid: query refused: data-modifying DELETE inside the query",
+        ),
+        (
+            "SELECT 1; DELETE FROM t",
+            "invalid: query refused: only one statement per query is allowed, found 2",
+        ),
+        (
+            "COPY t TO STDOUT",
+            "invalid: query refused: only SELECT is allowed, found COPY",
+        ),
+        (
+            "SELECT pg_terminate_backend(pg_backend_pid())",
+            "invalid: query refused: function `pg_terminate_backend` is not allowed",
+        ),
+        (
+            "SELECT pg_cancel_backend(1)",
+            "invalid: query refused: function `pg_cancel_backend` is not allowed",
+        ),
+        (
+            "SELECT pg_reload_conf()",
+            "invalid: query refused: function `pg_reload_conf` is not allowed",
+        ),
+        (
+            "SELECT set_config('work_mem', '1GB', false)",
+            "invalid: query refused: function `set_config` is not allowed",
+        ),
+        (
+            "SELECT pg_read_file('/etc/passwd')",
+            "invalid: query refused: function `pg_read_file` is not allowed",
+        ),
+        (
+            "SELECT pg_read_binary_file('/etc/passwd')",
+            "invalid: query refused: function `pg_read_binary_file` is not allowed",
+        ),
+        (
+            "SELECT pg_ls_dir('.')",
+            "invalid: query refused: function `pg_ls_dir` is not allowed",
+        ),
+        (
+            "SELECT lo_import('/etc/passwd')",
+            "invalid: query refused: function `lo_import` is not allowed",
+        ),
+        (
+            "SELECT dblink_exec('dbname=app', 'DELETE FROM t')",
+            "invalid: query refused: function `dblink_exec` is not allowed",
+        ),
+        (
+            "SELECT pg_sleep(60)",
+            "invalid: query refused: function `pg_sleep` is not allowed",
+        ),
+        // Not a forbidden function, just slow: the statement timeout (capped by the deadline) stops it.
+        (
+            "SELECT count(*) FROM generate_series(1, 10000000000)",
+            "timeout: the statement was cancelled",
+        ),
+        // The server is the second line of defence for what the guard allows.
+        (
+            "SELECT nextval('x')",
+            "invalid: query refused: function `nextval` is not allowed",
+        ),
+        ("SELECT count(*) FROM t", "ok:1"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let list = statements
+        .iter()
+        .map(|(s, _)| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let body = format!(
+        "{}\n{}[plugins.hostile_sql.grants.postgres]\ndatabases = [\"app\"]\nstatement_timeout = \"1s\"\n[plugins.hostile_sql.settings]\ndatabase = \"app\"\nstatements = [{list}]\n{}[plugins.ungranted_db.grants.postgres]\ndatabases = [\"app\"]\n[plugins.ungranted_db.settings]\ndatabase = \"secret\"\nstatements = [\"SELECT 1\"]\n",
+        cluster.postgres_section(),
+        plugin("hostile_sql", "hostile_sql", "probe", "timeout = \"20s\""),
+        plugin("ungranted_db", "hostile_sql", "probe", ""),
+    );
+    let config = config::load(&write_config(dir.path(), &body)).unwrap_or_else(|e| panic!("{e}"));
+    let collection = pipeline::collect_once(&config, &host(&config), &[]).await;
+    let items = accepted(&collection);
+    let probe = |database: &str| {
+        items
+            .iter()
+            .find(|i| {
+                i["databases"].as_array().is_some()
+                    && i["results"].as_object().unwrap().len()
+                        == if database == "app" {
+                            statements.len()
+                        } else {
+                            1
+                        }
+            })
+            .unwrap_or_else(|| panic!("no probe for {database}"))
+    };
+    let results = &probe("app")["results"];
+    for (sql, expected) in &statements {
+        let got = results[*sql].as_str().unwrap();
+        assert!(
+            got.starts_with(expected),
+            "{sql}\n  got:      {got}\n  expected: {expected}"
+        );
+    }
+    assert_eq!(
+        probe("app")["databases"],
+        serde_json::json!(["app"]),
+        "databases() lists only the grant"
+    );
+    let denied = probe("secret")["results"]["SELECT 1"].as_str().unwrap();
+    assert!(
+        denied.starts_with("denied: postgres database `secret` is not granted"),
+        "{denied}"
+    );
+    assert_eq!(
+        cluster.psql("app", "SELECT count(*) || ':' || sum(id) FROM t"),
+        before,
+        "the table is unchanged"
+    );
+    assert_eq!(
+        cluster.psql(
+            "app",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'u'"
+        ),
+        "0"
+    );
+}
