@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use pganalytics::config::{self, Config, LogFormat};
-use pganalytics::host::state::StateStore;
 use pganalytics::pipeline::{self, Outcome};
 use pganalytics::plugin::{self, Import, PluginHost};
 
@@ -121,11 +120,8 @@ fn collect(once: bool, config_path: &Path, only: &[String]) -> anyhow::Result<Ex
             anyhow::bail!("no plugin `{name}` in {}", config_path.display());
         }
     }
-    let host = PluginHost::new(
-        StateStore::new(config.collector.state_dir.clone()),
-        config.postgres.clone(),
-    )
-    .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e:#}"))?;
+    let host = PluginHost::for_config(&config)
+        .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e:#}"))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let collection = runtime.block_on(pipeline::collect_once(&config, &host, only));
     for (name, outcome) in &collection.outcomes {
@@ -249,8 +245,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let host = PluginHost::new(StateStore::new(None), config.postgres.clone())
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let host = PluginHost::for_config(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let mut problems = 0;
     for plugin in config.plugins.values().filter(|p| p.enabled) {
         match host.load(std::sync::Arc::new(plugin.clone())) {

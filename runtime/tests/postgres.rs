@@ -6,7 +6,6 @@ mod support;
 use std::collections::BTreeMap;
 
 use pganalytics::config;
-use pganalytics::host::state::StateStore;
 use pganalytics::pipeline::{self, Collection, Outcome};
 use pganalytics::plugin::PluginHost;
 use serde_json::Value;
@@ -33,7 +32,7 @@ fn pg_stats_config(
 }
 
 fn host(config: &config::Config) -> PluginHost {
-    PluginHost::new(StateStore::new(None), config.postgres.clone()).unwrap()
+    PluginHost::for_config(&config).unwrap()
 }
 
 fn accepted(collection: &Collection) -> &[Value] {

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use pganalytics::config;
-use pganalytics::host::state::StateStore;
 use pganalytics::pipeline::{self, Outcome};
 use pganalytics::plugin::{LoadError, PluginHost, RunError};
 use serde_json::Value;
@@ -176,11 +175,7 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
     .concat();
     let path = write_config(dir.path(), &body);
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let host = PluginHost::new(
-        StateStore::new(config.collector.state_dir.clone()),
-        config.postgres.clone(),
-    )
-    .unwrap();
+    let host = PluginHost::for_config(&config).unwrap();
     let started = std::time::Instant::now();
     let collection = pipeline::collect_once(&config, &host, &[]).await;
     let elapsed = started.elapsed();

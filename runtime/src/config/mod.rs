@@ -20,6 +20,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::host::Grants;
 use crate::host::fs_stats::FsStatsGrant;
+use crate::host::log_tail::LogTailGrant;
 use crate::host::postgres::PostgresGrant;
 use crate::host::procfs::ProcfsGrant;
 use crate::host::settings::PluginSettings;
@@ -552,12 +553,11 @@ impl<'a> Checker<'a> {
                 Err(why) => self.problem(key("grants.postgres.databases"), Some(span.clone()), why),
             }
         }
-        if raw.grants.log_tail.is_some() {
-            self.problem(
-                key("grants.log-tail"),
-                Some(span.clone()),
-                "the `log-tail` capability is part of the WIT contract but not implemented in this version",
-            );
+        if let Some(log_tail) = &raw.grants.log_tail {
+            match LogTailGrant::new(log_tail) {
+                Ok(grant) => grants.log_tail = Some(Arc::new(grant)),
+                Err(why) => self.problem(key("grants.log-tail.paths"), Some(span.clone()), why),
+            }
         }
         let settings = match PluginSettings::from_toml(&raw.settings) {
             Ok(settings) => settings,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::units::{ByteSize, HumanDuration};
 use crate::host::fs_stats::FsStatsGrantConfig;
+use crate::host::log_tail::LogTailGrantConfig;
 use crate::host::postgres::PostgresGrantConfig;
 use crate::host::procfs::ProcfsGrantConfig;
 
@@ -126,9 +127,8 @@ pub struct RawGrants {
     pub procfs: Option<ProcfsGrantConfig>,
     #[serde(rename = "fs-stats")]
     pub fs_stats: Option<FsStatsGrantConfig>,
-    /// Defined by the WIT contract; the capability is not implemented in this version.
     #[serde(rename = "log-tail")]
-    pub log_tail: Option<toml::Table>,
+    pub log_tail: Option<LogTailGrantConfig>,
     pub postgres: Option<PostgresGrantConfig>,
 }
 

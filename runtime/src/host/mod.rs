@@ -10,6 +10,7 @@ pub mod audit;
 pub mod bindings;
 pub mod fs_stats;
 pub mod log;
+pub mod log_tail;
 pub mod postgres;
 pub mod procfs;
 pub mod settings;
@@ -124,6 +125,7 @@ pub struct Grants {
     pub procfs: Option<Arc<procfs::ProcfsGrant>>,
     pub fs_stats: Option<Arc<fs_stats::FsStatsGrant>>,
     pub postgres: Option<Arc<postgres::PostgresGrant>>,
+    pub log_tail: Option<Arc<log_tail::LogTailGrant>>,
 }
 
 impl Grants {
@@ -132,7 +134,7 @@ impl Grants {
             Capability::Procfs => self.procfs.is_some(),
             Capability::FsStats => self.fs_stats.is_some(),
             Capability::Postgres => self.postgres.is_some(),
-            Capability::LogTail => false,
+            Capability::LogTail => self.log_tail.is_some(),
             Capability::Types | Capability::Settings | Capability::Log | Capability::State => true,
         }
     }
@@ -146,6 +148,7 @@ pub struct HostCtx {
     pub procfs: procfs::ProcfsCtx,
     pub fs_stats: fs_stats::FsStatsCtx,
     pub postgres: postgres::PostgresCtx,
+    pub log_tail: log_tail::LogTailCtx,
     pub settings: settings::SettingsCtx,
     pub log: log::LogCtx,
     pub state: state::StateCtx,
@@ -196,6 +199,11 @@ pub fn link<T: HostView + WasiView>(
     if grants.postgres.is_some() {
         wit::postgres::add_to_linker::<T, HasSelf<postgres::PostgresCtx>>(linker, |t| {
             &mut t.host().postgres
+        })?;
+    }
+    if grants.log_tail.is_some() {
+        wit::log_tail::add_to_linker::<T, HasSelf<log_tail::LogTailCtx>>(linker, |t| {
+            &mut t.host().log_tail
         })?;
     }
     Ok(())

@@ -145,6 +145,8 @@ pub struct RawOutput {
     pub json: String,
     /// The blob the plugin set with `state::set`, to be saved once the output is accepted.
     pub pending_state: Option<Vec<u8>>,
+    /// Log-tail offsets after the lines this run read, to be committed once they are kept.
+    pub log_offsets: Option<host::log_tail::Offsets>,
     pub denied_calls: u64,
     pub elapsed: Duration,
 }
@@ -189,6 +191,7 @@ pub fn compile(
 pub struct PluginHost {
     engines: Engines,
     state: host::state::StateStore,
+    log_offsets: host::log_tail::LogTailStore,
     postgres: Option<Arc<host::postgres::pool::PgPool>>,
     proc_root: PathBuf,
     mountinfo: PathBuf,
@@ -198,16 +201,28 @@ impl PluginHost {
     /// `postgres` holds the runtime's connection settings, when it has any.
     pub fn new(
         state: host::state::StateStore,
+        log_offsets: host::log_tail::LogTailStore,
         postgres: Option<crate::config::PostgresConfig>,
     ) -> wasmtime::Result<Self> {
         Ok(Self {
             engines: Engines::new()?,
             state,
+            log_offsets,
             postgres: postgres
                 .map(|settings| Arc::new(host::postgres::pool::PgPool::new(settings))),
             proc_root: PathBuf::from("/proc"),
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
         })
+    }
+
+    /// A host with the state directory and PostgreSQL settings of `config`.
+    pub fn for_config(config: &crate::config::Config) -> wasmtime::Result<Self> {
+        let state_dir = config.collector.state_dir.clone();
+        Self::new(
+            host::state::StateStore::new(state_dir.clone()),
+            host::log_tail::LogTailStore::new(state_dir),
+            config.postgres.clone(),
+        )
     }
 
     pub fn engines(&self) -> &Engines {
@@ -216,6 +231,10 @@ impl PluginHost {
 
     pub fn state_store(&self) -> &host::state::StateStore {
         &self.state
+    }
+
+    pub fn log_offsets(&self) -> &host::log_tail::LogTailStore {
+        &self.log_offsets
     }
 
     /// Verifies, compiles, checks grants against imports and links one plugin.
@@ -309,6 +328,16 @@ impl PluginHost {
                 deadline,
                 audit.clone(),
             ),
+            log_tail: host::log_tail::LogTailCtx::new(
+                config.grants.log_tail.clone(),
+                config
+                    .grants
+                    .log_tail
+                    .as_ref()
+                    .and_then(|_| self.log_offsets.load(&config.name)),
+                host_call_cap,
+                audit.clone(),
+            ),
             settings: host::settings::SettingsCtx::new(config.settings.clone()),
             log: host::log::LogCtx::new(budget.clone()),
             state: host::state::StateCtx::new(
@@ -370,10 +399,13 @@ impl PluginHost {
         };
         let denied_calls = audit.denied_count();
         let json = result?;
-        let pending_state = store.data_mut().host.state.take_pending();
+        let host = &mut store.data_mut().host;
+        let pending_state = host.state.take_pending();
+        let log_offsets = host.log_tail.take_offsets();
         Ok(RawOutput {
             json,
             pending_state,
+            log_offsets,
             denied_calls,
             elapsed: started.elapsed(),
         })
