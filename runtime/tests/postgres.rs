@@ -9,8 +9,8 @@ use pganalytics::config;
 use pganalytics::pipeline::{self, Collection, Outcome};
 use pganalytics::plugin::PluginHost;
 use serde_json::Value;
-use support::pg::TestCluster;
 use support::*;
+use throwaway_pg::TestCluster;
 
 fn pg_stats_config(
     cluster: &TestCluster,

@@ -94,6 +94,7 @@ fn build_guests() -> Result<(), String> {
 
 fn demo() -> Result<(), String> {
     ensure_wasm_target()?;
+    ensure_system_packages(false)?;
     build_guests()?;
     run(
         "building the runtime",
@@ -102,17 +103,123 @@ fn demo() -> Result<(), String> {
             .args(["build", "--release", "--package", "pganalytics"]),
     )?;
     let binary = root().join("target/release/pganalytics");
-    let config = root().join("config.toml.sample");
+    let sample = root().join("config.toml.sample");
+    if throwaway_pg::server_bin().is_none() {
+        eprintln!(
+            "xtask: no PostgreSQL server binaries (Debian: apt-get install postgresql), so the demo runs \
+             the system collectors only"
+        );
+        return run(
+            "collecting once with config.toml.sample (envelope on stdout, agent log on stderr)",
+            Command::new(binary)
+                .args([
+                    "collect", "--once", "--plugin", "sysstat", "--plugin", "disk", "--config",
+                ])
+                .arg(sample),
+        );
+    }
+    // A throwaway cluster stands in for the local PostgreSQL the sample config points at.
+    eprintln!("xtask: starting a throwaway PostgreSQL cluster for the demo");
+    let cluster =
+        throwaway_pg::TestCluster::start(&["logging_collector=on", "log_filename=postgresql.log"]);
+    cluster.psql("postgres", "CREATE EXTENSION pg_stat_statements");
+    // Something worth seeing in pg_log: an error with its statement.
+    let _ = cluster.try_psql("postgres", "SELECT 'demo' || 1/0");
+    let sample_text =
+        std::fs::read_to_string(&sample).map_err(|e| format!("{}: {e}", sample.display()))?;
+    let demo_dir = root().join("target/demo");
+    std::fs::create_dir_all(&demo_dir).map_err(|e| e.to_string())?;
+    let config_path = demo_dir.join("config.toml");
+    std::fs::write(&config_path, demo_config(&sample_text, &cluster)).map_err(|e| e.to_string())?;
     run(
-        "collecting once with config.toml.sample (envelope on stdout, agent log on stderr)",
+        "collecting once with config.toml.sample pointed at the throwaway cluster (envelope on stdout, agent log on stderr)",
         Command::new(binary)
             .args(["collect", "--once", "--config"])
-            .arg(config),
+            .arg(&config_path),
     )
+}
+
+/// The sample config with its `[postgres]` connection and log paths pointed at `cluster`, and its
+/// relative paths made absolute (the demo config lives in target/demo).
+fn demo_config(sample: &str, cluster: &throwaway_pg::TestCluster) -> String {
+    let root = root();
+    sample
+        .replace(
+            "host = \"/var/run/postgresql\"",
+            &format!("host = {:?}", cluster.socket_dir().display().to_string()),
+        )
+        .replace("port = 5432", &format!("port = {}", cluster.port))
+        .replace(
+            "/var/log/postgresql/postgresql-*.log",
+            &format!("{}/postgresql.log", cluster.log_dir().display()),
+        )
+        .replace("start_at = \"end\"", "start_at = \"beginning\"")
+        .replace("\"guests/", &format!("\"{}/guests/", root.display()))
+        .replace("\"target/", &format!("\"{}/target/", root.display()))
+}
+
+/// PostgreSQL server binaries (for the tests' throwaway clusters) and libclang (for building
+/// `pg_query`). As root they are installed with apt-get when missing; otherwise a missing one is
+/// an error that names the package (PostgreSQL only when `postgres_required`).
+fn ensure_system_packages(postgres_required: bool) -> Result<(), String> {
+    let mut missing = Vec::new();
+    if throwaway_pg::server_bin().is_none() {
+        missing.push("postgresql");
+    }
+    if !has_libclang() {
+        missing.push("libclang-dev");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let can_install =
+        throwaway_pg::is_root() && Command::new("apt-get").arg("--version").output().is_ok();
+    if !can_install {
+        let needed: Vec<&str> = missing
+            .iter()
+            .copied()
+            .filter(|p| *p != "postgresql" || postgres_required)
+            .collect();
+        if needed.is_empty() {
+            return Ok(());
+        }
+        return Err(format!(
+            "missing system packages: {} (Debian: sudo apt-get install {})",
+            needed.join(", "),
+            needed.join(" ")
+        ));
+    }
+    run(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    run(
+        &format!("installing {}", missing.join(" ")),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Whether an LLVM libclang is installed (bindgen, used by `pg_query`'s build, loads it).
+fn has_libclang() -> bool {
+    let Ok(entries) = std::fs::read_dir("/usr/lib") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        entry.file_name().to_string_lossy().starts_with("llvm-")
+            && std::fs::read_dir(entry.path().join("lib")).is_ok_and(|mut files| {
+                files.any(|f| {
+                    f.is_ok_and(|f| f.file_name().to_string_lossy().starts_with("libclang"))
+                })
+            })
+    })
 }
 
 fn test() -> Result<(), String> {
     ensure_wasm_target()?;
+    ensure_system_packages(true)?;
     build_guests()?;
     let mut totals = Totals::default();
     run_tests(

@@ -329,7 +329,22 @@ impl LogTailCtx {
             if size == entry.offset {
                 continue;
             }
-            match read_whole_lines(&canonical, entry.offset, budget) {
+            let mut lines = read_whole_lines(&canonical, entry.offset, budget);
+            // A line longer than what the guest asked for, but within the host's cap, is still
+            // delivered whole (alone) rather than stalling the file forever.
+            if matches!(lines, Ok(Lines::TooLong(_)))
+                && budget < self.max_bytes
+                && chunks.is_empty()
+            {
+                lines =
+                    read_whole_lines(&canonical, entry.offset, self.max_bytes).map(
+                        |read| match read {
+                            Lines::Data(data) => Lines::Data(first_line(data)),
+                            other => other,
+                        },
+                    );
+            }
+            match lines {
                 Ok(Lines::Data(data)) => {
                     let len = data.len();
                     chunks.push(log_tail::Chunk {
@@ -338,7 +353,7 @@ impl LogTailCtx {
                         data: String::from_utf8_lossy(&data).into_owned(),
                     });
                     entry.offset += len as u64;
-                    budget -= len;
+                    budget = budget.saturating_sub(len);
                     self.changed = true;
                 }
                 Ok(Lines::Incomplete) => {}
@@ -384,6 +399,13 @@ fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+}
+
+fn first_line(mut data: Vec<u8>) -> Vec<u8> {
+    if let Some(newline) = data.iter().position(|&b| b == b'\n') {
+        data.truncate(newline + 1);
+    }
+    data
 }
 
 enum Lines {
@@ -569,6 +591,16 @@ mod tests {
             "the long line is skipped"
         );
         assert_eq!(ctx.read_new_checked(u64::MAX).unwrap()[0].data, "after\n");
+        // A guest asking for less than one line still gets the line when the host cap allows it.
+        let mut small = LogTailCtx::new(
+            Some(grant),
+            None,
+            1 << 20,
+            Audit::new("p".into(), "d".into()),
+        );
+        assert_eq!(small.read_new_checked(8).unwrap()[0].data, "short\n");
+        assert_eq!(small.read_new_checked(8).unwrap()[0].data.len(), 101);
+        drop(store);
     }
 
     #[test]

@@ -52,13 +52,21 @@ pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepte
                 reason,
             }
         })?;
+    let state_error = |e: std::io::Error| RunError::State {
+        plugin: plugin.name().to_owned(),
+        message: e.to_string(),
+    };
     if let Some(state) = output.pending_state {
         host.state_store()
             .save(plugin.name(), state)
-            .map_err(|e| RunError::State {
-                plugin: plugin.name().to_owned(),
-                message: e.to_string(),
-            })?;
+            .map_err(state_error)?;
+    }
+    // Offsets are committed only now that the items are accepted (`collect --once` hands them
+    // straight to its caller), so a failed run's lines are offered again.
+    if let Some(offsets) = output.log_offsets {
+        host.log_offsets()
+            .commit(plugin.name(), offsets)
+            .map_err(state_error)?;
     }
     Ok(Accepted {
         items,

@@ -70,5 +70,3 @@ pub fn write_config(dir: &Path, body: &str) -> PathBuf {
     std::fs::write(&path, text).expect("writing the test config");
     path
 }
-
-pub mod pg;

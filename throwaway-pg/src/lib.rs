@@ -1,6 +1,7 @@
-//! A throwaway PostgreSQL cluster for tests: initdb into a temp dir, a server on a unix socket
-//! in that dir (no TCP), stopped and deleted on drop. As root, initdb and the server run as the
-//! `postgres` user (initdb refuses root). Never touches a server that happens to be running.
+//! A throwaway PostgreSQL cluster for the tests and the demo: initdb into a temp dir, a server on
+//! a unix socket in that dir (no TCP), stopped and deleted on drop. As root, initdb and the
+//! server run as the `postgres` user (initdb refuses root). It never touches a server that
+//! happens to be running.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,13 +14,13 @@ pub struct TestCluster {
     settings: Vec<String>,
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// The newest installed PostgreSQL server binaries.
-fn server_bin() -> PathBuf {
+pub fn server_bin() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect(
             "PostgreSQL server binaries under /usr/lib/postgresql (cargo xtask test installs them)",
@@ -33,9 +34,7 @@ fn server_bin() -> PathBuf {
             .and_then(|v| v.to_str())
             .and_then(|v| v.parse::<u32>().ok())
     });
-    candidates
-        .pop()
-        .expect("an initdb under /usr/lib/postgresql/*/bin")
+    candidates.pop()
 }
 
 fn free_port() -> u16 {
@@ -55,7 +54,7 @@ impl TestCluster {
             .tempdir_in("/tmp")
             .unwrap();
         let cluster = Self {
-            bin: server_bin(),
+            bin: server_bin().expect("PostgreSQL server binaries under /usr/lib/postgresql/*/bin (cargo xtask test installs them)"),
             port: free_port(),
             settings: settings.iter().map(|s| s.to_string()).collect(),
             dir,
@@ -132,9 +131,10 @@ impl TestCluster {
 
     fn pg_ctl(&self, action: &str) {
         let mut options = format!(
-            "-c port={} -c listen_addresses='' -c unix_socket_directories='{}' -c shared_preload_libraries=pg_stat_statements -c fsync=off",
+            "-c port={} -c listen_addresses='' -c unix_socket_directories='{}' -c log_directory='{}' -c shared_preload_libraries=pg_stat_statements -c fsync=off",
             self.port,
-            self.socket_dir().display()
+            self.socket_dir().display(),
+            self.log_dir().display()
         );
         for setting in &self.settings {
             options.push_str(&format!(" -c {setting}"));
@@ -163,6 +163,14 @@ impl TestCluster {
 
     /// Runs SQL as the superuser with psql and returns its unaligned, tuples-only output.
     pub fn psql(&self, database: &str, sql: &str) -> String {
+        match self.try_psql(database, sql) {
+            Ok(output) => output,
+            Err(error) => panic!("psql {sql}: {error}"),
+        }
+    }
+
+    /// Like [`Self::psql`], for statements expected to fail (their errors end up in the log).
+    pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
         let output = Command::new(self.bin.join("psql"))
             .args([
                 "-X",
@@ -178,13 +186,12 @@ impl TestCluster {
             .arg(self.socket_dir())
             .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
             .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            .map_err(|e| e.to_string())?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
     }
 
     /// The `[postgres]` section that points the runtime at this cluster.

@@ -1,0 +1,70 @@
+//! The `pg_log` collector: new lines of PostgreSQL's server logs (stderr, csvlog or jsonlog),
+//! parsed into entries and sent as `pg_log` items, one per database seen in the run.
+//!
+//! Needs `[plugins.pg_log.grants.log-tail] paths = [...]` and nothing else: it must never import
+//! `procfs`, `fs-stats` or `postgres`. The host keeps the file offsets and commits them only when
+//! the run's output is accepted, so a failed run is offered the same lines again; this collector
+//! therefore keeps no state of its own and must never drop a line it was given (an entry it
+//! cannot fully parse is still sent, marked `UNKNOWN`).
+//!
+//! Everything but the host calls lives in modules that compile and are tested natively:
+//! [`settings`] (the settings and their defaults), [`prefix`] (`log_line_prefix`),
+//! [`timestamp`], [`entry`] (the entry sent), one parser per format ([`stderr`], [`csv`],
+//! [`json`]) and [`run`] (per-file parsers, grouping and the output JSON).
+
+pub mod csv;
+pub mod entry;
+pub mod json;
+pub mod prefix;
+pub mod run;
+pub mod settings;
+pub mod stderr;
+pub mod timestamp;
+
+/// The lines of `data` (which starts at byte `offset` of its file) with the offset of each,
+/// without their `\n` or `\r\n`. A last line without a newline is still a line.
+pub(crate) fn split_lines(data: &str, offset: u64) -> impl Iterator<Item = (u64, &str)> {
+    let mut line_offset = offset;
+    data.split_inclusive('\n').map(move |line| {
+        let at = line_offset;
+        line_offset += line.len() as u64;
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        (at, line.strip_suffix('\r').unwrap_or(line))
+    })
+}
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use crate::run::{self, Chunk};
+    use crate::settings::Settings;
+    use pganalytics_guest::{Error, RawCollector, log, log_tail};
+
+    struct PgLog;
+
+    impl RawCollector for PgLog {
+        fn collect_json() -> Result<String, Error> {
+            let settings = Settings::from_json(&pganalytics_guest::settings::all())?;
+            let output = run::collect(&settings, pganalytics_guest::now_rfc3339(), |max_bytes| {
+                Ok(log_tail::read_new(max_bytes)?
+                    .into_iter()
+                    .map(|chunk| Chunk {
+                        path: chunk.path,
+                        offset: chunk.offset,
+                        data: chunk.data,
+                    })
+                    .collect())
+            })?;
+            log::debug(&format!(
+                "pg_log: read {} bytes; {} entries in {} items ({} bytes), {} below `min_level`",
+                output.read_bytes,
+                output.entries,
+                output.items,
+                output.json.len(),
+                output.filtered
+            ));
+            Ok(output.json)
+        }
+    }
+
+    pganalytics_guest::export_collector!(raw PgLog);
+}
