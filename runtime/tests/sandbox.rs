@@ -84,13 +84,14 @@ fn collect_once_prints_sane_sysstat_and_disk_usage_from_the_sandbox() {
             .expect("a disk_usage item");
 
         let mut sum = 0.0;
-        for field in ["user", "system", "idle", "iowait"] {
+        // Steal is part of the total: on a loaded virtual machine (CI) it can be a quarter of it.
+        for field in ["user", "system", "idle", "iowait", "steal"] {
             let pct = number(sysstat, &format!("/cpu/{field}"));
             assert!((0.0..=100.0).contains(&pct), "cpu.{field} = {pct}");
             sum += pct;
         }
         assert!(
-            (90.0..=100.5).contains(&sum),
+            (99.0..=101.0).contains(&sum),
             "cpu percentages sum to {sum}"
         );
         let load = number(sysstat, "/cpu/load_1m");
