@@ -575,7 +575,7 @@ HugePages_Total:       0
         assert_eq!(
             keys(&json["cpu"]),
             [
-                "idle", "iowait", "load_15m", "load_1m", "load_5m", "system", "user"
+                "idle", "iowait", "load_15m", "load_1m", "load_5m", "steal", "system", "user"
             ]
         );
         assert_eq!(
