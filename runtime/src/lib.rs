@@ -3,12 +3,16 @@
 //! - [`config`]: the operator's TOML, validated.
 //! - [`host`]: one module per capability a plugin can be granted; the only place that links them.
 //! - [`plugin`]: loading (verify, compile, check grants) and running plugins under limits.
-//! - [`pipeline`]: from a plugin's output to an accepted batch: validation and the envelope.
+//! - [`pipeline`]: from a plugin's output to the backend: validation, envelope, spool, sender.
+//! - [`agent`]: the daemon (`pganalytics run`) that schedules plugins, pushes, and reloads.
+//! - [`telemetry`]: the agent's own `/healthz` and `/metrics`.
 
+pub mod agent;
 pub mod config;
 pub mod host;
 pub mod pipeline;
 pub mod plugin;
+pub mod telemetry;
 
 /// Version reported in envelopes and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

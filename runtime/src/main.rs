@@ -32,6 +32,19 @@ enum Command {
         #[arg(long = "plugin")]
         plugins: Vec<String>,
     },
+    /// Run the agent: collect on each plugin's interval, spool, push to the backend, pull its
+    /// config, reload on SIGHUP; stop cleanly on SIGTERM/SIGINT.
+    #[command(alias = "cron")]
+    Run {
+        #[arg(long, short, env = "PGANALYTICS_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Register with the backend now (`[backend] registration_secret_file`) and save the
+    /// identity (collector id, token, certificate, key) in the state directory, mode 0600.
+    Register {
+        #[arg(long, short, env = "PGANALYTICS_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Inspect plugin components.
     Plugin {
         #[command(subcommand)]
@@ -75,6 +88,8 @@ fn main() -> ExitCode {
             config,
             plugins,
         } => collect(once, &config, &plugins),
+        Command::Run { config } => run(&config),
+        Command::Register { config } => register(&config),
         Command::Plugin {
             command: PluginCommand::Inspect { file, json },
         } => inspect(&file, json),
@@ -96,6 +111,7 @@ fn init_logging(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -109,9 +125,7 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 fn collect(once: bool, config_path: &Path, only: &[String]) -> anyhow::Result<ExitCode> {
     if !once {
-        anyhow::bail!(
-            "`collect` needs `--once`; continuous collection (`pganalytics run`) is not implemented in this version"
-        );
+        anyhow::bail!("`collect` needs `--once`; for continuous collection use `pganalytics run`");
     }
     let config = load_config(config_path)?;
     init_logging(config.collector.log_format, &config.collector.log_level);
@@ -146,6 +160,41 @@ fn collect(once: bool, config_path: &Path, only: &[String]) -> anyhow::Result<Ex
     } else {
         ExitCode::from(2)
     })
+}
+
+fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    init_logging(config.collector.log_format, &config.collector.log_level);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(pganalytics::agent::run(config_path, config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn register(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load_config(config_path)?;
+    init_logging(config.collector.log_format, &config.collector.log_level);
+    if config.collector.state_dir.is_none() {
+        anyhow::bail!(
+            "{}: `collector.state_dir` is required to keep the identity",
+            config_path.display()
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let metrics = std::sync::Arc::new(pganalytics::telemetry::Metrics::default());
+    let id = runtime.block_on(async {
+        let mut sender = pipeline::sender::Sender::new(&config, metrics)?;
+        sender.register().await
+    })?;
+    println!(
+        "registered as collector `{id}`; identity saved under {}",
+        config
+            .collector
+            .state_dir
+            .unwrap()
+            .join("identity")
+            .display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {

@@ -28,6 +28,9 @@ use crate::plugin::limits::Limits;
 
 pub use units::{ByteSize, HumanDuration};
 
+/// Default bound of the spool (`[buffer] max_bytes`).
+pub const DEFAULT_SPOOL_BYTES: u64 = 256 << 20;
+
 /// Default plugin interval when neither the plugin nor `[collector]` sets one.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -40,6 +43,7 @@ pub struct Config {
     pub backend: Option<BackendConfig>,
     pub postgres: Option<PostgresConfig>,
     pub tls: TlsConfig,
+    pub buffer: BufferConfig,
     pub plugins: BTreeMap<String, PluginConfig>,
 }
 
@@ -50,6 +54,7 @@ pub struct CollectorConfig {
     pub state_dir: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +69,14 @@ pub struct BackendConfig {
     pub push_interval: Duration,
     pub config_pull_interval: Duration,
     pub gzip: bool,
+    pub registration_secret_file: Option<PathBuf>,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub allow_remote_privileged: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BufferConfig {
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -299,13 +312,13 @@ impl<'a> Checker<'a> {
         for (key, value) in root.iter() {
             let name = key.get_ref().to_string();
             match name.as_str() {
-                "collector" | "backend" | "postgres" | "tls" | "plugins" => {
+                "collector" | "backend" | "postgres" | "tls" | "buffer" | "plugins" => {
                     sections.insert(name, value.clone());
                 }
                 _ => self.problem(
                     name.clone(),
                     Some(key.span()),
-                    "unknown section (expected collector, backend, postgres, tls or plugins)",
+                    "unknown section (expected collector, backend, postgres, tls, buffer or plugins)",
                 ),
             }
         }
@@ -320,6 +333,10 @@ impl<'a> Checker<'a> {
         let postgres: Option<raw::RawPostgres> = sections
             .get("postgres")
             .and_then(|v| self.section("postgres", v));
+        let buffer: raw::RawBuffer = sections
+            .get("buffer")
+            .and_then(|v| self.section("buffer", v))
+            .unwrap_or_default();
         let tls: raw::RawTls = sections
             .get("tls")
             .and_then(|v| self.section("tls", v))
@@ -364,6 +381,9 @@ impl<'a> Checker<'a> {
             backend: backend.and_then(|b| self.backend(b)),
             postgres: postgres.and_then(|p| self.postgres(p)),
             tls: self.tls(tls),
+            buffer: BufferConfig {
+                max_bytes: buffer.max_bytes.map_or(DEFAULT_SPOOL_BYTES, |b| b.0),
+            },
             plugins,
         })
     }
@@ -388,6 +408,17 @@ impl<'a> Checker<'a> {
             state_dir: raw.state_dir.map(|dir| self.resolve(&dir)),
             log_format,
             log_level: raw.log_level.unwrap_or_else(|| "info".into()),
+            listen: raw.listen.as_deref().and_then(|text| match text.parse::<std::net::SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => Some(addr),
+                Ok(_) => {
+                    self.problem("collector.listen", None, format!("`{text}` is not a loopback address; the health endpoint is local only"));
+                    None
+                }
+                Err(_) => {
+                    self.problem("collector.listen", None, format!("`{text}` is not an address like 127.0.0.1:9187"));
+                    None
+                }
+            }),
         };
         (config, raw.interval.map_or(DEFAULT_INTERVAL, |i| i.0))
     }
@@ -419,6 +450,9 @@ impl<'a> Checker<'a> {
                 .config_pull_interval
                 .map_or(Duration::from_secs(300), |d| d.0),
             gzip,
+            registration_secret_file: raw.registration_secret_file.map(|p| self.resolve(&p)),
+            jwt_secret_file: raw.jwt_secret_file.map(|p| self.resolve(&p)),
+            allow_remote_privileged: raw.allow_remote_privileged.unwrap_or(false),
         })
     }
 

@@ -30,6 +30,8 @@ pub struct RawCollector {
     pub log_format: Option<String>,
     /// Log level filter, e.g. `info` or `pganalytics=debug`.
     pub log_level: Option<String>,
+    /// Loopback address for `/healthz` and `/metrics`, e.g. `127.0.0.1:9187`. Off when unset.
+    pub listen: Option<String>,
 }
 
 /// `[backend]`: the pgAnalytics API this agent pushes to.
@@ -44,6 +46,24 @@ pub struct RawBackend {
     pub config_pull_interval: Option<HumanDuration>,
     /// Request body compression: `gzip` or `none`.
     pub compression: Option<String>,
+    /// File holding the registration secret (`X-Registration-Secret`): the agent registers on
+    /// first start and again when its token can no longer be refreshed.
+    pub registration_secret_file: Option<PathBuf>,
+    /// File holding a shared HS256 secret: the agent signs its own tokens for `[collector] id`
+    /// instead of registering.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Whether a config pulled from the backend may change more than plugin intervals,
+    /// `enabled` and settings (grants, files, limits, connections). Default false.
+    pub allow_remote_privileged: Option<bool>,
+}
+
+/// `[buffer]`: the durable spool between collection and delivery.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuffer {
+    /// Largest total size of batches waiting for the backend (default 256MiB); beyond it the
+    /// oldest are dropped and counted.
+    pub max_bytes: Option<ByteSize>,
 }
 
 /// `[postgres]`: how the runtime connects for the `postgres` capability.

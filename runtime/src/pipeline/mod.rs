@@ -1,7 +1,17 @@
-//! The one path from a plugin run to accepted metric items: run → validate → commit the plugin's
-//! state → envelope. Nothing of a run that fails any step reaches the envelope, and its state
-//! blob is not saved, so the next run starts from the last accepted counters.
+//! The one path from a plugin run to the backend: run → validate → envelope → spool → commit the
+//! plugin's state and log offsets → send. Nothing of a run that fails any step reaches the
+//! envelope, and its state is not saved, so the next run starts from the last accepted counters
+//! and re-reads the same log lines.
+//!
+//! - [`collect`] runs and validates one plugin;
+//! - [`spool`] keeps batches on disk until the backend has them;
+//! - [`sender`] pushes them ([`auth`] and [`transport`] underneath);
+//! - `crate::agent` schedules all of it.
 
+pub mod auth;
+pub mod sender;
+pub mod spool;
+pub mod transport;
 pub mod validate;
 
 use std::sync::Arc;
@@ -11,6 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{CollectorConfig, Config};
+use crate::host::log_tail::Offsets as LogOffsets;
 use crate::plugin::{LoadError, LoadedPlugin, PluginHost, RunError};
 
 /// The body pushed to the backend (`POST /api/v1/metrics/push`).
@@ -42,7 +53,9 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Runs one plugin and returns its accepted items.
+/// Runs one plugin and returns its accepted items. Its state blob and log offsets are not saved
+/// yet: the caller applies [`Accepted::commit`] once the items are safe (spooled, or printed by
+/// `collect --once`), so a run whose items are lost is read again.
 pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepted, RunError> {
     let output = host.run(plugin).await?;
     let items =
@@ -52,26 +65,15 @@ pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepte
                 reason,
             }
         })?;
-    let state_error = |e: std::io::Error| RunError::State {
-        plugin: plugin.name().to_owned(),
-        message: e.to_string(),
-    };
-    if let Some(state) = output.pending_state {
-        host.state_store()
-            .save(plugin.name(), state)
-            .map_err(state_error)?;
-    }
-    // Offsets are committed only now that the items are accepted (`collect --once` hands them
-    // straight to its caller), so a failed run's lines are offered again.
-    if let Some(offsets) = output.log_offsets {
-        host.log_offsets()
-            .commit(plugin.name(), offsets)
-            .map_err(state_error)?;
-    }
     Ok(Accepted {
         items,
         elapsed: output.elapsed,
         denied_calls: output.denied_calls,
+        commit: Commit {
+            plugin: plugin.name().to_owned(),
+            state: output.pending_state,
+            log_offsets: output.log_offsets,
+        },
     })
 }
 
@@ -81,6 +83,37 @@ pub struct Accepted {
     pub items: Vec<Value>,
     pub elapsed: Duration,
     pub denied_calls: u64,
+    pub commit: Commit,
+}
+
+/// What an accepted run leaves to save once its items are safe: the plugin's state blob and its
+/// log-tail offsets.
+#[derive(Debug, Default)]
+pub struct Commit {
+    plugin: String,
+    state: Option<Vec<u8>>,
+    log_offsets: Option<LogOffsets>,
+}
+
+impl Commit {
+    /// Saves the state blob and the offsets (each written tmp + rename).
+    pub fn apply(self, host: &PluginHost) -> Result<(), RunError> {
+        let state_error = |e: std::io::Error| RunError::State {
+            plugin: self.plugin.clone(),
+            message: e.to_string(),
+        };
+        if let Some(state) = self.state.clone() {
+            host.state_store()
+                .save(&self.plugin, state)
+                .map_err(state_error)?;
+        }
+        if let Some(offsets) = self.log_offsets.clone() {
+            host.log_offsets()
+                .commit(&self.plugin, offsets)
+                .map_err(state_error)?;
+        }
+        Ok(())
+    }
 }
 
 /// What became of one plugin in a collection.
@@ -150,14 +183,17 @@ pub async fn collect_once(config: &Config, host: &PluginHost, only: &[String]) -
             Err(e) => tracing::error!("a plugin task failed: {e}"),
         }
     }
-    let metrics = outcomes
-        .iter()
-        .filter_map(|(_, outcome)| match outcome {
-            Outcome::Accepted(accepted) => Some(accepted.items.iter().cloned()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let mut metrics = Vec::new();
+    for (_, outcome) in &mut outcomes {
+        if let Outcome::Accepted(accepted) = outcome {
+            // The envelope goes straight to the caller: the items are as safe as they get here.
+            let commit = std::mem::take(&mut accepted.commit);
+            match commit.apply(host) {
+                Ok(()) => metrics.extend(accepted.items.iter().cloned()),
+                Err(e) => *outcome = Outcome::RunFailed(e),
+            }
+        }
+    }
     Collection {
         envelope: Envelope::new(&config.collector, metrics),
         outcomes,

@@ -106,6 +106,18 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// Whether a sandbox limit stopped the run (as opposed to the plugin failing by itself).
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            RunError::Deadline { .. }
+                | RunError::Memory { .. }
+                | RunError::Fuel { .. }
+                | RunError::StackOverflow { .. }
+                | RunError::OutputTooLarge { .. }
+        )
+    }
+
     /// A short stable label, for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {

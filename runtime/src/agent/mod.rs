@@ -1,0 +1,455 @@
+//! `pganalytics run`: the daemon, and the one place that links collection, the spool, the
+//! sender, config reloads and self-monitoring.
+//!
+//! ```text
+//!  plugin tasks (one per enabled plugin, own interval + jitter, one run at a time)
+//!     │ run → validate → envelope → spool.append (fsync) → commit state and log offsets
+//!     ▼
+//!  spool (on disk) ──► backend task: push oldest-first on push_interval, ack on 2xx,
+//!                      dead-letter on 400, back off on 429/5xx/network; pull config
+//!  main loop: SIGTERM/SIGINT → stop; SIGHUP → re-read the file; pulled config → reload
+//! ```
+//!
+//! A reload builds a new generation (config + plugin host) and replaces the plugin tasks; the
+//! spool, the backend task and each plugin's schedule carry over, so nothing buffered is lost and
+//! no plugin runs twice at once.
+
+mod remote;
+mod schedule;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{self, Config};
+use crate::pipeline::sender::{self, Delivery, Sender};
+use crate::pipeline::spool::{BatchId, Spool, SpoolStats};
+use crate::plugin::PluginHost;
+use crate::telemetry::{Metrics, labels};
+
+pub use remote::{PulledConfig, privileged_changes};
+
+/// How long shutdown waits for an in-flight push to finish before abandoning it (the batch
+/// stays spooled and is sent again).
+const PUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// State that outlives reloads.
+pub struct Shared {
+    pub spool: Mutex<Spool>,
+    pub metrics: Arc<Metrics>,
+    /// One lock per plugin name, so a run of the old generation and one of the new never
+    /// overlap.
+    run_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When each plugin last started, so a reload keeps its schedule.
+    last_started: Mutex<HashMap<String, Instant>>,
+}
+
+impl Shared {
+    fn run_lock(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.run_locks)
+            .entry(plugin.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Updates the spool gauges (and the totals the spool keeps across restarts).
+    pub fn publish_spool_stats(&self, stats: SpoolStats) {
+        self.metrics
+            .set("pganalytics_spool_bytes", stats.pending_bytes as f64);
+        self.metrics
+            .set("pganalytics_spool_batches", stats.pending_batches as f64);
+        self.metrics
+            .set_total("pganalytics_batches_dropped_total", stats.dropped_batches);
+        self.metrics.set_total(
+            "pganalytics_batches_dead_lettered_total",
+            stats.dead_lettered_batches,
+        );
+    }
+
+    /// Runs `f` on the spool from a blocking thread (appends and acks wait for fsync).
+    pub async fn with_spool<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Spool) -> T + Send + 'static,
+    ) -> T {
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut spool = lock(&shared.spool);
+            let result = f(&mut spool);
+            shared.publish_spool_stats(spool.stats());
+            result
+        })
+        .await
+        .expect("a spool operation panicked")
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The running config and the plugin tasks built from it.
+struct Generation {
+    config: Arc<Config>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Generation {
+    fn start(config: Arc<Config>, shared: &Arc<Shared>) -> anyhow::Result<Self> {
+        let host = PluginHost::for_config(&config)
+            .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e:#}"))?;
+        let (stop, stopped) = watch::channel(false);
+        let tasks = config
+            .plugins
+            .values()
+            .filter(|p| p.enabled)
+            .map(|plugin| {
+                tokio::spawn(schedule::plugin_loop(
+                    Arc::new(plugin.clone()),
+                    config.clone(),
+                    host.clone(),
+                    shared.clone(),
+                    stopped.clone(),
+                ))
+            })
+            .collect();
+        let enabled: Vec<&str> = config
+            .plugins
+            .values()
+            .filter(|p| p.enabled)
+            .map(|p| p.name.as_str())
+            .collect();
+        tracing::info!(plugins = ?enabled, "collecting");
+        Ok(Self {
+            config,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Lets in-flight runs finish (each is bounded by its plugin's deadline), then abandons
+    /// whatever is left.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let grace = self
+            .config
+            .plugins
+            .values()
+            .map(|p| p.limits.timeout)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + grace;
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// The config as the operator wrote it, and what the backend last sent.
+struct Sources {
+    path: PathBuf,
+    local_text: String,
+    pulled: Option<PulledConfig>,
+}
+
+impl Sources {
+    /// The config to run: the pulled one when there is one and it passes, else the local file.
+    fn effective(&self, local: Config) -> Config {
+        let Some(pulled) = &self.pulled else {
+            return local;
+        };
+        match pulled.validate(&self.local_text, &local) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(
+                    version = pulled.version,
+                    "the saved backend config no longer fits the local file, running the local file: {e}"
+                );
+                local
+            }
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path, local: Config) -> anyhow::Result<()> {
+    // First, so a SIGTERM during startup is a clean stop rather than the default kill.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let state_dir = local.collector.state_dir.clone().with_context(|| {
+        format!(
+            "{}: `collector.state_dir` is required by `run` (the spool, plugin state and log offsets live there)",
+            config_path.display()
+        )
+    })?;
+    let local_text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let mut sources = Sources {
+        path: config_path.to_owned(),
+        local_text,
+        pulled: PulledConfig::load(&state_dir),
+    };
+    let config = Arc::new(sources.effective(local));
+
+    let metrics = Arc::new(Metrics::default());
+    let spool_dir = state_dir.join("spool");
+    let max_bytes = config.buffer.max_bytes;
+    let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, max_bytes))
+        .await?
+        .context("opening the spool")?;
+    tracing::info!(
+        pending = recovery.pending_batches,
+        clean = recovery.is_clean(),
+        "spool opened"
+    );
+    let shared = Arc::new(Shared {
+        spool: Mutex::new(spool),
+        metrics: metrics.clone(),
+        run_locks: Mutex::default(),
+        last_started: Mutex::default(),
+    });
+    shared.publish_spool_stats(lock(&shared.spool).stats());
+
+    let _listener = config.collector.listen.map(|addr| {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::telemetry::serve(addr, metrics).await {
+                tracing::error!("health listener on {addr}: {e}");
+            }
+        })
+    });
+
+    let sender = Sender::new(&config, metrics.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let (pulled_tx, mut pulled_rx) = mpsc::channel::<PulledConfig>(4);
+    let (stop_backend, backend_stopped) = watch::channel(false);
+    let applied_version = sources.pulled.as_ref().map_or(0, |p| p.version);
+    let mut backend = tokio::spawn(backend_loop(
+        sender,
+        shared.clone(),
+        config_rx,
+        pulled_tx,
+        applied_version,
+        backend_stopped,
+    ));
+
+    let mut generation = Generation::start(config, &shared)?;
+    tracing::info!(version = crate::VERSION, "agent running");
+    loop {
+        let next = tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                tracing::info!(file = %sources.path.display(), "SIGHUP: re-reading the config file");
+                match reread_local(&mut sources) {
+                    Ok(local) => Ok((sources.effective(local), "sighup")),
+                    Err(e) => Err((e, "sighup")),
+                }
+            }
+            Some(pulled) = pulled_rx.recv() => {
+                let version = pulled.version;
+                let current_local = config::parse(&sources.local_text, &sources.path)
+                    .map_err(|e| anyhow::anyhow!("{e}"));
+                match current_local.and_then(|local| pulled.validate(&sources.local_text, &local)) {
+                    Ok(config) => {
+                        if let Err(e) = pulled.save(&state_dir) {
+                            tracing::warn!("cannot save backend config version {version}: {e:#}");
+                        }
+                        tracing::info!(version, "applying the config pulled from the backend");
+                        sources.pulled = Some(pulled);
+                        Ok((config, "backend"))
+                    }
+                    Err(e) => Err((e.context(format!("backend config version {version} rejected, keeping the running config")), "backend")),
+                }
+            }
+            result = &mut backend => {
+                anyhow::bail!("the backend task stopped unexpectedly: {result:?}");
+            }
+        };
+        match next {
+            Ok((config, source)) => {
+                let config = Arc::new(config);
+                generation.stop().await;
+                generation = Generation::start(config.clone(), &shared)?;
+                let _ = config_tx.send(config);
+                metrics.inc(
+                    "pganalytics_config_reloads_total",
+                    &labels(&[("source", source), ("result", "applied")]),
+                );
+            }
+            Err((e, source)) => {
+                tracing::error!("{e:#}");
+                metrics.inc(
+                    "pganalytics_config_reloads_total",
+                    &labels(&[("source", source), ("result", "rejected")]),
+                );
+            }
+        }
+    }
+
+    tracing::info!("stopping: letting in-flight collections finish");
+    generation.stop().await;
+    let _ = stop_backend.send(true);
+    if tokio::time::timeout(PUSH_GRACE, &mut backend)
+        .await
+        .is_err()
+    {
+        backend.abort();
+    }
+    let stats = lock(&shared.spool).stats();
+    tracing::info!(
+        pending_batches = stats.pending_batches,
+        "stopped; pending batches stay in the spool"
+    );
+    Ok(())
+}
+
+fn reread_local(sources: &mut Sources) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(&sources.path)
+        .with_context(|| format!("reading {}", sources.path.display()))?;
+    let config = config::parse(&text, &sources.path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if config.collector.state_dir != config_state_dir(&sources.path, &sources.local_text) {
+        anyhow::bail!(
+            "{}: `collector.state_dir` cannot change without a restart",
+            sources.path.display()
+        );
+    }
+    sources.local_text = text;
+    Ok(config)
+}
+
+fn config_state_dir(path: &Path, text: &str) -> Option<PathBuf> {
+    config::parse(text, path)
+        .ok()
+        .and_then(|c| c.collector.state_dir)
+}
+
+/// Pushes spooled batches oldest-first and pulls the backend's config, sharing one identity
+/// (so a token is never refreshed or registered twice at once).
+async fn backend_loop(
+    mut sender: Sender,
+    shared: Arc<Shared>,
+    mut config: watch::Receiver<Arc<Config>>,
+    pulled: mpsc::Sender<PulledConfig>,
+    mut seen_version: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    let mut next_push = tokio::time::Instant::now();
+    let mut next_pull = tokio::time::Instant::now();
+    loop {
+        let current = config.borrow_and_update().clone();
+        let Some(backend) = current.backend.clone() else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_push) => {
+                match drain(&mut sender, &shared).await {
+                    Ok(()) => {
+                        failures = 0;
+                        next_push = tokio::time::Instant::now() + backend.push_interval;
+                    }
+                    Err(after) => {
+                        failures += 1;
+                        let wait = sender::backoff(failures, after);
+                        tracing::info!(retry_in_ms = wait.as_millis() as u64, failures, "delivery paused");
+                        next_push = tokio::time::Instant::now() + wait;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_pull) => {
+                next_pull = tokio::time::Instant::now() + backend.config_pull_interval;
+                match remote::pull(&mut sender, &backend.url, seen_version).await {
+                    Ok(Some(config)) => {
+                        seen_version = config.version;
+                        let _ = pulled.send(config).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("config pull: {e}"),
+                }
+            }
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // A reload may have changed the backend or TLS settings: rebuild the client.
+                let current = config.borrow().clone();
+                match Sender::new(&current, shared.metrics.clone()) {
+                    Ok(new) => sender = new,
+                    Err(e) => tracing::error!("keeping the previous backend client: {e}"),
+                }
+                next_push = next_push.min(tokio::time::Instant::now() + current.backend.as_ref().map_or(Duration::ZERO, |b| b.push_interval));
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Sends pending batches oldest-first until the spool is empty (`Ok`) or the backend must be
+/// left alone for a while (`Err(retry_after)`).
+async fn drain(sender: &mut Sender, shared: &Arc<Shared>) -> Result<(), Option<Duration>> {
+    loop {
+        let oldest = shared.with_spool(|spool| spool.oldest()).await;
+        let (id, batch): (BatchId, Vec<u8>) = match oldest {
+            Ok(Some(next)) => next,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::error!("cannot read the spool: {e}");
+                return Err(None);
+            }
+        };
+        match sender.push(&batch).await {
+            Delivery::Delivered => {
+                shared.metrics.inc("pganalytics_batches_sent_total", "");
+                if let Err(e) = shared.with_spool(move |spool| spool.ack(id)).await {
+                    tracing::error!(
+                        "cannot record delivery of batch {id} (it will be sent again): {e}"
+                    );
+                    return Err(None);
+                }
+            }
+            Delivery::Rejected(reason) => {
+                let why = reason.clone();
+                match shared
+                    .with_spool(move |spool| spool.dead_letter(id, &why))
+                    .await
+                {
+                    Ok(path) => tracing::error!(
+                        batch = %id,
+                        file = %path.display(),
+                        "the backend rejected a batch; it was set aside: {reason}"
+                    ),
+                    Err(e) => {
+                        tracing::error!("cannot set rejected batch {id} aside: {e}");
+                        return Err(None);
+                    }
+                }
+            }
+            Delivery::Retry {
+                reason,
+                cause,
+                after,
+            } => {
+                shared.metrics.inc(
+                    "pganalytics_push_retries_total",
+                    &labels(&[("cause", cause)]),
+                );
+                tracing::warn!(batch = %id, cause, "push failed, will retry: {reason}");
+                return Err(after);
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Config pulled from the backend (`GET /api/v1/config/{collector_id}`, TOML with
+//! `X-Config-Version`).
+//!
+//! Threat: whoever controls the backend (or its credentials) must not gain more on this host than
+//! the operator granted. So a pulled config is the whole file, but unless the local file sets
+//! `backend.allow_remote_privileged = true` it may differ from the local file only in the keys of
+//! [`UNPRIVILEGED`]: schedules, plugin on/off and plugin settings. Grants, `.wasm` paths and
+//! digests, limits, connections, TLS and the backend itself stay as the operator wrote them.
+//!
+//! The last applied pulled config is kept in `STATE_DIR/config/pulled.json` so a restart runs
+//! it too; it is checked against the local file again each time (a local edit wins where they
+//! conflict on a privileged key: the pulled config is then set aside with an error).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, Config};
+use crate::host::state::write_atomically;
+use crate::pipeline::sender::Sender;
+use crate::pipeline::transport::explain;
+
+/// Dotted key patterns (`*` = any one key) a pulled config may change without
+/// `allow_remote_privileged`. A pattern covers everything below it.
+pub const UNPRIVILEGED: &[&str] = &[
+    "collector.interval",
+    "backend.push_interval",
+    "backend.config_pull_interval",
+    "backend.compression",
+    "plugins.*.interval",
+    "plugins.*.enabled",
+    "plugins.*.settings",
+];
+
+/// The largest config the agent accepts from the backend.
+const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PulledConfig {
+    pub version: u64,
+    pub toml: String,
+}
+
+impl PulledConfig {
+    fn file(state_dir: &Path) -> PathBuf {
+        state_dir.join("config").join("pulled.json")
+    }
+
+    pub fn load(state_dir: &Path) -> Option<Self> {
+        let path = Self::file(state_dir);
+        let text = std::fs::read_to_string(&path).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(pulled) => Some(pulled),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "ignoring an unreadable saved backend config: {e}");
+                None
+            }
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let path = Self::file(state_dir);
+        std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+        write_atomically(&path, &serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Parses and validates this config with the same rules as a local file (relative paths
+    /// resolve against the local file's directory), then checks it changes only what the
+    /// backend may change.
+    pub fn validate(&self, local_text: &str, local: &Config) -> anyhow::Result<Config> {
+        let name = format!("<backend config version {}>", self.version);
+        let virtual_path = local
+            .source
+            .parent()
+            .map_or_else(|| PathBuf::from(&name), |dir| dir.join(&name));
+        let config =
+            config::parse(&self.toml, &virtual_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let allow = local
+            .backend
+            .as_ref()
+            .is_some_and(|b| b.allow_remote_privileged);
+        if !allow {
+            let changes = privileged_changes(local_text, &self.toml)?;
+            if !changes.is_empty() {
+                anyhow::bail!(
+                    "{name} changes keys only the local file may set ({}); set `backend.allow_remote_privileged = true` in {} to allow that",
+                    changes.join(", "),
+                    local.source.display()
+                );
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// The dotted keys where `pulled` differs from `local` outside [`UNPRIVILEGED`].
+pub fn privileged_changes(local: &str, pulled: &str) -> anyhow::Result<Vec<String>> {
+    let local: toml::Table = toml::from_str(local).context("the local config")?;
+    let pulled: toml::Table = toml::from_str(pulled).context("the pulled config")?;
+    let mut changes = Vec::new();
+    diff(&mut Vec::new(), &local, &pulled, &mut changes);
+    Ok(changes)
+}
+
+fn diff<'a>(
+    path: &mut Vec<&'a str>,
+    a: &'a toml::Table,
+    b: &'a toml::Table,
+    changes: &mut Vec<String>,
+) {
+    let mut keys: Vec<&str> = a.keys().chain(b.keys()).map(String::as_str).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        path.push(key);
+        if !unprivileged(path) {
+            match (a.get(key), b.get(key)) {
+                (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                    diff(path, x, y, changes)
+                }
+                (x, y) if x != y => changes.push(path.join(".")),
+                _ => {}
+            }
+        }
+        path.pop();
+    }
+}
+
+fn unprivileged(path: &[&str]) -> bool {
+    UNPRIVILEGED.iter().any(|pattern| {
+        let pattern: Vec<&str> = pattern.split('.').collect();
+        pattern.len() <= path.len() && pattern.iter().zip(path).all(|(p, k)| *p == "*" || p == k)
+    })
+}
+
+/// Fetches the backend's config when its version is newer than `seen`.
+pub async fn pull(
+    sender: &mut Sender,
+    url: &str,
+    seen: u64,
+) -> anyhow::Result<Option<PulledConfig>> {
+    let (collector_id, token) = sender.bearer().await?;
+    let response = sender
+        .client()
+        .get(format!("{url}/api/v1/config/{collector_id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", explain(&e)))?;
+    let status = response.status();
+    if status == StatusCode::NOT_FOUND || status == StatusCode::NO_CONTENT {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        anyhow::bail!("the backend answered {status}; keeping the running config");
+    }
+    let version = response
+        .headers()
+        .get("X-Config-Version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .context("the answer has no numeric X-Config-Version header; ignored")?;
+    if version <= seen {
+        return Ok(None);
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", explain(&e)))?;
+    if body.len() > MAX_CONFIG_BYTES {
+        anyhow::bail!(
+            "config version {version} is {} bytes, over the {MAX_CONFIG_BYTES}-byte limit; ignored",
+            body.len()
+        );
+    }
+    let toml = String::from_utf8(body.to_vec())
+        .with_context(|| format!("config version {version} is not UTF-8; ignored"))?;
+    Ok(Some(PulledConfig { version, toml }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: &str = r#"
+[collector]
+id = "c"
+[backend]
+url = "https://b"
+[plugins.sysstat]
+wasm = "sysstat.wasm"
+interval = "60s"
+emits = ["sysstat"]
+[plugins.sysstat.grants.procfs]
+paths = ["stat"]
+[plugins.sysstat.settings]
+top = 5
+"#;
+
+    #[test]
+    fn schedules_switches_and_settings_may_change() {
+        let pulled = LOCAL
+            .replace("interval = \"60s\"", "interval = \"10s\"\nenabled = false")
+            .replace("top = 5", "top = 7\nextra = true");
+        assert_eq!(
+            privileged_changes(LOCAL, &pulled).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn grants_files_limits_and_new_plugins_may_not() {
+        let pulled = LOCAL
+            .replace("paths = [\"stat\"]", "paths = [\"*\"]")
+            .replace("sysstat.wasm", "other.wasm")
+            .replace("url = \"https://b\"", "url = \"https://evil\"")
+            + "[plugins.new]\nwasm = \"x.wasm\"\n";
+        assert_eq!(
+            privileged_changes(LOCAL, &pulled).unwrap(),
+            vec![
+                "backend.url",
+                "plugins.new",
+                "plugins.sysstat.grants.procfs.paths",
+                "plugins.sysstat.wasm"
+            ]
+        );
+        let with_timeout =
+            LOCAL.replace("interval = \"60s\"", "interval = \"60s\"\ntimeout = \"1h\"");
+        assert_eq!(
+            privileged_changes(LOCAL, &with_timeout).unwrap(),
+            vec!["plugins.sysstat.timeout"]
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Pushes spooled batches to the backend (`POST /api/v1/metrics/push`) and says what became of
+//! each: delivered, rejected for good, or to be retried later. The sender never drops a batch
+//! itself; the caller acks, dead-letters or keeps it according to [`Delivery`].
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+
+use super::auth::{Auth, AuthError};
+use super::transport::{self, ClientIdentity, TransportError};
+use crate::config::{BackendConfig, Config, TlsConfig};
+use crate::telemetry::{Metrics, labels};
+
+/// Longest wait between two attempts, whatever the backoff or Retry-After says.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+/// First wait after a failure; doubles with each further failure.
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What became of one push.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// 2xx: the backend has it.
+    Delivered,
+    /// The backend refused this batch for good (400, 413, 422) or the batch is unreadable: keep
+    /// it aside with the reason, and go on with the next one.
+    Rejected(String),
+    /// Try again later (network error, TLS failure, 401 that could not be recovered, 429, 5xx,
+    /// unexpected status). `after` is the backend's Retry-After, when it sent one.
+    Retry {
+        reason: String,
+        cause: &'static str,
+        after: Option<Duration>,
+    },
+}
+
+pub struct Sender {
+    backend: BackendConfig,
+    tls: TlsConfig,
+    auth: Auth,
+    client: reqwest::Client,
+    /// The registration certificate the client was built with, to rebuild it when it changes.
+    client_cert: Option<String>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    #[error("no `[backend]` section in the config: the agent has nowhere to send its batches")]
+    NoBackend,
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+impl Sender {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, SenderError> {
+        let backend = config.backend.clone().ok_or(SenderError::NoBackend)?;
+        let auth = Auth::new(
+            backend.clone(),
+            config.collector.id.clone(),
+            config.collector.hostname.clone(),
+            config
+                .collector
+                .state_dir
+                .as_ref()
+                .map(|d| d.join("identity")),
+        );
+        let issued = auth.identity().and_then(|i| i.client_identity());
+        let client = transport::build_client(&config.tls, issued.as_ref())?;
+        Ok(Self {
+            client_cert: issued.map(|i| i.cert_pem),
+            backend,
+            tls: config.tls.clone(),
+            auth,
+            client,
+            metrics,
+        })
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Registers now (`pganalytics register`) and returns the collector id.
+    pub async fn register(&mut self) -> Result<String, SenderError> {
+        self.auth.register(&self.client).await?;
+        self.rebuild_client_if_issued_cert_changed()?;
+        Ok(self
+            .auth
+            .identity()
+            .map(|i| i.collector_id.clone())
+            .unwrap_or_default())
+    }
+
+    /// The collector id and a valid token, registering or refreshing first when needed.
+    pub async fn bearer(&mut self) -> Result<(String, String), SenderError> {
+        let bearer = self.auth.bearer(&self.client).await?;
+        self.rebuild_client_if_issued_cert_changed()?;
+        Ok(bearer)
+    }
+
+    /// After a 401: refresh the token, else register again.
+    pub async fn recover(&mut self) -> Result<(), SenderError> {
+        self.auth.recover(&self.client).await?;
+        self.rebuild_client_if_issued_cert_changed()?;
+        Ok(())
+    }
+
+    fn rebuild_client_if_issued_cert_changed(&mut self) -> Result<(), SenderError> {
+        let issued: Option<ClientIdentity> = self.auth.identity().and_then(|i| i.client_identity());
+        let cert = issued.as_ref().map(|i| i.cert_pem.clone());
+        if cert != self.client_cert {
+            self.client = transport::build_client(&self.tls, issued.as_ref())?;
+            self.client_cert = cert;
+        }
+        Ok(())
+    }
+
+    /// Pushes one batch (an envelope as spooled). On a 401 the token is recovered once and the
+    /// push tried again.
+    pub async fn push(&mut self, batch: &[u8]) -> Delivery {
+        let mut envelope: serde_json::Value = match serde_json::from_slice(batch) {
+            Ok(envelope) => envelope,
+            Err(e) => return Delivery::Rejected(format!("the spooled batch is not JSON: {e}")),
+        };
+        for attempt in 0..2 {
+            let (collector_id, token) = match self.bearer().await {
+                Ok(bearer) => bearer,
+                Err(e) => return retry("auth", e.to_string(), None),
+            };
+            // The backend requires the body's id to be the token's: batches spooled before
+            // registration carry the configured name.
+            envelope["collector_id"] = collector_id.into();
+            let body = match self.encode(&envelope) {
+                Ok(body) => body,
+                Err(e) => return Delivery::Rejected(format!("cannot encode the batch: {e}")),
+            };
+            let mut request = self
+                .client
+                .post(format!("{}/api/v1/metrics/push", self.backend.url))
+                .header(CONTENT_TYPE, "application/json")
+                .bearer_auth(token);
+            if self.backend.gzip {
+                request = request.header(CONTENT_ENCODING, "gzip");
+            }
+            let started = Instant::now();
+            let response = match request.body(body).send().await {
+                Ok(response) => response,
+                Err(e) => {
+                    let cause = if transport::is_tls(&e) {
+                        "tls"
+                    } else {
+                        "network"
+                    };
+                    return retry(cause, transport::explain(&e), None);
+                }
+            };
+            self.metrics.observe_push(started.elapsed());
+            let status = response.status();
+            let after = retry_after(response.headers());
+            let text = response.text().await.unwrap_or_default();
+            let said = truncate(text.trim(), 500);
+            match status {
+                s if s.is_success() => return Delivery::Delivered,
+                StatusCode::UNAUTHORIZED if attempt == 0 => {
+                    self.metrics.inc(
+                        "pganalytics_push_retries_total",
+                        &labels(&[("cause", "401")]),
+                    );
+                    tracing::warn!("the backend refused the token (401): refreshing it");
+                    if let Err(e) = self.recover().await {
+                        return retry("auth", format!("401 and {e}"), None);
+                    }
+                }
+                StatusCode::BAD_REQUEST
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNPROCESSABLE_ENTITY => {
+                    return Delivery::Rejected(format!("the backend answered {status}: {said}"));
+                }
+                StatusCode::TOO_MANY_REQUESTS => return retry("429", format!("{status}"), after),
+                s if s.is_server_error() => {
+                    return retry(
+                        "5xx",
+                        format!("the backend answered {status}: {said}"),
+                        after,
+                    );
+                }
+                _ => {
+                    // 401 twice, 403, 404, ...: a configuration problem on one side or the
+                    // other. Keep the batch and keep trying; the log says why.
+                    return retry(
+                        "status",
+                        format!("the backend answered {status}: {said}"),
+                        after,
+                    );
+                }
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn encode(&self, envelope: &serde_json::Value) -> std::io::Result<Vec<u8>> {
+        let json = serde_json::to_vec(envelope)?;
+        if !self.backend.gzip {
+            return Ok(json);
+        }
+        let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
+        encoder.write_all(&json)?;
+        encoder.finish()
+    }
+}
+
+fn retry(cause: &'static str, reason: String, after: Option<Duration>) -> Delivery {
+    Delivery::Retry {
+        reason,
+        cause,
+        after,
+    }
+}
+
+/// Retry-After in seconds (the HTTP-date form is rare from APIs and treated as absent).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_DELAY))
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}… (truncated)", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Exponential backoff with full jitter over the upper half: the wait after `failures`
+/// consecutive failures is between half and all of `min(1 s × 2^(failures-1), MAX_RETRY_DELAY)`.
+/// A Retry-After from the backend is a floor.
+pub fn backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let ceiling = FIRST_RETRY_DELAY
+        .saturating_mul(1 << exponent)
+        .min(MAX_RETRY_DELAY);
+    let jittered = ceiling.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+    jittered.max(retry_after.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_honours_retry_after() {
+        for _ in 0..100 {
+            let first = backoff(1, None);
+            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+            let fourth = backoff(4, None);
+            assert!(fourth >= Duration::from_secs(4) && fourth <= Duration::from_secs(8));
+            assert!(backoff(40, None) <= MAX_RETRY_DELAY);
+            assert!(backoff(40, None) >= MAX_RETRY_DELAY / 2);
+            assert!(backoff(1, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+        }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read_and_capped() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(RETRY_AFTER, "999999".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_DELAY));
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn long_backend_answers_are_cut_on_a_char_boundary() {
+        assert_eq!(truncate("short", 10), "short");
+        let long = "é".repeat(20);
+        assert_eq!(truncate(&long, 3), "ééé… (truncated)");
+    }
+}

@@ -1,0 +1,797 @@
+//! `pganalytics run` end to end against the HTTPS test backend (`test-backend`, 127.0.0.1 only):
+//! registration, mTLS, token refresh, outages, SIGKILL, a full spool, dead letters, TLS errors,
+//! config pull, SIGHUP and plugin file swaps.
+//!
+//! Most tests count `tick` items of the `ticker` fixture: its run number `seq` moves on only once
+//! a run is spooled, so a gap in what the backend received is a lost batch.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use support::{binary, plugin, wasm};
+use test_backend::{BackendConfig, TestBackend};
+
+/// A running agent process, its stderr in `log`.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(config: &Path) -> Agent {
+        let dir = config.parent().unwrap();
+        let log = dir.join(format!(
+            "agent-{}.log",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let child = Command::new(binary())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("PGANALYTICS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting the agent");
+        Agent { child, log }
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = self.child.id() as i32;
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains one of `needles`; on timeout, fails showing the log.
+    async fn wait_for_log(&self, needles: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if needles.iter().any(|n| log.contains(n)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needles:?} in the log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code (None when killed by a signal).
+    async fn exit(mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit within {within:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) {
+        // Before its handlers are installed, SIGTERM would just kill it.
+        self.wait_for_log(&["agent running"], Duration::from_secs(30))
+            .await;
+        self.signal(libc::SIGTERM);
+        let log = self.log.clone();
+        let code = self.exit(Duration::from_secs(20)).await;
+        assert_eq!(
+            code,
+            Some(0),
+            "SIGTERM exits 0; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `seq` of every first `tick` item of each batch received, in arrival order.
+fn seqs(backend: &TestBackend) -> Vec<u64> {
+    backend
+        .metrics_of_type("tick")
+        .iter()
+        .filter(|m| m["index"] == 0)
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// The last `seq` the ticker committed: its state blob, JSON after the state file's 20-byte
+/// header (see `host::state`).
+fn committed_seq(state_dir: &Path, plugin: &str) -> u64 {
+    std::fs::read(state_dir.join("plugins").join(format!("{plugin}.state")))
+        .map(|bytes| {
+            std::str::from_utf8(&bytes[20..])
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET on the agent's own listener.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+fn metric(port: u16, line_prefix: &str) -> Option<f64> {
+    get(port, "/metrics")?
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// A test directory with the backend's CA and secrets written out.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(backend: &TestBackend) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), backend.ca_pem()).unwrap();
+        std::fs::write(dir.path().join("jwt_secret"), backend.jwt_secret()).unwrap();
+        std::fs::write(
+            dir.path().join("registration_secret"),
+            backend.registration_secret(),
+        )
+        .unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    /// Writes `config.toml`: `[collector]` (with `extra_collector` lines), `[backend]` on `url`
+    /// with `auth` lines, `[tls]` with the CA, and `plugins`.
+    fn config(&self, url: &str, auth: &str, extra: &str, plugins: &str) -> PathBuf {
+        let path = self.path("config.toml");
+        let text = format!(
+            "[collector]\nid = \"agent-under-test\"\nstate_dir = {state:?}\n\n\
+             [backend]\nurl = {url:?}\npush_interval = \"300ms\"\nconfig_pull_interval = \"500ms\"\n{auth}\n\n\
+             [tls]\nca_file = {ca:?}\n\n{extra}\n{plugins}",
+            state = self.state().display().to_string(),
+            ca = self.path("ca.pem").display().to_string(),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn shared_secret(&self) -> String {
+        format!(
+            "jwt_secret_file = {:?}",
+            self.path("jwt_secret").display().to_string()
+        )
+    }
+
+    fn registration(&self) -> String {
+        format!(
+            "registration_secret_file = {:?}",
+            self.path("registration_secret").display().to_string()
+        )
+    }
+}
+
+fn ticker(name: &str, interval: &str, extra: &str) -> String {
+    plugin(
+        name,
+        "ticker",
+        "tick",
+        &format!("interval = {interval:?}\n{extra}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registers_pushes_over_mtls_refreshes_and_reports_health() {
+    let backend = TestBackend::start(BackendConfig {
+        require_client_cert: true,
+        token_lifetime: Duration::from_secs(6),
+        ..BackendConfig::default()
+    })
+    .await;
+    let setup = Setup::new(&backend);
+    let (cert, key) = backend.client_cert_for("db1.example");
+    std::fs::write(setup.path("client.pem"), cert).unwrap();
+    std::fs::write(setup.path("client.key"), key).unwrap();
+    let port = free_port();
+    let config = setup.config(
+        &backend.url(),
+        &setup.registration(),
+        &format!("[buffer]\nmax_bytes = \"1MiB\"\n",),
+        &ticker("ticker", "200ms", ""),
+    );
+    // mTLS from [tls] and a health listener.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "[tls]\n",
+            &format!(
+                "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+                setup.path("client.pem").display().to_string(),
+                setup.path("client.key").display().to_string()
+            ),
+        )
+        .replace(
+            "[collector]\n",
+            &format!("[collector]\nlisten = \"127.0.0.1:{port}\"\n"),
+        );
+    std::fs::write(&config, text).unwrap();
+
+    let agent = Agent::start(&config);
+    wait_until("a token refresh", Duration::from_secs(30), || {
+        backend
+            .requests()
+            .iter()
+            .any(|r| r.path == "/api/v1/collectors/refresh-token" && r.status == 200)
+    })
+    .await;
+    wait_until(
+        "batches pushed with the refreshed token",
+        Duration::from_secs(30),
+        || backend.batches().len() >= 5,
+    )
+    .await;
+    let registrations = backend.registrations();
+    assert_eq!(registrations.len(), 1, "registered once, then refreshed");
+    let id = &registrations[0].collector_id;
+    for batch in backend.batches() {
+        assert_eq!(&batch.envelope["collector_id"], id.as_str());
+        assert_eq!(batch.token_collector_id, *id);
+        assert!(batch.gzipped);
+        assert_eq!(batch.client_cn.as_deref(), Some("db1.example"));
+        assert!(
+            batch
+                .header("authorization")
+                .unwrap()
+                .starts_with("Bearer ")
+        );
+    }
+    // The identity is kept owner-only and holds no secret in the log.
+    use std::os::unix::fs::PermissionsExt;
+    let identity = setup.state().join("identity/identity.json");
+    let mode = std::fs::metadata(&identity).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&identity).unwrap()).unwrap();
+    let token = saved["token"].as_str().unwrap();
+    assert!(!agent.log().contains(token), "tokens never reach the log");
+    assert!(
+        !agent
+            .log()
+            .contains(test_backend::DEFAULT_REGISTRATION_SECRET)
+    );
+
+    let health = get(port, "/healthz").expect("the health listener answers");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let sent = metric(port, "pganalytics_batches_sent_total").unwrap();
+    assert!(sent >= 5.0, "sent {sent}");
+    assert!(metric(port, "pganalytics_collections_total{plugin=\"ticker\"}").unwrap() >= 5.0);
+    assert!(metric(port, "pganalytics_push_latency_seconds_count").unwrap() >= 5.0);
+    agent.stop().await;
+
+    // Seqs arrived in order, each once.
+    let seqs = seqs(&backend);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_loses_and_repeats_nothing_and_retry_after_is_honoured() {
+    let mut backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        "",
+        &ticker("ticker", "150ms", ""),
+    );
+    let agent = Agent::start(&config);
+    wait_until("the first batches", Duration::from_secs(30), || {
+        seqs(&backend).len() >= 2
+    })
+    .await;
+
+    // Down: connection refused while the agent keeps collecting.
+    backend.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Back, but overloaded: three 503s, then a 429 asking for 2 s.
+    backend.fail_next(3, 503, None);
+    backend.restart().await.unwrap();
+    wait_until("the 503s to be served", Duration::from_secs(60), || {
+        backend.pending_faults(test_backend::Endpoint::Push) == 0
+    })
+    .await;
+    backend.fail_next(1, 429, Some(Duration::from_secs(2)));
+    wait_until("the 429 to be served", Duration::from_secs(60), || {
+        backend.pending_faults(test_backend::Endpoint::Push) == 0
+    })
+    .await;
+    let before = seqs(&backend).len();
+    wait_until("delivery to resume", Duration::from_secs(60), || {
+        seqs(&backend).len() > before + 3
+    })
+    .await;
+    agent.stop().await;
+
+    // Drain what is left with the plugin off, then compare with what the ticker committed.
+    let committed = committed_seq(&setup.state(), "ticker");
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        "",
+        &ticker("ticker", "150ms", "enabled = false"),
+    );
+    let agent = Agent::start(&config);
+    wait_until("the spool to drain", Duration::from_secs(60), || {
+        seqs(&backend).last() == Some(&committed)
+    })
+    .await;
+    agent.stop().await;
+    let seqs = seqs(&backend);
+    assert_eq!(
+        seqs,
+        (1..=committed).collect::<Vec<_>>(),
+        "every batch exactly once, in order"
+    );
+
+    // Retry-After: nothing was pushed within 2 s of the 429.
+    let requests = backend.requests();
+    let pushes: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path == "/api/v1/metrics/push")
+        .collect();
+    let throttled = pushes.iter().position(|r| r.status == 429).unwrap();
+    let waited = pushes[throttled + 1]
+        .at
+        .duration_since(pushes[throttled].at)
+        .unwrap();
+    assert!(waited >= Duration::from_millis(1900), "waited {waited:?}");
+    assert!(pushes.iter().filter(|r| r.status == 503).count() == 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_any_moment_loses_no_spooled_batch() {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    // Pushes stay in flight a while, so kills land during pushes too.
+    backend.set_push_delay(Some(Duration::from_millis(30)));
+    let setup = Setup::new(&backend);
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        "",
+        &ticker(
+            "ticker",
+            "20ms",
+            "[plugins.ticker.settings]\nitems = 20\npad_bytes = 200\n",
+        ),
+    );
+    let mut rng_state = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..12 {
+        let agent = Agent::start(&config);
+        if round == 0 {
+            let state = setup.state();
+            wait_until("the first runs", Duration::from_secs(30), || {
+                committed_seq(&state, "ticker") >= 3
+            })
+            .await;
+        }
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let after = Duration::from_millis(200 + rng_state % 1500);
+        tokio::time::sleep(after).await;
+        agent.signal(libc::SIGKILL);
+        assert_eq!(
+            agent.exit(Duration::from_secs(10)).await,
+            None,
+            "round {round}"
+        );
+    }
+    let committed = committed_seq(&setup.state(), "ticker");
+    assert!(committed > 20, "the ticker ran ({committed} runs)");
+    backend.set_push_delay(None);
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        "",
+        &ticker("ticker", "20ms", "enabled = false"),
+    );
+    let agent = Agent::start(&config);
+    wait_until("the spool to drain", Duration::from_secs(120), || {
+        seqs(&backend).contains(&committed)
+    })
+    .await;
+    agent.stop().await;
+    let received = seqs(&backend);
+    let distinct: BTreeSet<u64> = received.iter().copied().collect();
+    let missing: Vec<u64> = (1..=committed).filter(|s| !distinct.contains(s)).collect();
+    assert!(missing.is_empty(), "lost batches: {missing:?}");
+    // Every batch is whole: 20 items each.
+    for batch in backend.batches() {
+        assert_eq!(batch.metrics().len(), 20);
+    }
+    println!(
+        "{} runs committed, {} batches received, {} duplicates (2xx not recorded before a kill)",
+        committed,
+        received.len(),
+        received.len() - distinct.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_spool_drops_the_oldest_counts_it_and_keeps_running() {
+    let mut backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    backend.stop().await;
+    let port = free_port();
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        "[buffer]\nmax_bytes = \"8KiB\"\n",
+        &ticker(
+            "ticker",
+            "50ms",
+            "[plugins.ticker.settings]\npad_bytes = 1000\n",
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[collector]\n",
+        &format!("[collector]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(&config);
+    wait_until(
+        "dropped batches in /metrics",
+        Duration::from_secs(30),
+        || metric(port, "pganalytics_batches_dropped_total").is_some_and(|n| n >= 5.0),
+    )
+    .await;
+    let spooled = metric(port, "pganalytics_spool_bytes").unwrap();
+    assert!(spooled <= 8192.0, "spool bytes {spooled}");
+    assert!(
+        agent.log().contains("dropp"),
+        "the drop is logged:\n{}",
+        agent.log()
+    );
+    backend.restart().await.unwrap();
+    wait_until("the newest batches", Duration::from_secs(30), || {
+        !seqs(&backend).is_empty()
+    })
+    .await;
+    agent.stop().await;
+    let seqs = seqs(&backend);
+    assert!(seqs[0] > 1, "the oldest were dropped: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "the rest in order: {seqs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_batch_is_set_aside_and_later_ones_still_arrive() {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    backend.reject_batches_where(|envelope| envelope["metrics"][0]["seq"] == 2);
+    let setup = Setup::new(&backend);
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        "",
+        &ticker("ticker", "100ms", ""),
+    );
+    let agent = Agent::start(&config);
+    wait_until(
+        "batches after the rejected one",
+        Duration::from_secs(30),
+        || seqs(&backend).contains(&5),
+    )
+    .await;
+    agent.stop().await;
+    let received = seqs(&backend);
+    assert!(!received.contains(&2));
+    assert_eq!(&received[..4], &[1, 3, 4, 5]);
+    let dead = setup.state().join("spool/dead-letter");
+    let mut files: Vec<_> = std::fs::read_dir(&dead)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let batch = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(batch.contains("\"seq\":2"), "{batch}");
+    let reason = std::fs::read_to_string(&files[1]).unwrap();
+    assert!(reason.contains("400"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_token_leads_to_registering_again_without_losing_batches() {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    let config = setup.config(
+        &backend.url(),
+        &setup.registration(),
+        "",
+        &ticker("ticker", "100ms", ""),
+    );
+    let agent = Agent::start(&config);
+    wait_until("first batches", Duration::from_secs(30), || {
+        seqs(&backend).len() >= 2
+    })
+    .await;
+    // Every token issued so far is now refused (401), refresh included.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    backend.revoke_tokens_issued_before(SystemTime::now());
+    let before = seqs(&backend).len();
+    wait_until(
+        "batches after re-registering",
+        Duration::from_secs(30),
+        || seqs(&backend).len() > before + 3,
+    )
+    .await;
+    agent.stop().await;
+    assert_eq!(
+        backend.registrations().len(),
+        2,
+        "registered again after the 401"
+    );
+    let seqs = seqs(&backend);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let dead_letters =
+        std::fs::read_dir(setup.state().join("spool/dead-letter")).map_or(0, |d| d.count());
+    assert_eq!(dead_letters, 0, "a 401 never dead-letters a batch");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_problems_are_named_data_is_kept_and_sighup_applies_the_fix() {
+    // A backend whose CA the agent does not have.
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let other = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    std::fs::write(setup.path("ca.pem"), other.ca_pem()).unwrap();
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        "",
+        &ticker("ticker", "100ms", ""),
+    );
+    let agent = Agent::start(&config);
+    agent
+        .wait_for_log(&["invalid peer certificate"], Duration::from_secs(30))
+        .await;
+    assert!(seqs(&backend).is_empty());
+    // The fix, applied with SIGHUP: everything collected meanwhile arrives.
+    std::fs::write(setup.path("ca.pem"), backend.ca_pem()).unwrap();
+    let state = setup.state();
+    wait_until(
+        "collection to go on meanwhile",
+        Duration::from_secs(30),
+        || committed_seq(&state, "ticker") >= 3,
+    )
+    .await;
+    let committed_before = committed_seq(&state, "ticker");
+    // An invalid file first: rejected, the agent keeps going.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("[tls]", "[tls]\nbogus_key = 1")).unwrap();
+    agent.signal(libc::SIGHUP);
+    agent
+        .wait_for_log(&["bogus_key"], Duration::from_secs(10))
+        .await;
+    std::fs::write(&config, good).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait_until("the backlog", Duration::from_secs(30), || {
+        seqs(&backend).contains(&(committed_before + 1))
+    })
+    .await;
+    agent.stop().await;
+    let received = seqs(&backend);
+    assert_eq!(received[0], 1);
+    assert!(
+        received.windows(2).all(|w| w[1] == w[0] + 1),
+        "{received:?}"
+    );
+
+    // A TLS 1.2-only backend against the default TLS 1.3 minimum.
+    let old = TestBackend::start(BackendConfig {
+        tls12_only: true,
+        ..BackendConfig::default()
+    })
+    .await;
+    let setup = Setup::new(&old);
+    let config = setup.config(
+        &old.url(),
+        &setup.shared_secret(),
+        "",
+        &ticker("ticker", "100ms", ""),
+    );
+    let agent = Agent::start(&config);
+    agent
+        .wait_for_log(
+            &["ProtocolVersion", "protocol version"],
+            Duration::from_secs(30),
+        )
+        .await;
+    let state = setup.state();
+    wait_until(
+        "collection to go on meanwhile",
+        Duration::from_secs(30),
+        || committed_seq(&state, "ticker") >= 2,
+    )
+    .await;
+    agent.stop().await;
+    assert!(seqs(&old).is_empty());
+    assert!(agent_log_mentions_the_fix(&setup));
+}
+
+/// The TLS 1.2 failure names the setting that would allow it.
+fn agent_log_mentions_the_fix(setup: &Setup) -> bool {
+    std::fs::read_dir(setup.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("agent-"))
+        .any(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .contains("tls.min_version = \"1.2\"")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pulled_config_changes_intervals_and_disables_plugins_live_and_bad_ones_are_refused() {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    let plugins = format!(
+        "{}{}",
+        ticker("ticker", "1h", ""),
+        ticker("other", "100ms", "")
+    );
+    let config = setup.config(&backend.url(), &setup.shared_secret(), "", &plugins);
+    let agent = Agent::start(&config);
+    wait_until("`other` to run", Duration::from_secs(30), || {
+        committed_seq(&setup.state(), "other") >= 2
+    })
+    .await;
+    let local = std::fs::read_to_string(&config).unwrap();
+    // Version 2: `ticker` every 100ms, `other` off.
+    let v2 = local
+        .replacen("interval = \"1h\"", "interval = \"100ms\"", 1)
+        .replace("[plugins.other]\n", "[plugins.other]\nenabled = false\n");
+    backend.set_config(2, &v2);
+    wait_until(
+        "`ticker` to run every 100ms",
+        Duration::from_secs(30),
+        || committed_seq(&setup.state(), "ticker") >= 5,
+    )
+    .await;
+    let other_stopped_at = committed_seq(&setup.state(), "other");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(committed_seq(&setup.state(), "other"), other_stopped_at);
+
+    // Version 3 widens a grant: refused, version 2 keeps running.
+    let v3 = format!("{v2}\n[plugins.ticker.grants.procfs]\npaths = [\"*\"]\n");
+    backend.set_config(3, &v3);
+    agent
+        .wait_for_log(
+            &["backend config version 3 rejected"],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        agent.log().contains("plugins.ticker.grants"),
+        "{}",
+        agent.log()
+    );
+    // Version 4 is not TOML at all.
+    backend.set_config(4, "this is [not toml");
+    agent
+        .wait_for_log(
+            &["backend config version 4 rejected"],
+            Duration::from_secs(30),
+        )
+        .await;
+    let ticks = committed_seq(&setup.state(), "ticker");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        committed_seq(&setup.state(), "ticker") > ticks,
+        "still running version 2"
+    );
+    agent.stop().await;
+
+    // A restart keeps version 2.
+    let agent = Agent::start(&config);
+    let ticks = committed_seq(&setup.state(), "ticker");
+    wait_until("version 2 after a restart", Duration::from_secs(30), || {
+        committed_seq(&setup.state(), "ticker") > ticks + 2
+    })
+    .await;
+    agent.stop().await;
+    assert_eq!(committed_seq(&setup.state(), "other"), other_stopped_at);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swapped_plugin_file_is_verified_and_a_bad_one_leaves_the_old_running() {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    let file = setup.path("ticker.wasm");
+    std::fs::copy(wasm("ticker"), &file).unwrap();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap()))
+    };
+    let plugins = format!(
+        "[plugins.ticker]\nwasm = {:?}\nsha256 = {digest:?}\nemits = [\"tick\"]\ninterval = \"100ms\"\n",
+        file.display().to_string()
+    );
+    let config = setup.config(&backend.url(), &setup.shared_secret(), "", &plugins);
+    let agent = Agent::start(&config);
+    wait_until("ticks", Duration::from_secs(30), || {
+        seqs(&backend).len() >= 2
+    })
+    .await;
+    // Another component renamed over it, as a deployment would.
+    std::fs::copy(wasm("sysstat"), setup.path("new.wasm")).unwrap();
+    std::fs::rename(setup.path("new.wasm"), &file).unwrap();
+    agent
+        .wait_for_log(
+            &["the previous version keeps running"],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(agent.log().contains("sha256"), "{}", agent.log());
+    let before = seqs(&backend).len();
+    wait_until(
+        "ticks from the old version",
+        Duration::from_secs(30),
+        || seqs(&backend).len() > before + 2,
+    )
+    .await;
+    agent.stop().await;
+}
