@@ -1,7 +1,8 @@
 //! Project automation behind the README's two quick-start commands:
 //!
-//! - `cargo xtask demo`: build the runtime and every guest component, then run one collection of
-//!   the sandboxed collectors on this machine (`pganalytics collect --once`).
+//! - `cargo xtask demo`: build the runtime and every guest component, run one collection of the
+//!   sandboxed collectors on this machine (`pganalytics collect --once`), then the agent itself
+//!   (`pganalytics run`) for a few seconds against a local HTTPS test backend.
 //! - `cargo xtask test`: make sure what the tests need is installed, then run the whole suite.
 //!
 //! It only orchestrates `cargo`, `rustup` and (as root, for missing system packages) `apt-get`;
@@ -130,13 +131,117 @@ fn demo() -> Result<(), String> {
     let demo_dir = root().join("target/demo");
     std::fs::create_dir_all(&demo_dir).map_err(|e| e.to_string())?;
     let config_path = demo_dir.join("config.toml");
-    std::fs::write(&config_path, demo_config(&sample_text, &cluster)).map_err(|e| e.to_string())?;
+    let demo_text = demo_config(&sample_text, &cluster);
+    std::fs::write(&config_path, &demo_text).map_err(|e| e.to_string())?;
     run(
         "collecting once with config.toml.sample pointed at the throwaway cluster (envelope on stdout, agent log on stderr)",
-        Command::new(binary)
+        Command::new(&binary)
             .args(["collect", "--once", "--config"])
             .arg(&config_path),
-    )
+    )?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(demo_agent(&binary, &demo_text, &demo_dir))
+}
+
+/// How long the demo lets `pganalytics run` work: every plugin's first run is jittered by at
+/// most 10 s.
+const AGENT_DEMO: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs the agent against a local test backend (HTTPS on 127.0.0.1, shared-secret tokens) and
+/// reports what the backend received.
+async fn demo_agent(binary: &Path, config: &str, dir: &Path) -> Result<(), String> {
+    use test_backend::{BackendConfig, TestBackend};
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes)
+            .map(|()| path.display().to_string())
+            .map_err(|e| e.to_string())
+    };
+    let ca = write("backend-ca.pem", backend.ca_pem().as_bytes())?;
+    let secret = write("jwt_secret", &backend.jwt_secret())?;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?;
+    let config = config
+        .replace(
+            "url = \"https://localhost:8443\"",
+            &format!("url = {:?}", backend.url()),
+        )
+        .replace("push_interval = \"60s\"", "push_interval = \"2s\"")
+        .replace(
+            "# jwt_secret_file = \"/etc/pganalytics/jwt_secret\"",
+            &format!("jwt_secret_file = {secret:?}"),
+        )
+        .replace(
+            "# ca_file = \"/etc/pganalytics/ca.pem\"",
+            &format!("ca_file = {ca:?}"),
+        )
+        .replace(
+            "# listen = \"127.0.0.1:9187\"",
+            &format!("listen = \"{listen}\""),
+        );
+    let path = write("agent.toml", config.as_bytes())?;
+    eprintln!(
+        "\nxtask: running the agent (`pganalytics run --config {path}`) for {} s against a test backend at {}",
+        AGENT_DEMO.as_secs(),
+        backend.url()
+    );
+    let mut agent = Command::new(binary)
+        .args(["run", "--config", &path])
+        .spawn()
+        .map_err(|e| format!("starting the agent: {e}"))?;
+    tokio::time::sleep(AGENT_DEMO).await;
+    let metrics = fetch(listen, "/metrics").unwrap_or_default();
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status();
+    let status = agent.wait().map_err(|e| e.to_string())?;
+    let batches = backend.batches();
+    let mut types = std::collections::BTreeMap::<String, usize>::new();
+    for item in batches.iter().flat_map(|b| b.metrics().to_vec()) {
+        *types
+            .entry(item["type"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    eprintln!(
+        "\nxtask: the backend received {} batches (gzip, Bearer JWT, TLS 1.3); items by type: {types:?}",
+        batches.len()
+    );
+    eprintln!("xtask: a few lines of the agent's own /metrics on {listen}:");
+    for line in metrics.lines().filter(|l| {
+        !l.starts_with('#')
+            && [
+                "collections_total",
+                "batches_sent",
+                "spool_batches",
+                "push_latency_seconds_count",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+    }) {
+        eprintln!("  {line}");
+    }
+    eprintln!("xtask: the agent stopped on SIGTERM with {status}");
+    if !status.success() {
+        return Err(format!("the agent exited with {status}"));
+    }
+    if batches.is_empty() {
+        return Err("the backend received no batch".into());
+    }
+    Ok(())
+}
+
+/// A plain HTTP GET on the agent's loopback listener.
+fn fetch(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
 }
 
 /// The sample config with its `[postgres]` connection and log paths pointed at `cluster`, and its
