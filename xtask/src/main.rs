@@ -4,6 +4,8 @@
 //!   sandboxed collectors on this machine (`pganalytics collect --once`), then the agent itself
 //!   (`pganalytics run`) for a few seconds against a local HTTPS test backend.
 //! - `cargo xtask test`: make sure what the tests need is installed, then run the whole suite.
+//! - `cargo xtask soak [MINUTES]`: the demo's agent with every collector on a 2–5 s interval for
+//!   MINUTES (default 20), reporting its RSS over time and what the backend received.
 //!
 //! It only orchestrates `cargo`, `rustup` and (as root, for missing system packages) `apt-get`;
 //! it never downloads anything else.
@@ -16,7 +18,17 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "demo" => demo(),
         "test" => test(),
-        _ => Err("usage: cargo xtask demo | cargo xtask test".to_owned()),
+        "soak" => match std::env::args()
+            .nth(2)
+            .unwrap_or_else(|| "20".into())
+            .parse()
+        {
+            Ok(minutes) => soak(minutes),
+            Err(_) => Err("usage: cargo xtask soak [MINUTES]".to_owned()),
+        },
+        _ => Err(
+            "usage: cargo xtask demo | cargo xtask test | cargo xtask soak [MINUTES]".to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,16 +152,68 @@ fn demo() -> Result<(), String> {
             .arg(&config_path),
     )?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    runtime.block_on(demo_agent(&binary, &demo_text, &demo_dir))
+    runtime.block_on(run_agent(&binary, &demo_text, &demo_dir, AGENT_DEMO, None))
+}
+
+/// The demo's agent for `minutes`, with short intervals and an error logged every 5 s so
+/// pg_log has work, sampling the agent's RSS every 30 s.
+fn soak(minutes: u64) -> Result<(), String> {
+    ensure_wasm_target()?;
+    ensure_system_packages(true)?;
+    build_guests()?;
+    run(
+        "building the runtime",
+        cargo()
+            .current_dir(root())
+            .args(["build", "--release", "--package", "pganalytics"]),
+    )?;
+    let binary = root().join("target/release/pganalytics");
+    let sample = root().join("config.toml.sample");
+    let cluster =
+        throwaway_pg::TestCluster::start(&["logging_collector=on", "log_filename=postgresql.log"]);
+    cluster.psql("postgres", "CREATE EXTENSION pg_stat_statements");
+    let sample_text =
+        std::fs::read_to_string(&sample).map_err(|e| format!("{}: {e}", sample.display()))?;
+    let dir = root().join("target/soak");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let config = demo_config(&sample_text, &cluster)
+        .replace("push_interval = \"60s\"", "push_interval = \"1s\"")
+        .replace("interval = \"30s\"", "interval = \"2s\"")
+        .replace("interval = \"60s\"", "interval = \"3s\"")
+        .replace("interval = \"5m\"", "interval = \"5s\"")
+        .replace(
+            "\"target/pganalytics-state\"",
+            &format!("{:?}", dir.join("state").display().to_string()),
+        )
+        .replace(
+            &format!("{}/target/pganalytics-state", root().display()),
+            &dir.join("state").display().to_string(),
+        );
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(run_agent(
+        &binary,
+        &config,
+        &dir,
+        std::time::Duration::from_secs(minutes * 60),
+        Some(&cluster),
+    ))
 }
 
 /// How long the demo lets `pganalytics run` work: every plugin's first run is jittered by at
 /// most 10 s.
 const AGENT_DEMO: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Runs the agent against a local test backend (HTTPS on 127.0.0.1, shared-secret tokens) and
-/// reports what the backend received.
-async fn demo_agent(binary: &Path, config: &str, dir: &Path) -> Result<(), String> {
+/// Runs the agent for `duration` against a local test backend (HTTPS on 127.0.0.1,
+/// shared-secret tokens) and reports what the backend received. With a `soak` cluster, an error
+/// is logged there every 5 s and the agent's RSS is sampled every 30 s.
+async fn run_agent(
+    binary: &Path,
+    config: &str,
+    dir: &Path,
+    duration: std::time::Duration,
+    soak: Option<&throwaway_pg::TestCluster>,
+) -> Result<(), String> {
     use test_backend::{BackendConfig, TestBackend};
     let backend = TestBackend::start(BackendConfig::default()).await;
     let write = |name: &str, bytes: &[u8]| {
@@ -184,14 +248,46 @@ async fn demo_agent(binary: &Path, config: &str, dir: &Path) -> Result<(), Strin
     let path = write("agent.toml", config.as_bytes())?;
     eprintln!(
         "\nxtask: running the agent (`pganalytics run --config {path}`) for {} s against a test backend at {}",
-        AGENT_DEMO.as_secs(),
+        duration.as_secs(),
         backend.url()
     );
-    let mut agent = Command::new(binary)
-        .args(["run", "--config", &path])
+    let mut command = Command::new(binary);
+    command.args(["run", "--config", &path]);
+    if soak.is_some() {
+        // Keep the soak's output to the samples; the agent's log goes to a file.
+        let log = std::fs::File::create(dir.join("agent.log")).map_err(|e| e.to_string())?;
+        command.stderr(log);
+    }
+    let mut agent = command
         .spawn()
         .map_err(|e| format!("starting the agent: {e}"))?;
-    tokio::time::sleep(AGENT_DEMO).await;
+    let started = std::time::Instant::now();
+    match soak {
+        None => tokio::time::sleep(duration).await,
+        Some(cluster) => {
+            let mut samples = Vec::new();
+            let mut tick = 0u64;
+            while started.elapsed() < duration {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let _ = cluster.try_psql("postgres", &format!("SELECT 'soak {tick}' || 1/0"));
+                if tick % 6 == 0 {
+                    let rss = rss_kib(agent.id());
+                    samples.push(rss);
+                    eprintln!(
+                        "xtask: {:>5} s  agent RSS {:>6} KiB  batches received {}",
+                        started.elapsed().as_secs(),
+                        rss,
+                        backend.batches().len()
+                    );
+                }
+                tick += 1;
+            }
+            let first = samples.iter().copied().nth(2).unwrap_or(0);
+            let max = samples.iter().copied().max().unwrap_or(0);
+            let last = samples.last().copied().unwrap_or(0);
+            eprintln!("xtask: RSS after 60 s {first} KiB, max {max} KiB, last {last} KiB");
+        }
+    }
     let metrics = fetch(listen, "/metrics").unwrap_or_default();
     let _ = Command::new("kill")
         .args(["-TERM", &agent.id().to_string()])
@@ -216,6 +312,9 @@ async fn demo_agent(binary: &Path, config: &str, dir: &Path) -> Result<(), Strin
                 "batches_sent",
                 "spool_batches",
                 "push_latency_seconds_count",
+                "collection_failures",
+                "dropped",
+                "retries",
             ]
             .iter()
             .any(|k| l.contains(k))
@@ -397,4 +496,17 @@ fn count(line: &str, label: &str) -> u64 {
 fn host_triple() -> &'static str {
     // xtask is built for the host, so its own target is the host triple.
     env!("XTASK_HOST")
+}
+
+/// Resident set size of a process, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
