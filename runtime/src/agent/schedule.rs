@@ -119,8 +119,9 @@ fn start_jitter(interval: Duration) -> Duration {
         .mul_f64(rand::random::<f64>())
 }
 
-/// Loads the plugin when its file (or, for a signed plugin, its `.sig`) is new or changed. A file that fails to load (bad digest, not
-/// a component, ungranted import) leaves the running version in place.
+/// Loads the plugin when its file (or, for a signed plugin, its `.sig`) is new or changed. A
+/// file that fails to load (bad digest or signature, not a component, ungranted import) leaves
+/// the running version in place.
 async fn refresh(
     plugin: &Arc<PluginConfig>,
     host: &PluginHost,
