@@ -429,6 +429,20 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_owned_by_another_user_is_refused() {
+        if current_uid() != 0 {
+            eprintln!("skipped: giving a directory away needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let err = CompileCache::open(&dir).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+    }
+
+    #[test]
     fn a_directory_open_to_others_is_fixed_and_a_symlinked_entry_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("cache");
