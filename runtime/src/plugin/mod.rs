@@ -73,7 +73,7 @@ pub enum LoadError {
         reason: String,
     },
     #[error(
-        "plugin `{plugin}`: the signature file `{}` of `{}` is malformed: {reason}",
+        "plugin `{plugin}`: the signature file `{}` of `{}` is unreadable or malformed: {reason}",
         signature.display(),
         path.display()
     )]
@@ -84,7 +84,7 @@ pub enum LoadError {
         reason: String,
     },
     #[error(
-        "plugin `{plugin}`: `{}` (sha256 {sha256}) is refused: {reason}; refusing the file",
+        "plugin `{plugin}`: refusing `{}` (sha256 {sha256}): {reason}",
         path.display()
     )]
     SignatureRejected {
