@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use pganalytics::config::{self, Config, LogFormat};
 use pganalytics::pipeline::{self, Outcome};
+use pganalytics::plugin::signature::{self, PublicKey, SecretKey, SignatureFile};
 use pganalytics::plugin::{self, Import, PluginHost};
 
 /// PostgreSQL host agent whose collectors run as sandboxed WebAssembly components.
@@ -45,7 +46,7 @@ enum Command {
         #[arg(long, short, env = "PGANALYTICS_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Inspect plugin components.
+    /// Inspect, sign and verify plugin components.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
@@ -65,6 +66,35 @@ enum PluginCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Check the signatures in FILE.sig against the `[trust]` keys of this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Create an Ed25519 key pair for signing plugins: DIR/NAME.key (mode 0600, keep it
+    /// private) and DIR/NAME.pub (for `[trust.keys]`). Existing files are never overwritten.
+    Keygen {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a component: add (or renew) the key's signature in FILE.sig.
+    Sign {
+        file: PathBuf,
+        /// The secret key file written by `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check FILE.sig: exit 0 only when a given key signed the file exactly as it is.
+    #[command(group(clap::ArgGroup::new("keys").required(true).multiple(true).args(["public", "config"])))]
+    Verify {
+        file: PathBuf,
+        /// A public key file written by `keygen`; repeatable, any one suffices.
+        #[arg(long = "pub")]
+        public: Vec<PathBuf>,
+        /// Use the `[trust]` keys of this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -90,9 +120,18 @@ fn main() -> ExitCode {
         } => collect(once, &config, &plugins),
         Command::Run { config } => run(&config),
         Command::Register { config } => register(&config),
-        Command::Plugin {
-            command: PluginCommand::Inspect { file, json },
-        } => inspect(&file, json),
+        Command::Plugin { command } => match command {
+            PluginCommand::Inspect { file, json, config } => {
+                inspect(&file, json, config.as_deref())
+            }
+            PluginCommand::Keygen { name, out } => keygen(&name, &out),
+            PluginCommand::Sign { file, key } => sign(&file, &key),
+            PluginCommand::Verify {
+                file,
+                public,
+                config,
+            } => verify(&file, &public, config.as_deref()),
+        },
         Command::Config {
             command: ConfigCommand::Check { config },
         } => check(&config),
@@ -197,10 +236,166 @@ fn register(config_path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+/// The trusted keys named on the command line (`--pub`) and in a config's `[trust]`.
+fn trusted_keys(public: &[PathBuf], config: Option<&Path>) -> anyhow::Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    for path in public {
+        keys.push(PublicKey::read(path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    if let Some(path) = config {
+        let config = load_config(path)?;
+        keys.extend(config.trust.keys.values().map(|k| (**k).clone()));
+    }
+    Ok(keys)
+}
+
+fn keygen(name: &str, out: &Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let key = SecretKey::generate(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (key_path, pub_path) = (
+        out.join(format!("{name}.key")),
+        out.join(format!("{name}.pub")),
+    );
+    for path in [&key_path, &pub_path] {
+        if path.exists() {
+            anyhow::bail!("`{}` exists; refusing to overwrite a key", path.display());
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out)
+        .with_context(|| format!("creating `{}`", out.display()))?;
+    let write = |path: &Path, mode: u32, text: String| -> anyhow::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .with_context(|| format!("creating `{}`", path.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing `{}`", path.display()))
+    };
+    write(&key_path, 0o600, key.to_file_text())?;
+    write(&pub_path, 0o644, key.public().to_file_text())?;
+    println!(
+        "secret key  {} (mode 0600: keep it off the hosts that run plugins)\npublic key  {}\n\ntrust it in the config:\n  [trust.keys]\n  {name} = {:?}",
+        key_path.display(),
+        pub_path.display(),
+        pub_path.display().to_string()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(file: &Path, key_path: &Path) -> anyhow::Result<ExitCode> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = SecretKey::read(key_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Ok(meta) = std::fs::metadata(key_path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "warning: `{}` is readable by others (mode {:o}); chmod 600 it",
+            key_path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let (_, sha256) = plugin::read_component("sign", file)?;
+    let sig_path = signature::signature_path(file);
+    let mut signatures = match SignatureFile::read(&sig_path) {
+        Ok(existing) => existing,
+        Err(signature::ReadSignatureError::Missing(_)) => SignatureFile::default(),
+        Err(signature::ReadSignatureError::Malformed(why)) => anyhow::bail!(
+            "`{}` exists but is malformed ({why}); move it away to start a new one",
+            sig_path.display()
+        ),
+    };
+    signatures.add(key.sign(&sha256));
+    let mut tmp = sig_path.clone().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, signatures.to_file_text())
+        .and_then(|()| std::fs::rename(&tmp, &sig_path))
+        .with_context(|| format!("writing `{}`", sig_path.display()))?;
+    println!(
+        "signed `{}` (sha256 {}) with key `{}`; `{}` holds {} signature{}",
+        file.display(),
+        hex::encode(sha256),
+        key.name,
+        sig_path.display(),
+        signatures.blocks.len(),
+        if signatures.blocks.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(file: &Path, public: &[PathBuf], config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let keys = trusted_keys(public, config)?;
+    if keys.is_empty() {
+        anyhow::bail!("no trusted keys: the config has no `[trust.keys]`");
+    }
+    let (_, sha256) = plugin::read_component("verify", file)?;
+    let sig_path = signature::signature_path(file);
+    let signatures = SignatureFile::read(&sig_path)
+        .map_err(|e| anyhow::anyhow!("`{}` is not signed: {e}", file.display()))?;
+    let trusted: Vec<&PublicKey> = keys.iter().collect();
+    match signatures.verify(&sha256, &trusted) {
+        Ok(signer) => {
+            println!(
+                "ok: `{}` (sha256 {}) is signed by `{signer}`",
+                file.display(),
+                hex::encode(sha256)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => anyhow::bail!(
+            "`{}` (sha256 {}) does not verify: {reason}",
+            file.display(),
+            hex::encode(sha256)
+        ),
+    }
+}
+
+fn inspect(file: &Path, json: bool, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let trusted = match config {
+        Some(_) => Some(trusted_keys(&[], config)?),
+        None => None,
+    };
     let engines = plugin::Engines::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let engine = engines.get(false).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let (bytes, sha256) = plugin::read_component("inspect", file)?;
+    let sig_path = signature::signature_path(file);
+    // (key, status) per signature block, or why the .sig file gives none.
+    let signers: Result<Vec<(String, String)>, String> = match SignatureFile::read(&sig_path) {
+        Ok(signatures) => Ok(match &trusted {
+            Some(keys) => signatures
+                .check(&sha256, &keys.iter().collect::<Vec<_>>())
+                .into_iter()
+                .map(|(key, status)| (key, status.to_string()))
+                .collect(),
+            None => signatures
+                .blocks
+                .iter()
+                .map(|b| {
+                    (
+                        b.key_name.clone(),
+                        "not checked (give --config to check against its [trust] keys)".to_owned(),
+                    )
+                })
+                .collect(),
+        }),
+        Err(signature::ReadSignatureError::Missing(_)) => {
+            Err(format!("none (no `{}`)", sig_path.display()))
+        }
+        Err(signature::ReadSignatureError::Malformed(why)) => {
+            Err(format!("`{}` is malformed: {why}", sig_path.display()))
+        }
+    };
     let component = plugin::compile(&engine, "inspect", file, &bytes)?;
     let manifest = plugin::Manifest::of(&engine, &component);
     if json {
@@ -212,6 +407,10 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             "exports": manifest.exports,
             "grants_needed": manifest.capabilities().iter().filter(|c| c.needs_grant()).map(|c| c.name()).collect::<Vec<_>>(),
             "runnable": manifest.unknown_imports().is_empty() && manifest.exports_collect(),
+            "signatures": match &signers {
+                Ok(list) => serde_json::json!(list.iter().map(|(key, status)| serde_json::json!({"key": key, "status": status})).collect::<Vec<_>>()),
+                Err(why) => serde_json::json!({"error": why}),
+            },
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
@@ -219,6 +418,15 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     println!("plugin   {}", file.display());
     println!("sha256   {}", hex::encode(sha256));
     println!("size     {} bytes", bytes.len());
+    match &signers {
+        Ok(list) => {
+            println!("signed by:");
+            for (key, status) in list {
+                println!("  {key:<16} {status}");
+            }
+        }
+        Err(why) => println!("signed by: {why}"),
+    }
     println!("\ncapabilities it imports:");
     let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("NAME");
     let mut grants = Vec::new();
@@ -282,6 +490,9 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     println!(
         "\npin it with:\n  [plugins.{name}]\n  sha256 = \"{}\"",
         hex::encode(sha256)
+    );
+    println!(
+        "or require a signature (`pganalytics plugin sign`) with:\n  signed_by = [\"KEY\"]   # a key of [trust.keys]"
     );
     Ok(ExitCode::SUCCESS)
 }

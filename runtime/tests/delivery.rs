@@ -795,3 +795,58 @@ async fn a_swapped_plugin_file_is_verified_and_a_bad_one_leaves_the_old_running(
     .await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swapped_plugin_file_with_a_bad_signature_is_refused_and_the_old_keeps_running() {
+    use pganalytics::plugin::signature::{SecretKey, SignatureFile, signature_path};
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    let key = SecretKey::generate("release").unwrap();
+    std::fs::write(setup.path("release.pub"), key.public().to_file_text()).unwrap();
+    let file = setup.path("ticker.wasm");
+    std::fs::copy(wasm("ticker"), &file).unwrap();
+    let sign = |path: &Path| {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(std::fs::read(path).unwrap()).into();
+        let mut signatures = SignatureFile::default();
+        signatures.add(key.sign(&digest));
+        std::fs::write(signature_path(path), signatures.to_file_text()).unwrap();
+    };
+    sign(&file);
+    let plugins = format!(
+        "[trust.keys]\nrelease = {:?}\n\n[plugins.ticker]\nwasm = {:?}\nsigned_by = [\"release\"]\nemits = [\"tick\"]\ninterval = \"100ms\"\n",
+        setup.path("release.pub").display().to_string(),
+        file.display().to_string()
+    );
+    let config = setup.config(&backend.url(), &setup.shared_secret(), "", &plugins);
+    let agent = Agent::start(&config);
+    wait_until("ticks", Duration::from_secs(30), || {
+        seqs(&backend).len() >= 2
+    })
+    .await;
+    // Another component renamed over it, its .sig left as it was: the signature no longer
+    // matches the file.
+    std::fs::copy(wasm("sysstat"), setup.path("new.wasm")).unwrap();
+    std::fs::rename(setup.path("new.wasm"), &file).unwrap();
+    agent
+        .wait_for_log(
+            &["the previous version keeps running"],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        agent
+            .log()
+            .contains("the signature by `release` does not match the file"),
+        "{}",
+        agent.log()
+    );
+    let before = seqs(&backend).len();
+    wait_until(
+        "ticks from the old version",
+        Duration::from_secs(30),
+        || seqs(&backend).len() > before + 2,
+    )
+    .await;
+    agent.stop().await;
+}

@@ -234,4 +234,19 @@ top = 5
             vec!["plugins.sysstat.timeout"]
         );
     }
+
+    #[test]
+    fn trust_signers_and_the_compile_cache_may_not() {
+        let pulled = LOCAL
+            .replace("id = \"c\"", "id = \"c\"\ncache_dir = \"/tmp/shared\"")
+            .replace(
+                "emits = [\"sysstat\"]",
+                "emits = [\"sysstat\"]\nsigned_by = [\"evil\"]",
+            )
+            + "[trust.keys]\nevil = \"/tmp/evil.pub\"\n";
+        assert_eq!(
+            privileged_changes(LOCAL, &pulled).unwrap(),
+            vec!["collector.cache_dir", "plugins.sysstat.signed_by", "trust"]
+        );
+    }
 }

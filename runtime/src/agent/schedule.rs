@@ -39,10 +39,31 @@ impl FileStamp {
     }
 }
 
+/// The stamps of a plugin's `.wasm` and, when it requires a signature, of its `.sig`: a file
+/// refused for its signature is tried again once the signature is renewed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PluginFiles {
+    wasm: Option<FileStamp>,
+    signature: Option<FileStamp>,
+}
+
+impl PluginFiles {
+    fn of(plugin: &PluginConfig) -> Self {
+        Self {
+            wasm: FileStamp::of(&plugin.wasm),
+            signature: if plugin.signed_by.is_empty() {
+                None
+            } else {
+                FileStamp::of(&crate::plugin::signature::signature_path(&plugin.wasm))
+            },
+        }
+    }
+}
+
 /// The loaded component and the file it came from.
 struct Current {
     plugin: Option<LoadedPlugin>,
-    stamp: Option<FileStamp>,
+    stamp: Option<PluginFiles>,
 }
 
 pub(super) async fn plugin_loop(
@@ -98,19 +119,23 @@ fn start_jitter(interval: Duration) -> Duration {
         .mul_f64(rand::random::<f64>())
 }
 
-/// Loads the plugin when its file is new or changed. A file that fails to load (bad digest, not
-/// a component, ungranted import) leaves the running version in place.
+/// Loads the plugin when its file (or, for a signed plugin, its `.sig`) is new or changed. A
+/// file that fails to load (bad digest or signature, not a component, ungranted import) leaves
+/// the running version in place.
 async fn refresh(
     plugin: &Arc<PluginConfig>,
     host: &PluginHost,
     shared: &Shared,
     current: &mut Current,
 ) {
-    let stamp = FileStamp::of(&plugin.wasm);
+    let stamp = Some(PluginFiles::of(plugin));
     if current.plugin.is_some() && stamp == current.stamp {
         return;
     }
-    if current.plugin.is_none() && stamp.is_some() && stamp == current.stamp {
+    if current.plugin.is_none()
+        && stamp.as_ref().is_some_and(|s| s.wasm.is_some())
+        && stamp == current.stamp
+    {
         // This exact file already failed to load; it was reported then.
         return;
     }

@@ -25,6 +25,7 @@ use crate::host::postgres::PostgresGrant;
 use crate::host::procfs::ProcfsGrant;
 use crate::host::settings::PluginSettings;
 use crate::plugin::limits::Limits;
+use crate::plugin::signature::{self, PublicKey};
 
 pub use units::{ByteSize, HumanDuration};
 
@@ -44,7 +45,14 @@ pub struct Config {
     pub postgres: Option<PostgresConfig>,
     pub tls: TlsConfig,
     pub buffer: BufferConfig,
+    pub trust: TrustConfig,
     pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// `[trust]`: public keys by name, read from their files when the config is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct TrustConfig {
+    pub keys: BTreeMap<String, Arc<PublicKey>>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +63,8 @@ pub struct CollectorConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub listen: Option<std::net::SocketAddr>,
+    /// Where compiled components are cached; `None`: no cache.
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +138,8 @@ pub struct PluginConfig {
     pub name: String,
     pub wasm: PathBuf,
     pub sha256: Option<[u8; 32]>,
+    /// Keys any one of which must have signed the file; empty: no signature required.
+    pub signed_by: Vec<Arc<PublicKey>>,
     pub enabled: bool,
     pub emits: BTreeSet<String>,
     pub interval: Duration,
@@ -312,13 +324,13 @@ impl<'a> Checker<'a> {
         for (key, value) in root.iter() {
             let name = key.get_ref().to_string();
             match name.as_str() {
-                "collector" | "backend" | "postgres" | "tls" | "buffer" | "plugins" => {
+                "collector" | "backend" | "postgres" | "tls" | "buffer" | "trust" | "plugins" => {
                     sections.insert(name, value.clone());
                 }
                 _ => self.problem(
                     name.clone(),
                     Some(key.span()),
-                    "unknown section (expected collector, backend, postgres, tls, buffer or plugins)",
+                    "unknown section (expected collector, backend, postgres, tls, buffer, trust or plugins)",
                 ),
             }
         }
@@ -342,7 +354,13 @@ impl<'a> Checker<'a> {
             .and_then(|v| self.section("tls", v))
             .unwrap_or_default();
 
+        let trust: raw::RawTrust = sections
+            .get("trust")
+            .and_then(|v| self.section("trust", v))
+            .unwrap_or_default();
+
         let collector = self.collector(collector);
+        let trust = self.trust(trust);
         let default_interval = collector.1;
         let mut plugins = BTreeMap::new();
         if let Some(value) = sections.get("plugins") {
@@ -361,7 +379,8 @@ impl<'a> Checker<'a> {
                         }
                         let span = value.span();
                         if let Some(raw) = self.section::<raw::RawPlugin>(&key, value)
-                            && let Some(plugin) = self.plugin(&name, raw, default_interval, span)
+                            && let Some(plugin) =
+                                self.plugin(&name, raw, default_interval, &trust, span)
                         {
                             plugins.insert(name, plugin);
                         }
@@ -384,8 +403,41 @@ impl<'a> Checker<'a> {
             buffer: BufferConfig {
                 max_bytes: buffer.max_bytes.map_or(DEFAULT_SPOOL_BYTES, |b| b.0),
             },
+            trust,
             plugins,
         })
+    }
+
+    fn trust(&mut self, raw: raw::RawTrust) -> TrustConfig {
+        let mut keys = BTreeMap::new();
+        for (name, path) in raw.keys {
+            let key = format!("trust.keys.{name}");
+            let span = Some(path.span());
+            if !signature::valid_key_name(&name) {
+                self.problem(
+                    key,
+                    span,
+                    "a key name may only contain letters, digits, `_`, `-` and `.`",
+                );
+                continue;
+            }
+            match PublicKey::read(&self.resolve(path.get_ref())) {
+                Ok(public) if public.name == name => {
+                    keys.insert(name, Arc::new(public));
+                }
+                Ok(public) => self.problem(
+                    key,
+                    span,
+                    format!(
+                        "`{}` holds the key named `{}`; the names must match",
+                        path.get_ref().display(),
+                        public.name
+                    ),
+                ),
+                Err(why) => self.problem(key, span, why),
+            }
+        }
+        TrustConfig { keys }
     }
 
     fn collector(&mut self, raw: raw::RawCollector) -> (CollectorConfig, Duration) {
@@ -402,10 +454,12 @@ impl<'a> Checker<'a> {
             }
         };
         let hostname = raw.hostname.unwrap_or_else(system_hostname);
+        let state_dir = raw.state_dir.map(|dir| self.resolve(&dir));
         let config = CollectorConfig {
+            cache_dir: self.cache_dir(raw.cache_dir.as_deref(), state_dir.as_deref()),
             id: raw.id.unwrap_or_else(|| hostname.clone()),
             hostname,
-            state_dir: raw.state_dir.map(|dir| self.resolve(&dir)),
+            state_dir,
             log_format,
             log_level: raw.log_level.unwrap_or_else(|| "info".into()),
             listen: raw.listen.as_deref().and_then(|text| match text.parse::<std::net::SocketAddr>() {
@@ -421,6 +475,14 @@ impl<'a> Checker<'a> {
             }),
         };
         (config, raw.interval.map_or(DEFAULT_INTERVAL, |i| i.0))
+    }
+
+    /// `cache_dir` as written, else `STATE_DIR/cache`, else no cache.
+    fn cache_dir(&self, raw: Option<&Path>, state_dir: Option<&Path>) -> Option<PathBuf> {
+        match raw {
+            Some(dir) => Some(self.resolve(dir)),
+            None => state_dir.map(|dir| dir.join("cache")),
+        }
     }
 
     fn backend(&mut self, raw: raw::RawBackend) -> Option<BackendConfig> {
@@ -518,6 +580,7 @@ impl<'a> Checker<'a> {
         name: &str,
         raw: raw::RawPlugin,
         default_interval: Duration,
+        trust: &TrustConfig,
         span: std::ops::Range<usize>,
     ) -> Option<PluginConfig> {
         let key = |field: &str| format!("plugins.{name}.{field}");
@@ -532,6 +595,32 @@ impl<'a> Checker<'a> {
                     None
                 }
             });
+        let mut signed_by = Vec::new();
+        for signer in raw.signed_by.iter().flatten() {
+            match trust.keys.get(signer.get_ref()) {
+                Some(public) => signed_by.push(public.clone()),
+                None => self.problem(
+                    key("signed_by"),
+                    Some(signer.span()),
+                    format!(
+                        "no key `{}` in `[trust.keys]` (known: {})",
+                        signer.get_ref(),
+                        if trust.keys.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            trust.keys.keys().cloned().collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                ),
+            }
+        }
+        if raw.signed_by.as_ref().is_some_and(Vec::is_empty) {
+            self.problem(
+                key("signed_by"),
+                Some(span.clone()),
+                "list at least one key (omit `signed_by` to load the plugin unsigned)",
+            );
+        }
         if raw.emits.is_empty() {
             self.problem(
                 key("emits"),
@@ -607,6 +696,7 @@ impl<'a> Checker<'a> {
             name: name.to_owned(),
             wasm: self.resolve(&raw.wasm),
             sha256,
+            signed_by,
             enabled: raw.enabled.unwrap_or(true),
             emits: raw.emits.into_iter().collect(),
             interval: raw.interval.map_or(default_interval, |d| d.0),
@@ -739,6 +829,87 @@ databases = []
                 "missing {key} in {rendered:#?}"
             );
         }
+    }
+
+    #[test]
+    fn trust_keys_are_read_and_signed_by_names_only_known_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::plugin::signature::SecretKey::generate("release").unwrap();
+        std::fs::write(dir.path().join("release.pub"), key.public().to_file_text()).unwrap();
+        std::fs::write(dir.path().join("other.pub"), key.public().to_file_text()).unwrap();
+        let path = dir.path().join("config.toml");
+        let text = "\
+[collector]
+state_dir = \"state\"
+[trust.keys]
+release = \"release.pub\"
+[plugins.a]
+wasm = \"a.wasm\"
+emits = [\"a\"]
+signed_by = [\"release\"]
+";
+        let config = parse(text, &path).unwrap();
+        assert_eq!(
+            config.plugins["a"].signed_by,
+            vec![config.trust.keys["release"].clone()]
+        );
+        assert_eq!(config.trust.keys["release"].key, key.public().key);
+        assert_eq!(
+            config.collector.cache_dir,
+            Some(dir.path().join("state").join("cache"))
+        );
+
+        let text = "\
+[trust]
+keys = { release = \"release.pub\", renamed = \"other.pub\", gone = \"missing.pub\" }
+[plugins.a]
+wasm = \"a.wasm\"
+emits = [\"a\"]
+signed_by = [
+  \"release\",
+  \"typo\",
+]
+";
+        let rendered: Vec<String> = parse(text, &path)
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(rendered.len(), 3, "{rendered:#?}");
+        let file = path.display().to_string();
+        assert!(
+            rendered.contains(&format!(
+                "{file}:8: `plugins.a.signed_by`: no key `typo` in `[trust.keys]` (known: release)"
+            )),
+            "{rendered:#?}"
+        );
+        assert!(
+            rendered.iter().any(
+                |p| p.starts_with(&format!("{file}:2: `trust.keys.renamed`"))
+                    && p.contains("names must match")
+            ),
+            "{rendered:#?}"
+        );
+        assert!(
+            rendered
+                .iter()
+                .any(|p| p.starts_with(&format!("{file}:2: `trust.keys.gone`"))
+                    && p.contains("cannot read")),
+            "{rendered:#?}"
+        );
+    }
+
+    #[test]
+    fn there_is_no_cache_without_a_state_dir_unless_one_is_set() {
+        let path = Path::new("/etc/pganalytics/config.toml");
+        let config = parse("", path).unwrap();
+        assert_eq!(config.collector.cache_dir, None);
+        let config = parse("[collector]\ncache_dir = \"c\"\n", path).unwrap();
+        assert_eq!(
+            config.collector.cache_dir,
+            Some(PathBuf::from("/etc/pganalytics/c"))
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use super::units::{ByteSize, HumanDuration};
 use crate::host::fs_stats::FsStatsGrantConfig;
@@ -32,6 +33,19 @@ pub struct RawCollector {
     pub log_level: Option<String>,
     /// Loopback address for `/healthz` and `/metrics`, e.g. `127.0.0.1:9187`. Off when unset.
     pub listen: Option<String>,
+    /// Directory of compiled components (default `STATE_DIR/cache`; no cache without a state
+    /// directory). Kept at mode 0700.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `[trust]`: the keys plugin signatures are checked against.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrust {
+    /// Key name → public key file (`pganalytics-ed25519-pub NAME BASE64`, written by
+    /// `pganalytics plugin keygen`). Plugins name these keys in `signed_by`.
+    #[serde(default)]
+    pub keys: BTreeMap<String, Spanned<PathBuf>>,
 }
 
 /// `[backend]`: the pgAnalytics API this agent pushes to.
@@ -112,6 +126,8 @@ pub struct RawPlugin {
     pub wasm: PathBuf,
     /// Expected sha256 (hex) of the file; a different file is refused.
     pub sha256: Option<String>,
+    /// Keys of `[trust.keys]`, any one of which must have signed the file (`FILE.wasm.sig`).
+    pub signed_by: Option<Vec<Spanned<String>>>,
     /// Whether the plugin runs at all (default true).
     pub enabled: Option<bool>,
     /// Metric item `type`s the plugin may emit; any other type rejects the run.

@@ -1,14 +1,18 @@
-//! Plugins: loading a component (digest check, compile, grant check, linking) and running one
-//! `collect` in a fresh, limited instance.
+//! Plugins: loading a component (digest pin and signature check, compile or compile cache,
+//! grant check, linking) and running one `collect` in a fresh, limited instance.
 //!
+//! Grants bind to the verified binary: the pin and the signature are checked on every load,
+//! hot swaps included, before anything of the file is compiled or looked up in the cache.
 //! A plugin never runs unless every interface it imports was granted, and every run gets a new
 //! store, so nothing (memory, state, leaked resources) carries over from one run to the next
 //! except the `state` blob the host keeps on its behalf. A trap or a limit ends that run with a
 //! [`RunError`] naming the plugin and the limit; it never touches other plugins.
 
+pub mod cache;
 pub mod engine;
 pub mod limits;
 pub mod manifest;
+pub mod signature;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use wasmtime_wasi::{WasiCtxView, WasiView};
 use crate::config::{ByteSize, PluginConfig};
 use crate::host::bindings::{CollectorPre, Error as GuestError};
 use crate::host::{self, Capability, HostCtx, HostView};
+pub use cache::{CacheOutcome, CompileCache};
 pub use engine::Engines;
 use limits::RunLimiter;
 pub use manifest::{Import, Manifest};
@@ -54,6 +59,39 @@ pub enum LoadError {
         path: PathBuf,
         expected: String,
         actual: String,
+    },
+    #[error(
+        "plugin `{plugin}`: `{}` must be signed by {signers}, but its signature file `{}` is missing: {reason}",
+        path.display(),
+        signature.display()
+    )]
+    SignatureMissing {
+        plugin: String,
+        path: PathBuf,
+        signature: PathBuf,
+        signers: String,
+        reason: String,
+    },
+    #[error(
+        "plugin `{plugin}`: the signature file `{}` of `{}` is unreadable or malformed: {reason}",
+        signature.display(),
+        path.display()
+    )]
+    SignatureMalformed {
+        plugin: String,
+        path: PathBuf,
+        signature: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "plugin `{plugin}`: refusing `{}` (sha256 {sha256}): {reason}",
+        path.display()
+    )]
+    SignatureRejected {
+        plugin: String,
+        path: PathBuf,
+        sha256: String,
+        reason: signature::Rejection,
     },
     #[error("plugin `{plugin}`: `{}` is not a valid WebAssembly component: {message}", path.display())]
     Compile {
@@ -138,6 +176,10 @@ impl RunError {
 pub struct LoadedPlugin {
     pub config: Arc<PluginConfig>,
     pub sha256: [u8; 32],
+    /// The trusted key whose signature was verified, when the config requires one.
+    pub signed_by: Option<String>,
+    /// Whether the component came from the compile cache.
+    pub compiled: CacheOutcome,
     pub manifest: Manifest,
     pre: CollectorPre<RunState>,
 }
@@ -184,6 +226,48 @@ pub fn read_component(plugin: &str, path: &Path) -> Result<(Vec<u8>, [u8; 32]), 
     Ok((bytes, digest))
 }
 
+/// Checks the detached signature of a file with `sha256` when `config` requires one, and
+/// returns the key that signed it. Call it before compiling anything of the file.
+pub fn verify_signature(
+    config: &PluginConfig,
+    sha256: &[u8; 32],
+) -> Result<Option<String>, LoadError> {
+    if config.signed_by.is_empty() {
+        return Ok(None);
+    }
+    let plugin = config.name.as_str();
+    let sig_path = signature::signature_path(&config.wasm);
+    let file = signature::SignatureFile::read(&sig_path).map_err(|e| match e {
+        signature::ReadSignatureError::Missing(reason) => LoadError::SignatureMissing {
+            plugin: plugin.into(),
+            path: config.wasm.clone(),
+            signature: sig_path.clone(),
+            signers: config
+                .signed_by
+                .iter()
+                .map(|k| format!("`{}`", k.name))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            reason,
+        },
+        signature::ReadSignatureError::Malformed(reason) => LoadError::SignatureMalformed {
+            plugin: plugin.into(),
+            path: config.wasm.clone(),
+            signature: sig_path.clone(),
+            reason,
+        },
+    })?;
+    let trusted: Vec<&signature::PublicKey> = config.signed_by.iter().map(|k| &**k).collect();
+    file.verify(sha256, &trusted)
+        .map(Some)
+        .map_err(|reason| LoadError::SignatureRejected {
+            plugin: plugin.into(),
+            path: config.wasm.clone(),
+            sha256: hex::encode(sha256),
+            reason,
+        })
+}
+
 /// Compiles component bytes for `engine`.
 pub fn compile(
     engine: &wasmtime::Engine,
@@ -205,6 +289,7 @@ pub struct PluginHost {
     state: host::state::StateStore,
     log_offsets: host::log_tail::LogTailStore,
     postgres: Option<Arc<host::postgres::pool::PgPool>>,
+    cache: Option<CompileCache>,
     proc_root: PathBuf,
     mountinfo: PathBuf,
 }
@@ -222,19 +307,37 @@ impl PluginHost {
             log_offsets,
             postgres: postgres
                 .map(|settings| Arc::new(host::postgres::pool::PgPool::new(settings))),
+            cache: None,
             proc_root: PathBuf::from("/proc"),
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
         })
     }
 
-    /// A host with the state directory and PostgreSQL settings of `config`.
+    /// A host with the state directory, compile cache and PostgreSQL settings of `config`.
+    /// A cache directory that cannot be used is reported and the host compiles every load.
     pub fn for_config(config: &crate::config::Config) -> wasmtime::Result<Self> {
         let state_dir = config.collector.state_dir.clone();
-        Self::new(
+        let host = Self::new(
             host::state::StateStore::new(state_dir.clone()),
             host::log_tail::LogTailStore::new(state_dir),
             config.postgres.clone(),
-        )
+        )?;
+        Ok(match &config.collector.cache_dir {
+            Some(dir) => match CompileCache::open(dir) {
+                Ok(cache) => host.with_cache(Some(cache)),
+                Err(e) => {
+                    tracing::warn!("{e}; plugins are compiled on every load");
+                    host
+                }
+            },
+            None => host,
+        })
+    }
+
+    /// This host with (or without) a compile cache.
+    pub fn with_cache(mut self, cache: Option<CompileCache>) -> Self {
+        self.cache = cache;
+        self
     }
 
     pub fn engines(&self) -> &Engines {
@@ -263,14 +366,18 @@ impl PluginHost {
                 actual: hex::encode(sha256),
             });
         }
-        let engine = self
-            .engines
-            .get(config.limits.fuel.is_some())
-            .map_err(|e| LoadError::Link {
-                plugin: plugin.into(),
-                message: e.to_string(),
-            })?;
-        let component = compile(&engine, plugin, &config.wasm, &bytes)?;
+        // Before anything of the file is compiled, cached or looked up in the cache.
+        let signed_by = verify_signature(&config, &sha256)?;
+        let metered = config.limits.fuel.is_some();
+        let engine = self.engines.get(metered).map_err(|e| LoadError::Link {
+            plugin: plugin.into(),
+            message: e.to_string(),
+        })?;
+        let compile_source = || compile(&engine, plugin, &config.wasm, &bytes);
+        let (component, compiled) = match &self.cache {
+            Some(cache) => cache.get_or_compile(&engine, metered, &sha256, compile_source)?,
+            None => (compile_source()?, CacheOutcome::Compiled),
+        };
         let manifest = Manifest::of(&engine, &component);
         if let Some(import) = manifest.unknown_imports().first() {
             return Err(LoadError::UnknownImport {
@@ -304,6 +411,8 @@ impl PluginHost {
         Ok(LoadedPlugin {
             config,
             sha256,
+            signed_by,
+            compiled,
             manifest,
             pre,
         })
