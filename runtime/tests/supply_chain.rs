@@ -439,3 +439,51 @@ fn measure_compile_time_cold_vs_warm() {
         );
     }
 }
+
+/// guests/README.md's walkthrough, step by step, on its example crate (guests/examples/uptime):
+/// inspect, keygen, sign, verify, grant with `signed_by`, run.
+#[test]
+fn the_guide_example_is_built_signed_granted_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = copy_guest(dir.path(), "uptime", "uptime");
+
+    let (code, inspected, stderr) = run_cli(&["plugin", "inspect", s(&file)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        inspected.contains("[plugins.uptime.grants.procfs]"),
+        "{inspected}"
+    );
+
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (key, public) = keygen(&keys, "release");
+    sign(&file, &key);
+    let (code, stdout, stderr) = run_cli(&["plugin", "verify", s(&file), "--pub", s(&public)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let body = format!(
+        "{}[plugins.uptime]\nwasm = {:?}\nsigned_by = [\"release\"]\nemits = [\"uptime\"]\ninterval = \"60s\"\n\n[plugins.uptime.grants.procfs]\npaths = [\"uptime\"]\n",
+        trust(&[("release", &public)]),
+        file.display().to_string()
+    );
+    let config = write_config(dir.path(), &body);
+    let (code, stdout, stderr) = run_cli(&["config", "check", "--config", s(&config)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = run_cli(&["collect", "--once", "--config", s(&config)]);
+    assert_eq!(code, 0, "{stderr}");
+    let envelope: Value = serde_json::from_str(&stdout).unwrap();
+    let item = &envelope["metrics"][0];
+    assert_eq!(item["type"], "uptime");
+    let seconds = item["seconds"].as_f64().unwrap();
+    let now: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        seconds > 0.0 && seconds <= now && now - seconds < 30.0,
+        "{seconds} vs {now}"
+    );
+}
