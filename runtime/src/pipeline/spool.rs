@@ -1256,6 +1256,12 @@ fn create_dirs(dir: &Path, subdirs: &[&Path]) -> Result<(), SpoolError> {
     Ok(())
 }
 
+/// How long [`lock_dir`] waits for a held lock. A lock is held a moment longer than its owner
+/// needs it when a process forks a child just then (between fork and exec the child shares the
+/// open file description that holds the lock), or while a previous agent is exiting; a second
+/// agent on the same directory holds it for good and is refused after this wait.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes the directory's exclusive lock, released when the returned file is closed (also when
 /// the process is killed).
 fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
@@ -1270,14 +1276,22 @@ fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
             op: "opening the lock file",
             source,
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(SpoolError::Locked { path }),
-        Err(TryLockError::Error(source)) => Err(SpoolError::Dir {
-            path,
-            op: "locking",
-            source,
-        }),
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => return Err(SpoolError::Locked { path }),
+            Err(TryLockError::Error(source)) => {
+                return Err(SpoolError::Dir {
+                    path,
+                    op: "locking",
+                    source,
+                });
+            }
+        }
     }
 }
 
