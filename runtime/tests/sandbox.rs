@@ -5,26 +5,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use pganalytics::config;
 use pganalytics::pipeline::{self, Outcome};
 use pganalytics::plugin::{LoadError, PluginHost, RunError};
 use serde_json::Value;
 use support::*;
-
-fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary())
-        .args(args)
-        .env("PGANALYTICS_LOG", "warn")
-        .output()
-        .expect("running pganalytics");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn meminfo_kib(key: &str) -> f64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();

@@ -7,7 +7,6 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,19 +14,6 @@ use pganalytics::config;
 use pganalytics::plugin::{CacheOutcome, LoadError, PluginHost};
 use serde_json::Value;
 use support::*;
-
-fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary())
-        .args(args)
-        .env("PGANALYTICS_LOG", "warn")
-        .output()
-        .expect("running pganalytics");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()

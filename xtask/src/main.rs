@@ -105,9 +105,8 @@ fn build_guests() -> Result<(), String> {
     )
 }
 
-fn demo() -> Result<(), String> {
-    ensure_wasm_target()?;
-    ensure_system_packages(false)?;
+/// Builds every guest component and the runtime; returns the `pganalytics` binary.
+fn build_everything() -> Result<PathBuf, String> {
     build_guests()?;
     run(
         "building the runtime",
@@ -115,7 +114,13 @@ fn demo() -> Result<(), String> {
             .current_dir(root())
             .args(["build", "--release", "--package", "pganalytics"]),
     )?;
-    let binary = root().join("target/release/pganalytics");
+    Ok(root().join("target/release/pganalytics"))
+}
+
+fn demo() -> Result<(), String> {
+    ensure_wasm_target()?;
+    ensure_system_packages(false)?;
+    let binary = build_everything()?;
     let sample = root().join("config.toml.sample");
     if throwaway_pg::server_bin().is_none() {
         eprintln!(
@@ -160,14 +165,7 @@ fn demo() -> Result<(), String> {
 fn soak(minutes: u64) -> Result<(), String> {
     ensure_wasm_target()?;
     ensure_system_packages(true)?;
-    build_guests()?;
-    run(
-        "building the runtime",
-        cargo()
-            .current_dir(root())
-            .args(["build", "--release", "--package", "pganalytics"]),
-    )?;
-    let binary = root().join("target/release/pganalytics");
+    let binary = build_everything()?;
     let sample = root().join("config.toml.sample");
     let cluster =
         throwaway_pg::TestCluster::start(&["logging_collector=on", "log_filename=postgresql.log"]);

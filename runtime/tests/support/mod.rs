@@ -50,6 +50,20 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_pganalytics")
 }
 
+/// Runs the real binary and returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .env("PGANALYTICS_LOG", "warn")
+        .output()
+        .expect("running pganalytics");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A `[plugins.NAME]` section for a built guest, with extra TOML lines.
 pub fn plugin(name: &str, component: &str, emits: &str, extra: &str) -> String {
     format!(
