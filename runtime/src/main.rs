@@ -182,7 +182,9 @@ fn collect(once: bool, config_path: &Path, only: &[String]) -> anyhow::Result<Ex
             tracing::info!(
                 plugin = name.as_str(),
                 items = accepted.items.len(),
-                elapsed_us = accepted.elapsed.as_micros() as u64,
+                elapsed_us = accepted.timing.elapsed.as_micros() as u64,
+                instantiate_us = accepted.timing.instantiate.as_micros() as u64,
+                postgres_us = accepted.timing.postgres.as_micros() as u64,
                 denied_calls = accepted.denied_calls,
                 "collected"
             );

@@ -245,7 +245,9 @@ async fn run_once(
     tracing::debug!(
         plugin = name,
         items,
-        elapsed_us = accepted.elapsed.as_micros() as u64,
+        elapsed_us = accepted.timing.elapsed.as_micros() as u64,
+        instantiate_us = accepted.timing.instantiate.as_micros() as u64,
+        postgres_us = accepted.timing.postgres.as_micros() as u64,
         "collected"
     );
     true

@@ -15,14 +15,13 @@ pub mod transport;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{CollectorConfig, Config};
 use crate::host::log_tail::Offsets as LogOffsets;
-use crate::plugin::{LoadError, LoadedPlugin, PluginHost, RunError};
+use crate::plugin::{LoadError, LoadedPlugin, PluginHost, RunError, RunTiming};
 
 /// The body pushed to the backend (`POST /api/v1/metrics/push`).
 #[derive(Debug, Clone, Serialize)]
@@ -67,7 +66,7 @@ pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepte
         })?;
     Ok(Accepted {
         items,
-        elapsed: output.elapsed,
+        timing: output.timing,
         denied_calls: output.denied_calls,
         commit: Commit {
             plugin: plugin.name().to_owned(),
@@ -81,7 +80,7 @@ pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepte
 #[derive(Debug)]
 pub struct Accepted {
     pub items: Vec<Value>,
-    pub elapsed: Duration,
+    pub timing: RunTiming,
     pub denied_calls: u64,
     pub commit: Commit,
 }

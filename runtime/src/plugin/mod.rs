@@ -202,7 +202,18 @@ pub struct RawOutput {
     /// Log-tail offsets after the lines this run read, to be committed once they are kept.
     pub log_offsets: Option<host::log_tail::Offsets>,
     pub denied_calls: u64,
+    pub timing: RunTiming,
+}
+
+/// Where the time of one run went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunTiming {
+    /// The whole run: instantiation, `collect` and its host calls.
     pub elapsed: Duration,
+    /// Of `elapsed`, creating the instance from the pre-linked component.
+    pub instantiate: Duration,
+    /// Of `elapsed`, time inside `postgres` host calls talking to the server.
+    pub postgres: Duration,
 }
 
 /// Reads a component file with the size cap and returns its bytes and sha256.
@@ -491,8 +502,11 @@ impl PluginHost {
             })
         });
 
+        let mut instantiate = Duration::ZERO;
         let call = async {
+            let instantiating = Instant::now();
             let collector = plugin.pre.instantiate_async(&mut store).await?;
+            instantiate = instantiating.elapsed();
             collector.call_collect(&mut store).await
         };
         // The epoch callback stops guest code; this timeout also stops a host call that hangs.
@@ -523,12 +537,17 @@ impl PluginHost {
         let host = &mut store.data_mut().host;
         let pending_state = host.state.take_pending();
         let log_offsets = host.log_tail.take_offsets();
+        let postgres = host.postgres.server_time();
         Ok(RawOutput {
             json,
             pending_state,
             log_offsets,
             denied_calls,
-            elapsed: started.elapsed(),
+            timing: RunTiming {
+                elapsed: started.elapsed(),
+                instantiate,
+                postgres,
+            },
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod values;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, pin_mut};
@@ -87,6 +88,10 @@ pub struct PostgresCtx {
     max_bytes: usize,
     deadline: Instant,
     audit: Audit,
+    /// Nanoseconds this run spent inside postgres calls past the guard (connection checkout,
+    /// round trips and decoding the rows as they stream in), so the cost of the sandbox and the
+    /// plugin can be told apart from the server's.
+    server_nanos: AtomicU64,
 }
 
 impl PostgresCtx {
@@ -103,7 +108,18 @@ impl PostgresCtx {
             max_bytes,
             deadline,
             audit,
+            server_nanos: AtomicU64::new(0),
         }
+    }
+
+    /// Time this run spent talking to the server so far.
+    pub fn server_time(&self) -> Duration {
+        Duration::from_nanos(self.server_nanos.load(Ordering::Relaxed))
+    }
+
+    fn count_server_time(&self, since: Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.server_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     fn grant_and_pool(&self, target: &str) -> Result<(&PostgresGrant, &PgPool), Error> {
@@ -123,6 +139,7 @@ impl PostgresCtx {
     pub async fn list_databases(&self) -> Result<Vec<String>, Error> {
         let (grant, pool) = self.grant_and_pool("*")?;
         let maintenance = pool.settings().maintenance_db.clone();
+        let waiting = Instant::now();
         let client = pool.checkout(&maintenance).await.map_err(connect_error)?;
         let rows = client
             .query(
@@ -130,7 +147,9 @@ impl PostgresCtx {
                 &[],
             )
             .await
-            .map_err(|e| Error::Unavailable(format!("listing databases: {}", describe(&e))))?;
+            .map_err(|e| Error::Unavailable(format!("listing databases: {}", describe(&e))));
+        self.count_server_time(waiting);
+        let rows = rows?;
         pool.checkin(&maintenance, client);
         let settings = pool.settings();
         Ok(rows
@@ -174,7 +193,15 @@ impl PostgresCtx {
         if timeout < Duration::from_millis(1) {
             return Err(Error::Timeout("the plugin's deadline has passed".into()));
         }
-        let mut client = pool.checkout(database).await.map_err(connect_error)?;
+        let waiting = Instant::now();
+        let checkout = pool.checkout(database).await.map_err(connect_error);
+        let mut client = match checkout {
+            Ok(client) => client,
+            Err(e) => {
+                self.count_server_time(waiting);
+                return Err(e);
+            }
+        };
         let result = run_read_only(
             &mut client,
             sql,
@@ -184,6 +211,7 @@ impl PostgresCtx {
             self.max_bytes,
         )
         .await;
+        self.count_server_time(waiting);
         // A connection is reused only after a clean round trip; anything else may have left it
         // mid-transaction.
         if result.is_ok() || matches!(result, Err(Error::Invalid(_)) | Err(Error::Timeout(_))) {
