@@ -286,11 +286,15 @@ pub fn compile(
     path: &Path,
     bytes: &[u8],
 ) -> Result<Component, LoadError> {
-    Component::new(engine, bytes).map_err(|e| LoadError::Compile {
+    let compiled = Component::new(engine, bytes).map_err(|e| LoadError::Compile {
         plugin: plugin.into(),
         path: path.into(),
         message: format!("{e:#}"),
-    })
+    });
+    // Cranelift frees its scratch memory (several MiB) when it is done; hand it back to the
+    // system rather than keep it in the allocator's free lists for the agent's lifetime.
+    trim_heap();
+    compiled
 }
 
 /// Everything plugin runs share: engines, the proc root and the state store.
@@ -549,6 +553,15 @@ impl PluginHost {
                 postgres,
             },
         })
+    }
+}
+
+/// Returns the allocator's free memory at the top of its heaps to the system (glibc only).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory malloc has already freed.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
