@@ -6,13 +6,18 @@
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::limits::MAX_WASM_STACK_BYTES;
 
 /// How often the epoch advances. A guest yields to the async runtime (and its deadline is
 /// checked) once per tick, so this is also the deadline's resolution.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Plugin instances that may be alive at once per engine. The agent never runs one plugin twice
+/// at a time, so this is the number of plugins that can be mid-run together; one more run fails
+/// to instantiate with wasmtime's "maximum concurrent instance limit" error until one ends.
+pub const MAX_LIVE_INSTANCES: u32 = 64;
 
 /// Frames kept in a trap's backtrace.
 pub const BACKTRACE_FRAMES: usize = 64;
@@ -61,6 +66,20 @@ fn engine_config(fuel: bool) -> Config {
     config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(BACKTRACE_FRAMES));
     // The fiber stack hosts the wasm stack plus host frames of async host calls.
     config.async_stack_size(MAX_WASM_STACK_BYTES + (1 << 20));
+    // A fresh instance per run is the isolation model; the pooling allocator makes it cheap by
+    // reusing pre-reserved slots for memories, tables and fiber stacks instead of mapping new
+    // ones on every run (see BENCHMARKS.md). Memory sizes are still capped per plugin by the
+    // store's limiter; the pool only bounds what any instance could reach (4 GiB, all of wasm32).
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(MAX_LIVE_INSTANCES)
+        // A component built by wasm-component-ld holds the program and a few shims.
+        .total_core_instances(MAX_LIVE_INSTANCES * 8)
+        .total_memories(MAX_LIVE_INSTANCES * 2)
+        .total_tables(MAX_LIVE_INSTANCES * 8)
+        .total_stacks(MAX_LIVE_INSTANCES)
+        .max_memories_per_module(1)
+        .max_memory_size(4 << 30);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
 
