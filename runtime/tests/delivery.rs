@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use support::{binary, plugin, wasm};
-use test_backend::{BackendConfig, TestBackend};
+use test_backend::{BackendConfig, TestBackend, agent_get, agent_metric, free_loopback_port};
 
 /// A running agent process, its stderr in `log`.
 struct Agent {
@@ -142,31 +142,6 @@ fn committed_seq(state_dir: &Path, plugin: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET on the agent's own listener.
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-fn metric(port: u16, line_prefix: &str) -> Option<f64> {
-    get(port, "/metrics")?
-        .lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// A test directory with the backend's CA and secrets written out.
 struct Setup {
     dir: tempfile::TempDir,
@@ -244,7 +219,7 @@ async fn registers_pushes_over_mtls_refreshes_and_reports_health() {
     let (cert, key) = backend.client_cert_for("db1.example");
     std::fs::write(setup.path("client.pem"), cert).unwrap();
     std::fs::write(setup.path("client.key"), key).unwrap();
-    let port = free_port();
+    let port = free_loopback_port();
     let config = setup.config(
         &backend.url(),
         &setup.registration(),
@@ -312,12 +287,12 @@ async fn registers_pushes_over_mtls_refreshes_and_reports_health() {
             .contains(test_backend::DEFAULT_REGISTRATION_SECRET)
     );
 
-    let health = get(port, "/healthz").expect("the health listener answers");
+    let health = agent_get(port, "/healthz").expect("the health listener answers");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let sent = metric(port, "pganalytics_batches_sent_total").unwrap();
+    let sent = agent_metric(port, "pganalytics_batches_sent_total").unwrap();
     assert!(sent >= 5.0, "sent {sent}");
-    assert!(metric(port, "pganalytics_collections_total{plugin=\"ticker\"}").unwrap() >= 5.0);
-    assert!(metric(port, "pganalytics_push_latency_seconds_count").unwrap() >= 5.0);
+    assert!(agent_metric(port, "pganalytics_collections_total{plugin=\"ticker\"}").unwrap() >= 5.0);
+    assert!(agent_metric(port, "pganalytics_push_latency_seconds_count").unwrap() >= 5.0);
     agent.stop().await;
 
     // Seqs arrived in order, each once.
@@ -473,7 +448,7 @@ async fn a_full_spool_drops_the_oldest_counts_it_and_keeps_running() {
     let mut backend = TestBackend::start(BackendConfig::default()).await;
     let setup = Setup::new(&backend);
     backend.stop().await;
-    let port = free_port();
+    let port = free_loopback_port();
     let config = setup.config(
         &backend.url(),
         &setup.shared_secret(),
@@ -493,10 +468,10 @@ async fn a_full_spool_drops_the_oldest_counts_it_and_keeps_running() {
     wait_until(
         "dropped batches in /metrics",
         Duration::from_secs(30),
-        || metric(port, "pganalytics_batches_dropped_total").is_some_and(|n| n >= 5.0),
+        || agent_metric(port, "pganalytics_batches_dropped_total").is_some_and(|n| n >= 5.0),
     )
     .await;
-    let spooled = metric(port, "pganalytics_spool_bytes").unwrap();
+    let spooled = agent_metric(port, "pganalytics_spool_bytes").unwrap();
     assert!(spooled <= 8192.0, "spool bytes {spooled}");
     assert!(
         agent.log().contains("dropp"),

@@ -620,3 +620,34 @@ impl Drop for TestBackend {
         }
     }
 }
+
+/// A free TCP port on 127.0.0.1 (for an agent's `[collector] listen` or a backend restarted on
+/// the same port).
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// A plain-HTTP GET of `path` on an agent's own loopback listener (`/healthz`, `/metrics`):
+/// the whole response, head included, or `None` when it cannot be fetched.
+pub fn agent_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// The value of the first line of an agent's `/metrics` that starts with `line_prefix`
+/// (a metric name with its labels).
+pub fn agent_metric(port: u16, line_prefix: &str) -> Option<f64> {
+    agent_get(port, "/metrics")?
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
