@@ -6,6 +6,7 @@
 //! - `cargo xtask test`: make sure what the tests need is installed, then run the whole suite.
 //! - `cargo xtask soak [MINUTES]`: the demo's agent with every collector on a 2–5 s interval for
 //!   MINUTES (default 20), reporting its RSS over time and what the backend received.
+//! - `cargo xtask bench [--quick]`: the benchmark suite (`bench/`), which rewrites BENCHMARKS.md.
 //!
 //! It only orchestrates `cargo`, `rustup` and (as root, for missing system packages) `apt-get`;
 //! it never downloads anything else.
@@ -26,8 +27,10 @@ fn main() -> ExitCode {
             Ok(minutes) => soak(minutes),
             Err(_) => Err("usage: cargo xtask soak [MINUTES]".to_owned()),
         },
+        "bench" => bench(std::env::args().nth(2).as_deref() == Some("--quick")),
         _ => Err(
-            "usage: cargo xtask demo | cargo xtask test | cargo xtask soak [MINUTES]".to_owned(),
+            "usage: cargo xtask demo | cargo xtask test | cargo xtask soak [MINUTES] | cargo xtask bench [--quick]"
+                .to_owned(),
         ),
     };
     match result {
@@ -198,6 +201,33 @@ fn soak(minutes: u64) -> Result<(), String> {
     ))
 }
 
+/// The benchmark suite against the release runtime and guests; `quick` is a smoke run of the
+/// suite with small sizes (its numbers are not the ones to quote).
+fn bench(quick: bool) -> Result<(), String> {
+    ensure_wasm_target()?;
+    ensure_system_packages(true)?;
+    let binary = build_everything()?;
+    let mut command = cargo();
+    command
+        .current_dir(root())
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "pganalytics-bench",
+            "--",
+            "--agent",
+        ])
+        .arg(binary);
+    if quick {
+        command.arg("--quick");
+    }
+    run(
+        "running the benchmark suite (rewrites BENCHMARKS.md)",
+        &mut command,
+    )
+}
+
 /// How long the demo lets `pganalytics run` work: every plugin's first run is jittered by at
 /// most 10 s.
 const AGENT_DEMO: std::time::Duration = std::time::Duration::from_secs(15);
@@ -286,7 +316,7 @@ async fn run_agent(
             eprintln!("xtask: RSS after 60 s {first} KiB, max {max} KiB, last {last} KiB");
         }
     }
-    let metrics = fetch(listen, "/metrics").unwrap_or_default();
+    let metrics = test_backend::agent_get(listen.port(), "/metrics").unwrap_or_default();
     let _ = Command::new("kill")
         .args(["-TERM", &agent.id().to_string()])
         .status();
@@ -327,18 +357,6 @@ async fn run_agent(
         return Err("the backend received no batch".into());
     }
     Ok(())
-}
-
-/// A plain HTTP GET on the agent's loopback listener.
-fn fetch(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
 }
 
 /// The sample config with its `[postgres]` connection and log paths pointed at `cluster`, and its

@@ -203,7 +203,9 @@ impl FsStatsCtx {
     }
 }
 
-fn statvfs(mount: &MountEntry) -> std::io::Result<fs_stats::Filesystem> {
+/// statvfs(3) of one mount as the capability reports it (also the native baseline of the
+/// benchmark suite).
+pub fn statvfs(mount: &MountEntry) -> std::io::Result<fs_stats::Filesystem> {
     let path = CString::new(
         std::path::Path::new(&mount.mount_point)
             .as_os_str()

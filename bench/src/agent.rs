@@ -1,0 +1,378 @@
+//! The agent as operators run it (`pganalytics run`, a separate process) against the local
+//! HTTPS test backend: cold start to the first delivered batch, steady RSS over many cycles, the
+//! gzip ratio of what it sent; and the sender with its spool, in process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pganalytics::pipeline::sender::{Delivery, Sender};
+use pganalytics::pipeline::spool::Spool;
+use pganalytics::telemetry::Metrics;
+use test_backend::{BackendConfig, RecordedBatch, TestBackend};
+use throwaway_pg::TestCluster;
+
+use crate::measure::{Samples, human, mib, rss_bytes, status_bytes};
+use crate::report::{Report, Verdict};
+use crate::setup::{self, Plugin};
+
+/// An agent config with all four bundled collectors on `interval`.
+fn config(
+    dir: &Path,
+    backend: &TestBackend,
+    cluster: &TestCluster,
+    interval: &str,
+    push_interval: &str,
+    listen: Option<u16>,
+) -> PathBuf {
+    let log = cluster.log_dir().join("postgresql.log");
+    let listen = listen.map_or(String::new(), |port| {
+        format!("listen = \"127.0.0.1:{port}\"\n")
+    });
+    let text = setup::collector_section(&dir.join("state"), &listen)
+        + &setup::backend_sections(backend, dir, push_interval)
+        + &cluster.postgres_section()
+        + &Plugin::Sysstat.section(interval)
+        + &Plugin::Disk.section(interval)
+        + &Plugin::PgLog {
+            log_file: &log,
+            format: "stderr",
+        }
+        .section(interval)
+        + &Plugin::PgStats {
+            databases: "\"postgres\"",
+        }
+        .section(interval);
+    let path = dir.join("agent.toml");
+    setup::parse(&text, dir);
+    std::fs::write(&path, text).expect("writing the agent config");
+    path
+}
+
+fn spawn(binary: &Path, config: &Path, log: &Path) -> Child {
+    Command::new(binary)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("agent log"))
+        .spawn()
+        .expect("starting the agent")
+}
+
+/// SIGTERM, as an operator stops the agent, and wait for it.
+fn stop(mut agent: Child) {
+    // SAFETY: kill(2) of our own child, which has not been waited for yet.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+}
+
+/// Process start to the first batch the backend accepted, without and with the compile cache.
+pub async fn cold_start(
+    report: &mut Report,
+    dir: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    runs: usize,
+) {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    // 10 ms intervals: the first run of each plugin is jittered by at most its interval.
+    let config = config(dir, &backend, cluster, "10ms", "10ms", None);
+    let state = dir.join("state");
+    let (mut cold, mut warm) = (Samples::default(), Samples::default());
+    for run in 0..runs * 2 {
+        let with_cache = run % 2 == 1;
+        // Cold: nothing on disk. Warm: only the compile cache left by the previous run.
+        if with_cache {
+            for entry in std::fs::read_dir(&state).expect("state dir").flatten() {
+                if entry.file_name() != "cache" {
+                    let _ = std::fs::remove_dir_all(entry.path())
+                        .or_else(|_| std::fs::remove_file(entry.path()));
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&state);
+        }
+        let before = backend.batches().len();
+        let started = Instant::now();
+        let agent = spawn(binary, &config, &dir.join(format!("cold-start-{run}.log")));
+        while backend.batches().len() == before {
+            if started.elapsed() > Duration::from_secs(60) {
+                panic!("no batch within 60 s; see {}", dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let elapsed = started.elapsed();
+        stop(agent);
+        if with_cache { &mut warm } else { &mut cold }.push(elapsed);
+    }
+    report.row(
+        "cold start to first batch: no compile cache / warm cache",
+        "measured; warm ≤ 100 ms",
+        &format!("{} / {}", human(cold.median()), human(warm.median())),
+        if warm.median() <= Duration::from_millis(100) {
+            Verdict::Met
+        } else {
+            Verdict::Missed
+        },
+    );
+    report.section(
+        "Cold start",
+        &format!(
+            "`pganalytics run` with the four collectors on a 10 ms interval and a 10 ms push \
+             interval (so at most 10 ms of start jitter and 10 ms of push wait are in each \
+             figure), from spawning the process to the backend accepting its first batch over \
+             TLS 1.3 with a locally signed token.\n\n- no compile cache (every plugin compiled): {}\n\
+             - warm cache (the previous run's cache directory, everything else removed): {}\n",
+            cold.describe(),
+            warm.describe()
+        ),
+    );
+}
+
+/// `pganalytics run` with the four collectors for `cycles` cycles: RSS over time, and the
+/// gzip ratio of the batches it delivered. Returns the delivered batches.
+pub async fn steady_rss(
+    report: &mut Report,
+    dir: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    cycles: u64,
+    interval: &str,
+) -> Vec<RecordedBatch> {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let port = test_backend::free_loopback_port();
+    let _ = std::fs::remove_dir_all(dir.join("state"));
+    let config = config(dir, &backend, cluster, interval, "1s", Some(port));
+    let agent = spawn(binary, &config, &dir.join("rss.log"));
+    let started = Instant::now();
+    let cycles_done = || {
+        ["sysstat", "disk", "pg_log", "pg_stats"]
+            .iter()
+            .map(|name| {
+                test_backend::agent_metric(
+                    port,
+                    &format!("pganalytics_collections_total{{plugin=\"{name}\"}}"),
+                )
+                .unwrap_or(0.0) as u64
+            })
+            .min()
+            .unwrap_or(0)
+    };
+    let warm_at = (cycles / 10).max(50);
+    let mut samples: Vec<(u64, u64)> = Vec::new();
+    let mut anon_file = (0, 0);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let done = cycles_done();
+        samples.push((done, rss_bytes(agent.id())));
+        if samples.len() % 30 == 0 {
+            eprintln!(
+                "bench: agent at {done}/{cycles} cycles, RSS {}",
+                mib(samples.last().unwrap().1)
+            );
+        }
+        if done >= cycles {
+            break;
+        }
+        anon_file = (
+            status_bytes(agent.id(), "RssAnon"),
+            status_bytes(agent.id(), "RssFile"),
+        );
+        if started.elapsed() > Duration::from_secs(3 * 3600) {
+            panic!(
+                "the agent ran {done} cycles in 3 hours; see {}",
+                dir.display()
+            );
+        }
+    }
+    let failures = test_backend::agent_get(port, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("pganalytics_collection_failures_total"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    stop(agent);
+    let elapsed = started.elapsed();
+    let steady: Vec<u64> = samples
+        .iter()
+        .filter(|(done, _)| *done >= warm_at)
+        .map(|(_, rss)| *rss)
+        .collect();
+    let at_warm = steady.first().copied().unwrap_or(0);
+    let last = samples.last().map_or(0, |s| s.1);
+    let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let mut sorted = steady.clone();
+    sorted.sort();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+    let growth = last as i64 - at_warm as i64;
+    let met = median <= 40 << 20 && growth < 1 << 20;
+    report.row(
+        &format!("steady RSS of `pganalytics run` with all four collectors, {cycles} cycles"),
+        "≤ 40 MiB, growth < 1 MiB over 10 000 cycles",
+        &format!(
+            "{} median, growth {:+.2} MiB (cycle {warm_at} → {})",
+            mib(median),
+            growth as f64 / 1048576.0,
+            samples.last().map_or(0, |s| s.0)
+        ),
+        if met { Verdict::Met } else { Verdict::Missed },
+    );
+    let batches = backend.batches();
+    report.section(
+        "Steady RSS",
+        &format!(
+            "`pganalytics run` with sysstat, disk, pg_log and pg_stats each on a {interval} \
+             interval, pushing every second to the test backend, until every plugin ran \
+             {cycles} times ({} s). RSS from /proc/PID/status every 2 s; \"steady\" is from cycle \
+             {warm_at} on.\n\n- RSS at cycle {warm_at}: {}; median after: {median_mib}; peak: {}; \
+             last: {}\n- of the last sample, anonymous memory {} and pages of mapped files (the \
+             binary's code and data) {}\n- batches delivered: {}\n- failures reported in /metrics: {}\n",
+            elapsed.as_secs(),
+            mib(at_warm),
+            mib(peak),
+            mib(last),
+            mib(anon_file.0),
+            mib(anon_file.1),
+            batches.len(),
+            if failures.is_empty() {
+                "none".into()
+            } else {
+                failures.join("; ")
+            },
+            median_mib = mib(median),
+        ),
+    );
+    batches
+}
+
+/// Compressed size on the wire against the JSON the agent sent, over real batches.
+pub fn gzip_ratio(report: &mut Report, batches: &[RecordedBatch]) {
+    let raw: usize = batches
+        .iter()
+        .map(|b| serde_json::to_vec(&b.envelope).expect("envelope").len())
+        .sum();
+    let wire: usize = batches.iter().map(|b| b.body_bytes).sum();
+    let smaller = 100.0 * (1.0 - wire as f64 / raw.max(1) as f64);
+    report.row(
+        "gzip ratio on realistic batches",
+        "≥ 85 % smaller",
+        &format!("{smaller:.1} % smaller"),
+        if smaller >= 85.0 {
+            Verdict::Met
+        } else {
+            Verdict::Missed
+        },
+    );
+    // The same batches at a higher level, for the trade-off.
+    let level = |level: u32| {
+        use std::io::Write as _;
+        let started = Instant::now();
+        let mut size = 0;
+        for batch in batches {
+            let json = serde_json::to_vec(&batch.envelope).expect("envelope");
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+            encoder.write_all(&json).expect("gzip");
+            size += encoder.finish().expect("gzip").len();
+        }
+        (
+            100.0 * (1.0 - size as f64 / raw.max(1) as f64),
+            started.elapsed(),
+        )
+    };
+    let (fast, fast_time) = level(1);
+    let (default, default_time) = level(6);
+    // What one POST per push would carry if the batches of one push interval were sent as one
+    // envelope: the batches that arrived within the same second, merged.
+    let mut merged: std::collections::BTreeMap<u64, Vec<serde_json::Value>> = Default::default();
+    for batch in batches {
+        let second = batch
+            .received_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        merged.entry(second).or_default().extend(
+            batch.envelope["metrics"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    let (mut merged_raw, mut merged_gz) = (0, 0);
+    for metrics in merged.values() {
+        use std::io::Write as _;
+        let json = serde_json::to_vec(&serde_json::json!({ "metrics": metrics })).expect("json");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&json).expect("gzip");
+        merged_raw += json.len();
+        merged_gz += encoder.finish().expect("gzip").len();
+    }
+    let merged_smaller = 100.0 * (1.0 - merged_gz as f64 / merged_raw.max(1) as f64);
+    report.section(
+        "gzip",
+        &format!(
+            "The {} batches the agent delivered in the RSS run: {raw} bytes of JSON, {wire} bytes \
+             on the wire (the sender uses gzip level 1). Recompressed here: level 1 {fast:.1} % \
+             smaller in {}; level 6 {default:.1} % smaller in {}. Had the batches of each \
+             second been merged into one envelope ({} envelopes instead of {}), level 1 would make \
+             them {merged_smaller:.1} % smaller.\n",
+            batches.len(),
+            human(fast_time),
+            human(default_time),
+            merged.len(),
+            batches.len()
+        ),
+    );
+}
+
+/// Batches/s from the spool to the test backend: `count` realistic batches spooled, then
+/// pushed oldest-first with an ack after each 2xx, as the agent's backend task does.
+pub async fn sender(report: &mut Report, dir: &Path, batches: &[RecordedBatch], count: usize) {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let text = setup::collector_section(&dir.join("state-sender"), "")
+        + &setup::backend_sections(&backend, dir, "1s");
+    let config = setup::parse(&text, dir);
+    let mut sender = Sender::new(&config, Arc::new(Metrics::default())).expect("sender");
+    let (mut spool, _) = Spool::open(&dir.join("spool"), 1 << 30).expect("spool");
+    let bodies: Vec<Vec<u8>> = batches
+        .iter()
+        .map(|b| serde_json::to_vec(&b.envelope).expect("envelope"))
+        .collect();
+    let bytes: usize = (0..count).map(|i| bodies[i % bodies.len()].len()).sum();
+    let started = Instant::now();
+    for i in 0..count {
+        spool.append(&bodies[i % bodies.len()]).expect("append");
+    }
+    let appended = started.elapsed();
+    let started = Instant::now();
+    while let Some((id, batch)) = spool.oldest().expect("spool") {
+        match sender.push(&batch).await {
+            Delivery::Delivered => spool.ack(id).expect("ack"),
+            other => panic!("the test backend refused a batch: {other:?}"),
+        }
+    }
+    let drained = started.elapsed();
+    assert_eq!(backend.batches().len(), count);
+    let per_second = count as f64 / drained.as_secs_f64();
+    report.row(
+        "sender: batches/s to the local test backend, spool on",
+        "measured",
+        &format!(
+            "{per_second:.0} batches/s ({:.1} MB/s of JSON)",
+            bytes as f64 / 1e6 / drained.as_secs_f64()
+        ),
+        Verdict::Measured,
+    );
+    report.section(
+        "Sender",
+        &format!(
+            "{count} batches (the RSS run's, {} on average) appended to a fresh spool in {} \
+             ({:.0} appends/s, each written and fsynced before `append` returns), then read \
+             oldest-first, gzipped, POSTed over one TLS 1.3 connection and acked one by one in {}.\n",
+            mib((bytes / count) as u64),
+            human(appended),
+            count as f64 / appended.as_secs_f64(),
+            human(drained)
+        ),
+    );
+}

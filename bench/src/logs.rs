@@ -1,0 +1,241 @@
+//! pg_log parsing throughput: a generated server log (stderr with Debian's prefix, and csvlog)
+//! read from its beginning by the `pg_log` component through `log-tail`, run after run with the
+//! offsets committed as the agent does, against the same parser compiled natively and fed the
+//! same file in the same chunks.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pg_log::run::Chunk;
+use pg_log::settings::Settings;
+
+use crate::measure::{human, mib};
+use crate::report::{Report, Verdict};
+use crate::setup::{self, Loaded, Plugin};
+
+/// Debian's `log_line_prefix`, which the generated stderr log and the plugin settings use.
+pub const PREFIX: &str = "%m [%p] %q%u@%d ";
+
+const GOAL_MB_PER_S: f64 = 100.0;
+
+pub async fn run(report: &mut Report, dir: &Path, size: u64, repetitions: usize) {
+    let mut details = String::new();
+    for format in ["stderr", "csvlog"] {
+        let log = dir.join(if format == "stderr" {
+            "postgresql.log"
+        } else {
+            "postgresql.csv"
+        });
+        let lines = write_log(&log, format, size);
+        let bytes = std::fs::metadata(&log).expect("log written").len();
+        let mut sandboxed = Vec::new();
+        let mut native = Vec::new();
+        let (mut sandboxed_entries, mut native_entries, mut runs) = (0, 0, 0);
+        for repetition in 0..repetitions {
+            let state = dir.join(format!("state-{format}-{repetition}"));
+            let text = setup::collector_section(&state, "")
+                + &Plugin::PgLog {
+                    log_file: &log,
+                    format,
+                }
+                .section("1s");
+            let loaded = Loaded::new(setup::parse(&text, dir));
+            let (time, entries, count) = through_sandbox(&loaded).await;
+            sandboxed.push(time);
+            (sandboxed_entries, runs) = (entries, count);
+            let (time, entries) = natively(&log, format);
+            native.push(time);
+            native_entries = entries;
+        }
+        let sandboxed = median(&mut sandboxed);
+        let native = median(&mut native);
+        let mb_per_s = |time: Duration| bytes as f64 / 1e6 / time.as_secs_f64();
+        let factor = mb_per_s(sandboxed) / mb_per_s(native);
+        let met = mb_per_s(sandboxed) >= GOAL_MB_PER_S && factor >= 0.5;
+        report.row(
+            &format!("pg_log parsing through the sandbox, {format}"),
+            "≥ 100 MB/s and ≥ 0.5× native",
+            &format!(
+                "{:.0} MB/s, {:.0} lines/s; native {:.0} MB/s: **{factor:.2}×**",
+                mb_per_s(sandboxed),
+                lines as f64 / sandboxed.as_secs_f64(),
+                mb_per_s(native),
+            ),
+            if met { Verdict::Met } else { Verdict::Missed },
+        );
+        details += &format!(
+            "- {format}: {} ({lines} lines) in {runs} runs of the plugin (its default budgets: 16 MiB read, \
+             3 MiB output per run); median of {repetitions}: sandboxed {} (run, validation, offsets \
+             committed), native {}. Entries: {sandboxed_entries} sandboxed, {native_entries} native.\n",
+            mib(bytes),
+            human(sandboxed),
+            human(native),
+        );
+    }
+    report.section("pg_log throughput", &details);
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// Runs the plugin until it has read the whole file; returns the time, entries and runs.
+async fn through_sandbox(loaded: &Loaded) -> (Duration, usize, usize) {
+    let started = Instant::now();
+    let (mut entries, mut runs) = (0, 0);
+    let (mut in_run, mut in_collect) = (Duration::ZERO, Duration::ZERO);
+    loop {
+        let (accepted, wall) = loaded.collect("pg_log").await;
+        in_run += accepted.timing.elapsed;
+        in_collect += wall;
+        runs += 1;
+        if accepted.items.is_empty() {
+            break;
+        }
+        entries += accepted
+            .items
+            .iter()
+            .map(|item| item["entries"].as_array().map_or(0, Vec::len))
+            .sum::<usize>();
+    }
+    let total = started.elapsed();
+    eprintln!(
+        "bench: pg_log sandboxed: {} in the plugin run, {} validating, {} committing offsets",
+        human(in_run),
+        human(in_collect - in_run),
+        human(total - in_collect)
+    );
+    (total, entries, runs)
+}
+
+/// The same parser natively over the same file: reads of whole lines as `log-tail` answers
+/// them, run after run until the file is consumed. Returns the time and the entries.
+fn natively(log: &Path, format: &str) -> (Duration, usize) {
+    let settings = Settings::from_json(
+        &serde_json::json!({ "format": format, "log_line_prefix": PREFIX }).to_string(),
+    )
+    .expect("settings");
+    let path = log.display().to_string();
+    let started = Instant::now();
+    let mut file = std::fs::File::open(log).expect("log");
+    let mut offset = 0u64;
+    let mut entries = 0;
+    loop {
+        let output =
+            pg_log::run::collect(&settings, pganalytics_guest::now_rfc3339(), |max_bytes| {
+                let mut data = Vec::with_capacity(max_bytes as usize);
+                file.seek(SeekFrom::Start(offset)).expect("seek");
+                (&mut file)
+                    .take(max_bytes)
+                    .read_to_end(&mut data)
+                    .expect("read");
+                // Whole lines only, like the host.
+                let end = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                data.truncate(end);
+                let chunk = Chunk {
+                    path: path.clone(),
+                    offset,
+                    data: String::from_utf8(data).expect("the generated log is UTF-8"),
+                };
+                offset += end as u64;
+                Ok(vec![chunk])
+            })
+            .expect("parsing");
+        if output.read_bytes == 0 {
+            break;
+        }
+        entries += output.entries;
+    }
+    (started.elapsed(), entries)
+}
+
+/// Writes about `size` bytes of a busy server's log in `format`; returns the lines written.
+/// The mix: statement durations (some multi-line), errors with DETAIL and STATEMENT, connection
+/// lines, checkpoints (no user or database), an autovacuum report.
+pub fn write_log(path: &Path, format: &str, size: u64) -> u64 {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(size as usize + 4096);
+    let mut lines = 0u64;
+    let mut n = 0u64;
+    while (out.len() as u64) < size {
+        n += 1;
+        let millis = n * 7;
+        let ts = format!(
+            "2026-11-27 {:02}:{:02}:{:02}.{:03} UTC",
+            (millis / 3_600_000) % 24,
+            (millis / 60_000) % 60,
+            (millis / 1000) % 60,
+            millis % 1000
+        );
+        let pid = 20_000 + n % 97;
+        let id = n * 31 % 100_000;
+        let entries: Vec<(&str, &str, &str, String, Option<String>)> = match n % 10 {
+            0 => vec![
+                ("app", "shop", "ERROR", "duplicate key value violates unique constraint \"orders_pkey\"".into(), Some("23505".into())),
+                ("app", "shop", "DETAIL", format!("Key (id)=({id}) already exists."), None),
+                ("app", "shop", "STATEMENT", format!("INSERT INTO orders (id, customer_id, total) VALUES ({id}, 17, 99.50)"), None),
+            ],
+            1 => vec![(
+                "report", "analytics", "LOG",
+                format!("duration: {}.{:03} ms  statement: SELECT c.name, sum(o.total) AS revenue\n\tFROM customers c\n\tJOIN orders o ON o.customer_id = c.id\n\tWHERE o.created_at > now() - interval '{} days'\n\tGROUP BY c.name ORDER BY revenue DESC LIMIT 50", 1000 + id % 900, id % 1000, id % 30),
+                None,
+            )],
+            2 => vec![
+                ("[unknown]", "[unknown]", "LOG", format!("connection received: host=10.0.{}.{} port={}", id % 256, n % 256, 40_000 + id % 20_000), None),
+            ],
+            3 => vec![("app", "shop", "LOG", "connection authorized: user=app database=shop application_name=orders-api".into(), None)],
+            4 if n % 1000 == 4 => vec![("", "", "LOG", "checkpoint complete: wrote 1532 buffers (9.4%); 0 WAL file(s) added, 0 removed, 1 recycled; write=26.912 s, sync=0.004 s, total=26.950 s; sync files=42, longest=0.002 s, average=0.001 s; distance=20480 kB, estimate=21033 kB".into(), None)],
+            5 if n % 500 == 5 => vec![("", "", "LOG", format!("automatic vacuum of table \"shop.public.orders\": index scans: 1\n\tpages: 0 removed, {id} remain, 120 scanned (1.2% of total)\n\ttuples: 311 removed, 982113 remain, 0 are dead but not yet removable"), None)],
+            _ => vec![(
+                "app", "shop", "LOG",
+                format!("duration: 0.{:03} ms  statement: SELECT o.id, o.total, o.status FROM orders o WHERE o.customer_id = {id} ORDER BY o.created_at DESC LIMIT 20", id % 1000),
+                None,
+            )],
+        };
+        for (user, database, level, message, sqlstate) in entries {
+            match format {
+                "stderr" => {
+                    let who = if user.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{user}@{database} ")
+                    };
+                    let _ = writeln!(out, "{ts} [{pid}] {who}{level}:  {message}");
+                    lines += 1 + message.matches('\n').count() as u64;
+                }
+                _ => {
+                    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+                    let (user, database) = if user.is_empty() {
+                        (String::new(), String::new())
+                    } else {
+                        (quote(user), quote(database))
+                    };
+                    let (level, message, detail, query) = match level {
+                        // csvlog puts DETAIL and STATEMENT in columns of the entry itself.
+                        "DETAIL" | "STATEMENT" => continue,
+                        "ERROR" => (
+                            "ERROR",
+                            message,
+                            quote(&format!("Key (id)=({id}) already exists.")),
+                            quote(&format!(
+                                "INSERT INTO orders (id, customer_id, total) VALUES ({id}, 17, 99.50)"
+                            )),
+                        ),
+                        level => (level, message, String::new(), String::new()),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{ts},{user},{database},{pid},\"10.0.0.5:51234\",6566a1b2.{pid:x},{n},\"SELECT\",2026-11-27 00:00:00 UTC,3/{n},0,{level},{},{},{detail},,,,,{query},,,\"orders-api\",\"client backend\",,0",
+                        sqlstate.unwrap_or_else(|| "00000".into()),
+                        quote(&message),
+                    );
+                    lines += 1 + message.matches('\n').count() as u64;
+                }
+            }
+        }
+    }
+    std::fs::write(path, out).expect("writing the generated log");
+    lines
+}

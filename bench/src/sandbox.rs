@@ -1,0 +1,142 @@
+//! The per-plugin cost of the sandbox: `sysstat` and `disk` run as components by the agent's own
+//! code path, against the same collector code compiled natively and called directly, the two
+//! alternating in one loop so that both see the same machine.
+//!
+//! The native side does all the work the component and its host calls do together (read the
+//! /proc files or the mount table, statvfs, parse, build and serialise the item, serialise the
+//! state) and nothing the sandbox adds (instantiation, copying across the boundary, grant checks,
+//! validation of the output).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pganalytics::host::fs_stats::{
+    FsStatsGrant, FsStatsGrantConfig, parse_mountinfo, select_mounts, statvfs,
+};
+
+use crate::measure::{Samples, human, ratio};
+use crate::report::{Report, Verdict};
+use crate::setup::{self, Loaded, Plugin};
+
+pub async fn run(report: &mut Report, dir: &Path, iterations: usize) {
+    let text = setup::collector_section(&dir.join("state"), "")
+        + &Plugin::Sysstat.section("1s")
+        + &Plugin::Disk.section("1s");
+    let loaded = Loaded::new(setup::parse(&text, dir));
+
+    let mut details = String::new();
+    let mut instantiate = Samples::default();
+    for (name, native) in [
+        ("sysstat", native_sysstat as fn(&mut Vec<u8>) -> usize),
+        ("disk", native_disk),
+    ] {
+        let mut sandboxed = Samples::default();
+        let mut call = Samples::default();
+        let mut baseline = Samples::default();
+        let mut state = Vec::new();
+        let (mut sandboxed_bytes, mut native_bytes) = (0, 0);
+        // The first runs fault in code and data; they are not counted.
+        for i in 0..iterations + 10 {
+            let (accepted, wall) = loaded.collect(name).await;
+            let started = Instant::now();
+            native_bytes = native(&mut state);
+            let native_time = started.elapsed();
+            if i >= 10 {
+                sandboxed.push(wall);
+                call.push(accepted.timing.elapsed - accepted.timing.instantiate);
+                instantiate.push(accepted.timing.instantiate);
+                baseline.push(native_time);
+            }
+            sandboxed_bytes = serde_json::to_string(&accepted.items)
+                .expect("items serialise")
+                .len();
+        }
+        let factor = ratio(sandboxed.median(), baseline.median());
+        let met = factor <= 1.5 && sandboxed.median() <= Duration::from_micros(100);
+        report.row(
+            &format!("per-plugin collect, `{name}`: sandboxed vs native"),
+            "≤ 1.5× native; ≤ 100 µs absolute",
+            &format!(
+                "{} vs {} native: **{factor:.2}×**",
+                human(sandboxed.median()),
+                human(baseline.median())
+            ),
+            if met { Verdict::Met } else { Verdict::Missed },
+        );
+        details += &format!(
+            "- `{name}`: sandboxed (run + validation) {}; of which `collect` after instantiation {}; \
+             native {}. Output {sandboxed_bytes} bytes sandboxed, {native_bytes} native.\n",
+            sandboxed.describe(),
+            call.describe(),
+            baseline.describe(),
+        );
+    }
+    report.row(
+        "instantiate a plugin from its pre-linked component",
+        "≤ 50 µs",
+        &human(instantiate.median()),
+        if instantiate.median() <= Duration::from_micros(50) {
+            Verdict::Met
+        } else {
+            Verdict::Missed
+        },
+    );
+    details += &format!(
+        "- instantiation (`InstancePre::instantiate_async` inside every run above): {}\n",
+        instantiate.describe()
+    );
+    report.section("Per-plugin collect and instantiation", &details);
+}
+
+/// What the `sysstat` component does, natively: four /proc files, parsed into one item, and the
+/// CPU counters kept for the next run. Returns the output's size.
+fn native_sysstat(state: &mut Vec<u8>) -> usize {
+    use sysstat::parse::{self, CpuTimes, ProcFiles};
+    let read = |file: &str| {
+        std::fs::read_to_string(Path::new("/proc").join(file))
+            .unwrap_or_else(|e| panic!("/proc/{file}: {e}"))
+    };
+    let (stat, meminfo, diskstats, loadavg) = (
+        read("stat"),
+        read("meminfo"),
+        read("diskstats"),
+        read("loadavg"),
+    );
+    let files = ProcFiles {
+        stat: &stat,
+        meminfo: &meminfo,
+        diskstats: &diskstats,
+        loadavg: &loadavg,
+    };
+    let previous: Option<CpuTimes> = serde_json::from_slice(state).ok();
+    let (fields, cpu) = parse::sysstat(&files, previous.as_ref()).expect("parsing /proc");
+    *state = serde_json::to_vec(&cpu).expect("state serialises");
+    let item = pganalytics_guest::item("sysstat", fields).expect("item");
+    serde_json::to_string(&[item]).expect("serialise").len()
+}
+
+/// What the `disk` component and its `fs-stats` host call do, natively: the mount table, the
+/// real filesystems in it, statvfs of each, the item. Returns the output's size.
+fn native_disk(_state: &mut Vec<u8>) -> usize {
+    use disk::usage::{ByteCounts, DiskUsage, usage};
+    let all = FsStatsGrant::new(&FsStatsGrantConfig {
+        mounts: vec!["*".into()],
+    })
+    .expect("grant");
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let filesystems = select_mounts(parse_mountinfo(&text), &all)
+        .iter()
+        .filter_map(|mount| statvfs(mount).ok())
+        .filter(|fs| fs.total_bytes > 0)
+        .map(|fs| {
+            let bytes = ByteCounts {
+                total: fs.total_bytes,
+                free: fs.free_bytes,
+                available: fs.available_bytes,
+            };
+            usage(&fs.device, &fs.mount_point, bytes)
+        })
+        .collect();
+    let item = pganalytics_guest::item("disk_usage", DiskUsage { filesystems }).expect("item");
+    serde_json::to_string(&[item]).expect("serialise").len()
+}
