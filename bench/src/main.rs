@@ -5,9 +5,10 @@
 //! `pganalytics-bench --agent PATH [--quick] [--out FILE]`: `--agent` is the release
 //! `pganalytics` binary (the agent benchmarks run it as operators do); `--quick` shrinks every
 //! size and count for a smoke run of the suite itself (its numbers are not the ones to quote);
-//! `--only collect|logs|cycle|scale|cold|rss` runs one part and only prints its rows.
+//! `--only collect|logs|cycle|scale|compare|cold|rss` runs one part and prints it.
 
 mod agent;
+mod compare;
 mod logs;
 mod measure;
 mod postgres;
@@ -30,6 +31,7 @@ struct Plan {
     rss_cycles: u64,
     rss_interval: &'static str,
     sender_batches: usize,
+    scrapes: usize,
 }
 
 const FULL: Plan = Plan {
@@ -43,6 +45,7 @@ const FULL: Plan = Plan {
     rss_cycles: 10_000,
     rss_interval: "50ms",
     sender_batches: 1000,
+    scrapes: 30,
 };
 
 const QUICK: Plan = Plan {
@@ -56,6 +59,7 @@ const QUICK: Plan = Plan {
     rss_cycles: 100,
     rss_interval: "50ms",
     sender_batches: 50,
+    scrapes: 5,
 };
 
 fn main() {
@@ -110,7 +114,10 @@ fn main() {
             )
             .await;
         }
-        if !["cycle", "scale", "cold", "rss"].into_iter().any(wants) {
+        if !["cycle", "scale", "compare", "cold", "rss"]
+            .into_iter()
+            .any(wants)
+        {
             return;
         }
         eprintln!("bench: starting a throwaway PostgreSQL cluster");
@@ -127,6 +134,18 @@ fn main() {
                 &cluster,
                 plan.scale_tables,
                 plan.scale_runs,
+            )
+            .await;
+        }
+        if wants("compare") {
+            eprintln!("bench: against native exporters");
+            let database = if wants("scale") { "scale" } else { "postgres" };
+            compare::run(
+                &mut report,
+                &part("compare"),
+                &cluster,
+                database,
+                plan.scrapes,
             )
             .await;
         }

@@ -206,6 +206,7 @@ fn soak(minutes: u64) -> Result<(), String> {
 fn bench(quick: bool) -> Result<(), String> {
     ensure_wasm_target()?;
     ensure_system_packages(true)?;
+    ensure_comparison_exporters();
     let binary = build_everything()?;
     let mut command = cargo();
     command
@@ -409,17 +410,43 @@ fn ensure_system_packages(postgres_required: bool) -> Result<(), String> {
             needed.join(" ")
         ));
     }
+    apt_install(&missing)
+}
+
+fn apt_install(packages: &[&str]) -> Result<(), String> {
     run(
         "apt-get update",
         Command::new("apt-get").args(["update", "-qq"]),
     )?;
     run(
-        &format!("installing {}", missing.join(" ")),
+        &format!("installing {}", packages.join(" ")),
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// The native exporters the benchmarks compare against (Debian's packages), installed when
+/// missing and possible; without them that comparison is reported as skipped.
+fn ensure_comparison_exporters() {
+    let missing: Vec<&str> = ["prometheus-node-exporter", "prometheus-postgres-exporter"]
+        .into_iter()
+        .filter(|name| !Path::new("/usr/bin").join(name).exists())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    if !throwaway_pg::is_root() {
+        eprintln!(
+            "xtask: {} not installed (not root): the comparison with native exporters is skipped",
+            missing.join(", ")
+        );
+        return;
+    }
+    if let Err(e) = apt_install(&missing) {
+        eprintln!("xtask: {e}; the comparison with native exporters is skipped");
+    }
 }
 
 /// Whether an LLVM libclang is installed (bindgen, used by `pg_query`'s build, loads it).

@@ -1,0 +1,244 @@
+//! Against what an operator would otherwise run: Debian's prometheus-node-exporter (the same
+//! /proc and filesystem data as `sysstat` + `disk`) and prometheus-postgres-exporter (server and
+//! per-database statistics, like `pg_stats`), on this machine, in this run.
+//!
+//! Per collection: wall time (one HTTP scrape of the exporter against one sandboxed run of our
+//! plugins, alternating) and CPU time (from /proc/PID/stat over all collections). The exporters'
+//! figures include serving HTTP and formatting Prometheus text; ours include validating the
+//! output but no transport. They do not collect exactly the same fields; the table says which.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use throwaway_pg::TestCluster;
+
+use crate::measure::{Samples, human, mib, rss_bytes};
+use crate::report::{Report, Verdict};
+use crate::setup::{self, Loaded, Plugin};
+
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+const POSTGRES_EXPORTER: &str = "/usr/bin/prometheus-postgres-exporter";
+
+pub async fn run(
+    report: &mut Report,
+    dir: &Path,
+    cluster: &TestCluster,
+    database: &str,
+    scrapes: usize,
+) {
+    if !Path::new(NODE_EXPORTER).exists() || !Path::new(POSTGRES_EXPORTER).exists() {
+        report.row(
+            "comparison with native exporters",
+            "measured",
+            "skipped: Debian's prometheus-node-exporter / prometheus-postgres-exporter are not installed",
+            Verdict::Measured,
+        );
+        return;
+    }
+    let mut details = String::new();
+
+    let port = test_backend::free_loopback_port();
+    let node = Command::new(NODE_EXPORTER)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args([
+            "--collector.disable-defaults",
+            "--collector.cpu",
+            "--collector.meminfo",
+            "--collector.diskstats",
+            "--collector.loadavg",
+            "--collector.filesystem",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting node exporter");
+    let text = setup::collector_section(&dir.join("state-node"), "")
+        + &Plugin::Sysstat.section("1s")
+        + &Plugin::Disk.section("1s");
+    let ours = Loaded::new(setup::parse(&text, dir));
+    let (theirs, mine) = compare(&node, port, &ours, &["sysstat", "disk"], scrapes).await;
+    details += &line(
+        "node exporter (cpu, meminfo, diskstats, loadavg, filesystem collectors)",
+        "`sysstat` + `disk`",
+        &theirs,
+        &mine,
+    );
+    report.row(
+        "vs prometheus-node-exporter 1.5 (same /proc and filesystem data), per collection",
+        "measured",
+        &format!(
+            "{} CPU, {} wall vs {} CPU, {} wall for theirs",
+            human(mine.cpu),
+            human(mine.wall.median()),
+            human(theirs.cpu),
+            human(theirs.wall.median())
+        ),
+        Verdict::Measured,
+    );
+    stop(node);
+
+    let port = test_backend::free_loopback_port();
+    let dsn = format!(
+        "host={} port={} user=pganalytics dbname={database} sslmode=disable",
+        cluster.socket_dir().display(),
+        cluster.port
+    );
+    let exporter = Command::new(POSTGRES_EXPORTER)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .env("DATA_SOURCE_NAME", dsn)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting postgres exporter");
+    let text = setup::collector_section(&dir.join("state-pg"), "")
+        + &cluster.postgres_section()
+        + &Plugin::PgStats {
+            databases: &format!("{database:?}"),
+        }
+        .section("1s");
+    let ours = Loaded::new(setup::parse(&text, dir));
+    let (theirs, mine) = compare(&exporter, port, &ours, &["pg_stats"], scrapes).await;
+    details += &line(
+        &format!("postgres exporter 0.11 (its default collectors) on database `{database}`"),
+        "`pg_stats`",
+        &theirs,
+        &mine,
+    );
+    report.row(
+        &format!(
+            "vs prometheus-postgres-exporter 0.11 (default collectors), database `{database}`, per collection"
+        ),
+        "measured",
+        &format!(
+            "{} CPU, {} wall vs {} CPU, {} wall for theirs",
+            human(mine.cpu),
+            human(mine.wall.median()),
+            human(theirs.cpu),
+            human(theirs.wall.median())
+        ),
+        Verdict::Measured,
+    );
+    stop(exporter);
+    report.section(
+        "Against native exporters",
+        &format!(
+            "Alternating one scrape of the exporter's /metrics with one sandboxed run of ours, \
+             {scrapes} times each. CPU is per collection, from the process's utime + stime over \
+             all of them (10 ms ticks); our process also runs the benchmark's own loop. The \
+             exporters answer over HTTP with Prometheus text, we return validated JSON; the data \
+             overlap but are not identical (postgres_exporter reports settings and per-database \
+             counters, pg_stats also top tables, indexes and statements).\n\n{details}"
+        ),
+    );
+}
+
+struct Measured {
+    wall: Samples,
+    cpu: Duration,
+    bytes: usize,
+    /// The exporter's RSS after the scrapes (ours is in the steady-RSS section).
+    rss: u64,
+}
+
+fn line(theirs_name: &str, ours_name: &str, theirs: &Measured, mine: &Measured) -> String {
+    format!(
+        "- {theirs_name}: wall {}, CPU {} per scrape, {} bytes of text, RSS {}\n\
+         - ours, {ours_name}: wall {}, CPU {} per collection, {} bytes of JSON (the agent's \
+         RSS: see Steady RSS)\n",
+        theirs.wall.describe(),
+        human(theirs.cpu),
+        theirs.bytes,
+        mib(theirs.rss),
+        mine.wall.describe(),
+        human(mine.cpu),
+        mine.bytes,
+    )
+}
+
+async fn compare(
+    exporter: &Child,
+    port: u16,
+    ours: &Loaded,
+    plugins: &[&str],
+    scrapes: usize,
+) -> (Measured, Measured) {
+    let started = Instant::now();
+    while test_backend::agent_get(port, "/metrics").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the exporter did not answer on 127.0.0.1:{port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Warm both up.
+    let _ = test_backend::agent_get(port, "/metrics");
+    for name in plugins {
+        ours.collect(name).await;
+    }
+    let (mut theirs, mut mine) = (Samples::default(), Samples::default());
+    let (mut their_cpu, mut my_cpu) = (Duration::ZERO, Duration::ZERO);
+    let (mut their_bytes, mut my_bytes) = (0, 0);
+    for _ in 0..scrapes {
+        let cpu = cpu_time(exporter.id());
+        let at = Instant::now();
+        let body = test_backend::agent_get(port, "/metrics").expect("scrape");
+        theirs.push(at.elapsed());
+        their_cpu += cpu_time(exporter.id()) - cpu;
+        their_bytes = body.len();
+
+        // Run and validation, as everywhere in this suite; saving the state afterwards is not
+        // counted (CPU time includes it).
+        let cpu = cpu_time(std::process::id());
+        let mut wall = Duration::ZERO;
+        my_bytes = 0;
+        for name in plugins {
+            let (accepted, time) = ours.collect(name).await;
+            wall += time;
+            my_bytes += serde_json::to_string(&accepted.items).map_or(0, |s| s.len());
+        }
+        mine.push(wall);
+        my_cpu += cpu_time(std::process::id()) - cpu;
+    }
+    let n = scrapes.max(1) as u32;
+    (
+        Measured {
+            wall: theirs,
+            cpu: their_cpu / n,
+            bytes: their_bytes,
+            rss: rss_bytes(exporter.id()),
+        },
+        Measured {
+            wall: mine,
+            cpu: my_cpu / n,
+            bytes: my_bytes,
+            rss: 0,
+        },
+    )
+}
+
+/// utime + stime of a process.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may contain spaces and parentheses; the fields after it do not.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 counting `state` as 0.
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let ticks = field(11) + field(12);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
