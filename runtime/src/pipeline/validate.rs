@@ -202,46 +202,54 @@ pub fn validate_output(json: &str, emits: &BTreeSet<String>) -> Result<Vec<Value
             None => return Err(format!("item {index} (`{item_type}`): missing `timestamp`")),
         }
         if let Some(required) = schema(item_type) {
-            check_fields(item, required, "")
+            check_fields(item, required, &String::new)
                 .map_err(|why| format!("item {index} (`{item_type}`): {why}"))?;
         }
     }
     Ok(items)
 }
 
-fn check_fields(object: &Value, required: &[(&str, Kind)], prefix: &str) -> Result<(), String> {
+/// Where a value is, for error messages only: built when a check fails, so that a valid item
+/// (a pg_log item has thousands of entries) costs no string formatting.
+type At<'a> = &'a dyn Fn() -> String;
+
+fn check_fields(object: &Value, required: &[(&str, Kind)], at: At<'_>) -> Result<(), String> {
     for (name, kind) in required {
-        let path = if prefix.is_empty() {
-            (*name).to_owned()
-        } else {
-            format!("{prefix}.{name}")
+        let path = || {
+            let at = at();
+            if at.is_empty() {
+                (*name).to_owned()
+            } else {
+                format!("{at}.{name}")
+            }
         };
         let Some(value) = object.get(name) else {
-            return Err(format!("missing field `{path}`"));
+            return Err(format!("missing field `{}`", path()));
         };
         check_kind(value, *kind, &path)?;
     }
     Ok(())
 }
 
-fn check_kind(value: &Value, kind: Kind, path: &str) -> Result<(), String> {
+fn check_kind(value: &Value, kind: Kind, path: At<'_>) -> Result<(), String> {
     let ok = match (kind, value) {
         (Number, Value::Number(_)) | (Text, Value::String(_)) => true,
         (OptText, Value::String(_) | Value::Null) => true,
         (Percent, Value::Number(n)) => {
             let n = n.as_f64().unwrap_or(f64::NAN);
             if !(0.0..=100.0).contains(&n) {
-                return Err(format!("field `{path}` is {n}, outside 0..100"));
+                return Err(format!("field `{}` is {n}, outside 0..100", path()));
             }
             true
         }
         (Object(fields), Value::Object(_)) => return check_fields(value, fields, path),
         (ArrayOf(fields), Value::Array(elements)) => {
             for (i, element) in elements.iter().enumerate() {
+                let at = || format!("{}[{i}]", path());
                 if !element.is_object() {
-                    return Err(format!("field `{path}[{i}]` must be an object"));
+                    return Err(format!("field `{}` must be an object", at()));
                 }
-                check_fields(element, fields, &format!("{path}[{i}]"))?;
+                check_fields(element, fields, &at)?;
             }
             true
         }
@@ -251,7 +259,8 @@ fn check_kind(value: &Value, kind: Kind, path: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "field `{path}` must be {}, got {}",
+            "field `{}` must be {}, got {}",
+            path(),
             kind_name(kind),
             json_type(value)
         ))
