@@ -32,6 +32,7 @@ pub async fn run(report: &mut Report, dir: &Path, size: u64, repetitions: usize)
         let mut sandboxed = Vec::new();
         let mut native = Vec::new();
         let (mut sandboxed_entries, mut native_entries, mut runs) = (0, 0, 0);
+        let mut splits = Vec::new();
         for repetition in 0..repetitions {
             let state = dir.join(format!("state-{format}-{repetition}"));
             let text = setup::collector_section(&state, "")
@@ -41,7 +42,8 @@ pub async fn run(report: &mut Report, dir: &Path, size: u64, repetitions: usize)
                 }
                 .section("1s");
             let loaded = Loaded::new(setup::parse(&text, dir));
-            let (time, entries, count) = through_sandbox(&loaded).await;
+            let (time, entries, count, split) = through_sandbox(&loaded).await;
+            splits.push((time, split));
             sandboxed.push(time);
             (sandboxed_entries, runs) = (entries, count);
             let (time, entries) = natively(&log, format);
@@ -49,6 +51,11 @@ pub async fn run(report: &mut Report, dir: &Path, size: u64, repetitions: usize)
             native_entries = entries;
         }
         let sandboxed = median(&mut sandboxed);
+        // The split of the median repetition.
+        let split = splits
+            .iter()
+            .find(|(time, _)| *time == sandboxed)
+            .map_or(Split::default(), |(_, split)| *split);
         let native = median(&mut native);
         let mb_per_s = |time: Duration| bytes as f64 / 1e6 / time.as_secs_f64();
         let factor = mb_per_s(sandboxed) / mb_per_s(native);
@@ -67,10 +74,15 @@ pub async fn run(report: &mut Report, dir: &Path, size: u64, repetitions: usize)
         details += &format!(
             "- {format}: {} ({lines} lines) in {runs} runs of the plugin (its default budgets: 16 MiB read, \
              3 MiB output per run); median of {repetitions}: sandboxed {} (run, validation, offsets \
-             committed), native {}. Entries: {sandboxed_entries} sandboxed, {native_entries} native.\n",
+             committed), native {}. Of the sandboxed time: {} in the plugin runs (host reads, \
+             guest parsing and serialising), {} validating their output, {} committing offsets. \
+             Entries: {sandboxed_entries} sandboxed, {native_entries} native.\n",
             mib(bytes),
             human(sandboxed),
             human(native),
+            human(split.run),
+            human(split.validate),
+            human(split.commit),
         );
     }
     report.section("pg_log throughput", &details);
@@ -81,8 +93,17 @@ fn median(values: &mut [Duration]) -> Duration {
     values[values.len() / 2]
 }
 
-/// Runs the plugin until it has read the whole file; returns the time, entries and runs.
-async fn through_sandbox(loaded: &Loaded) -> (Duration, usize, usize) {
+/// Where the sandboxed time went: in the plugin run (host reads, guest parsing and JSON),
+/// validating its output, and committing the offsets (fsynced) after each run.
+#[derive(Default, Clone, Copy)]
+struct Split {
+    run: Duration,
+    validate: Duration,
+    commit: Duration,
+}
+
+/// Runs the plugin until it has read the whole file; returns the time, entries, runs and split.
+async fn through_sandbox(loaded: &Loaded) -> (Duration, usize, usize, Split) {
     let started = Instant::now();
     let (mut entries, mut runs) = (0, 0);
     let (mut in_run, mut in_collect) = (Duration::ZERO, Duration::ZERO);
@@ -101,13 +122,12 @@ async fn through_sandbox(loaded: &Loaded) -> (Duration, usize, usize) {
             .sum::<usize>();
     }
     let total = started.elapsed();
-    eprintln!(
-        "bench: pg_log sandboxed: {} in the plugin run, {} validating, {} committing offsets",
-        human(in_run),
-        human(in_collect - in_run),
-        human(total - in_collect)
-    );
-    (total, entries, runs)
+    let split = Split {
+        run: in_run,
+        validate: in_collect - in_run,
+        commit: total - in_collect,
+    };
+    (total, entries, runs, split)
 }
 
 /// The same parser natively over the same file: reads of whole lines as `log-tail` answers

@@ -16,7 +16,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Plugin instances that may be alive at once per engine. The agent never runs one plugin twice
 /// at a time, so this is the number of plugins that can be mid-run together; one more run fails
-/// to instantiate with wasmtime's "maximum concurrent instance limit" error until one ends.
+/// to instantiate ("maximum concurrent limit of 64 for component instances reached") until one ends.
 pub const MAX_LIVE_INSTANCES: u32 = 64;
 
 /// Frames kept in a trap's backtrace.
