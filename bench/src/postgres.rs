@@ -123,7 +123,8 @@ pub async fn scale(
         "DO $$ BEGIN FOR i IN 0..99 LOOP \
          EXECUTE format('INSERT INTO t_%s SELECT g, g %% 10, repeat(''x'', 50) FROM generate_series(1, %s) g', i, 100 * (i + 1)); \
          EXECUTE format('SELECT count(*) FROM t_%s WHERE v = 3', i); \
-         END LOOP; END $$; ANALYZE",
+         EXECUTE format('ANALYZE t_%s', i); \
+         END LOOP; END $$",
     );
     let created = started.elapsed();
     let indexes = cluster.psql(
@@ -162,7 +163,7 @@ pub async fn scale(
         "pg_stats at scale",
         &format!(
             "Database `scale`: {tables} tables with a primary key and one more index each, 100 of \
-             them with rows, analyzed (created in {}). The plugin's defaults: top 100 tables, \
+             them with rows and analyzed (created in {}). The plugin's defaults: top 100 tables, \
              indexes and statements.\n\n- run (along the agent's path): {}\n- of which inside \
              `postgres` host calls: {}\n- payload: {payload} bytes (bounded by the top-N settings, \
              not by the number of tables)\n",
