@@ -58,23 +58,12 @@ pub async fn run(
         + &Plugin::Disk.section("1s");
     let ours = Loaded::new(setup::parse(&text, dir));
     let (theirs, mine) = compare(&node, port, &ours, &["sysstat", "disk"], scrapes).await;
-    details += &line(
+    details += &record(
+        report,
+        "vs prometheus-node-exporter 1.5 (same /proc and filesystem data), per collection",
         "node exporter (cpu, meminfo, diskstats, loadavg, filesystem collectors)",
         "`sysstat` + `disk`",
-        &theirs,
-        &mine,
-    );
-    report.row(
-        "vs prometheus-node-exporter 1.5 (same /proc and filesystem data), per collection",
-        "measured",
-        &format!(
-            "{} CPU, {} wall vs {} CPU, {} wall for theirs",
-            human(mine.cpu),
-            human(mine.wall.median()),
-            human(theirs.cpu),
-            human(theirs.wall.median())
-        ),
-        Verdict::Measured,
+        (&theirs, &mine),
     );
     stop(node);
 
@@ -99,25 +88,14 @@ pub async fn run(
         .section("1s");
     let ours = Loaded::new(setup::parse(&text, dir));
     let (theirs, mine) = compare(&exporter, port, &ours, &["pg_stats"], scrapes).await;
-    details += &line(
-        &format!("postgres exporter 0.11 (its default collectors) on database `{database}`"),
-        "`pg_stats`",
-        &theirs,
-        &mine,
-    );
-    report.row(
+    details += &record(
+        report,
         &format!(
             "vs prometheus-postgres-exporter 0.11 (default collectors), database `{database}`, per collection"
         ),
-        "measured",
-        &format!(
-            "{} CPU, {} wall vs {} CPU, {} wall for theirs",
-            human(mine.cpu),
-            human(mine.wall.median()),
-            human(theirs.cpu),
-            human(theirs.wall.median())
-        ),
-        Verdict::Measured,
+        &format!("postgres exporter 0.11 (its default collectors) on database `{database}`"),
+        "`pg_stats`",
+        (&theirs, &mine),
     );
     stop(exporter);
     report.section(
@@ -141,7 +119,26 @@ struct Measured {
     rss: u64,
 }
 
-fn line(theirs_name: &str, ours_name: &str, theirs: &Measured, mine: &Measured) -> String {
+/// Adds the summary row `what` and returns the two detail lines of one comparison.
+fn record(
+    report: &mut Report,
+    what: &str,
+    theirs_name: &str,
+    ours_name: &str,
+    (theirs, mine): (&Measured, &Measured),
+) -> String {
+    report.row(
+        what,
+        "measured",
+        &format!(
+            "{} CPU, {} wall vs {} CPU, {} wall for theirs",
+            human(mine.cpu),
+            human(mine.wall.median()),
+            human(theirs.cpu),
+            human(theirs.wall.median())
+        ),
+        Verdict::Measured,
+    );
     format!(
         "- {theirs_name}: wall {}, CPU {} per scrape, {} bytes of text, RSS {}\n\
          - ours, {ours_name}: wall {}, CPU {} per collection, {} bytes of JSON (the agent's \
