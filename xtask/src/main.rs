@@ -449,18 +449,64 @@ fn ensure_comparison_exporters() {
     }
 }
 
-/// Whether an LLVM libclang is installed (bindgen, used by `pg_query`'s build, loads it).
+/// Whether bindgen (run by `pg_query`'s build script through clang-sys) will find a libclang
+/// it can load AND the clang headers it parses C with. This mirrors clang-sys's own search:
+/// `LIBCLANG_PATH`, then the usual library directories, for `libclang.so`, `libclang-N.so`,
+/// `libclang.so.N` or `libclang-N.so.N`, never `libclang-cpp` (a different library that
+/// llvm-N-dev installs, which bindgen cannot use). Debian's `libclang-dev` brings both the
+/// library and the headers (`/usr/lib/llvm-N/lib/clang/*/include/stddef.h`).
 fn has_libclang() -> bool {
-    let Ok(entries) = std::fs::read_dir("/usr/lib") else {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("LIBCLANG_PATH")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    for parent in ["/usr/lib", "/usr/local/lib", "/usr/lib64"] {
+        dirs.push(PathBuf::from(parent));
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            dirs.push(entry.path());
+            dirs.push(entry.path().join("lib"));
+        }
+    }
+    dirs.iter().any(|dir| is_libclang_dir(dir))
+}
+
+/// A directory holding a loadable libclang whose clang headers are installed beside it.
+fn is_libclang_dir(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
-    entries.flatten().any(|entry| {
-        entry.file_name().to_string_lossy().starts_with("llvm-")
-            && std::fs::read_dir(entry.path().join("lib")).is_ok_and(|mut files| {
-                files.any(|f| {
-                    f.is_ok_and(|f| f.file_name().to_string_lossy().starts_with("libclang"))
-                })
-            })
+    let loadable = entries.flatten().any(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        is_libclang_name(&name) && entry.path().exists()
+    });
+    loadable && has_clang_headers(dir)
+}
+
+/// The file names clang-sys loads: `libclang.so`, `libclang.so.1`, `libclang-14.so`,
+/// `libclang-14.so.1`; not `libclang-cpp.so.14` nor static archives.
+fn is_libclang_name(name: &str) -> bool {
+    if name.contains("-cpp") {
+        return false;
+    }
+    name == "libclang.so"
+        || name.starts_with("libclang.so.")
+        || (name.starts_with("libclang-") && (name.ends_with(".so") || name.contains(".so.")))
+}
+
+/// clang's own headers (stddef.h and friends), which bindgen needs to parse `pg_query.h`.
+/// They live in `<llvm>/lib/clang/<version>/include`; for a library in the multiarch
+/// directory, in any `/usr/lib/llvm-*/lib/clang/*/include`.
+fn has_clang_headers(dir: &Path) -> bool {
+    let mut roots = vec![dir.join("clang")];
+    for entry in std::fs::read_dir("/usr/lib").into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("llvm-") {
+            roots.push(entry.path().join("lib/clang"));
+        }
+    }
+    roots.iter().any(|root| {
+        std::fs::read_dir(root).into_iter().flatten().flatten().any(|version| {
+            version.path().join("include/stddef.h").is_file()
+        })
     })
 }
 
@@ -552,4 +598,21 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_libclang_name;
+
+    #[test]
+    fn libclang_names_are_what_clang_sys_loads() {
+        for name in ["libclang.so", "libclang.so.1", "libclang-14.so", "libclang-14.so.1", "libclang-14.0.6.so"] {
+            assert!(is_libclang_name(name), "{name}");
+        }
+        // llvm-N-dev ships libclang-cpp, which bindgen cannot load: counting it skipped the
+        // libclang-dev install on fresh machines.
+        for name in ["libclang-cpp.so.14", "libclang-cpp.so", "libclang.a", "libclangBasic.a", "libclang-14.a"] {
+            assert!(!is_libclang_name(name), "{name}");
+        }
+    }
 }
