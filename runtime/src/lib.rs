@@ -6,6 +6,7 @@
 //! - [`pipeline`]: from a plugin's output to the backend: validation, envelope, spool, sender.
 //! - [`agent`]: the daemon (`pganalytics run`) that schedules plugins, pushes, and reloads.
 //! - [`telemetry`]: the agent's own `/healthz` and `/metrics`.
+//! - [`units`]: durations and sizes as the config writes them (a leaf: imports nothing of the crate).
 
 pub mod agent;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod host;
 pub mod pipeline;
 pub mod plugin;
 pub mod telemetry;
+pub mod units;
 
 /// Version reported in envelopes and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,7 +6,6 @@
 //! each [`Problem`] names the file, the key and the line.
 
 pub mod raw;
-mod units;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -26,8 +25,6 @@ use crate::host::procfs::ProcfsGrant;
 use crate::host::settings::PluginSettings;
 use crate::plugin::limits::Limits;
 use crate::plugin::signature::{self, PublicKey};
-
-pub use units::{ByteSize, HumanDuration};
 
 /// Default bound of the spool (`[buffer] max_bytes`).
 pub const DEFAULT_SPOOL_BYTES: u64 = 256 << 20;

@@ -1,6 +1,6 @@
 //! Stage one of the config: the TOML file as written, with `deny_unknown_fields` everywhere so a
 //! misspelt key is an error, not a silently ignored setting. Durations and sizes are checked
-//! here already (see `units`), so their errors carry the line of the key.
+//! here already (see `crate::units`), so their errors carry the line of the key.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::units::{ByteSize, HumanDuration};
 use crate::host::fs_stats::FsStatsGrantConfig;
 use crate::host::log_tail::LogTailGrantConfig;
 use crate::host::postgres::PostgresGrantConfig;
 use crate::host::procfs::ProcfsGrantConfig;
+use crate::units::{ByteSize, HumanDuration};
 
 /// `[collector]`: who this agent is and where it keeps its files.
 #[derive(Debug, Default, Deserialize)]

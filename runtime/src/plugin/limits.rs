@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::{ByteSize, HumanDuration};
+use crate::units::{ByteSize, HumanDuration};
 
 /// Threat: an infinite loop or a host call that never returns would stall the collector.
 /// Enforced by epoch interruption (guest code) and a timeout around the whole call (host calls).

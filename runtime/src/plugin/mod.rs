@@ -23,9 +23,10 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::config::{ByteSize, PluginConfig};
+use crate::config::PluginConfig;
 use crate::host::bindings::{CollectorPre, Error as GuestError};
 use crate::host::{self, Capability, HostCtx, HostView};
+use crate::units::ByteSize;
 pub use cache::{CacheOutcome, CompileCache};
 pub use engine::Engines;
 use limits::RunLimiter;

@@ -25,7 +25,7 @@ use super::bindings::{
     Error,
     pganalytics::collector::postgres::{self, Rows, Value},
 };
-use crate::config::HumanDuration;
+use crate::units::HumanDuration;
 
 /// Threat: a query returning millions of rows exhausting host and guest memory (DESIGN.md).
 pub const DEFAULT_MAX_ROWS: u64 = 100_000;

@@ -1,7 +1,10 @@
-//! Human-friendly durations (`"30s"`) and sizes (`"64MiB"`) for the TOML config.
+//! Human-friendly durations (`"30s"`) and sizes (`"64MiB"`), as the TOML config writes them and
+//! as errors print limits.
 //!
 //! They are checked while deserialising, so a bad value is reported by the TOML parser with the
-//! line and column of the offending key.
+//! line and column of the offending key. A leaf module: it must never import anything of the
+//! crate, so that config, capabilities and plugins can all use it without depending on each
+//! other.
 
 use std::fmt;
 use std::time::Duration;
@@ -18,32 +21,43 @@ pub struct HumanDuration(pub Duration);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
+/// Why a duration or size was not understood; the message quotes the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("invalid duration `{0}`: expected e.g. \"30s\", \"500ms\", \"5m\"")]
+    DurationNumber(String),
+    #[error("invalid duration `{0}`: the unit must be one of ms, s, m, h, d")]
+    DurationUnit(String),
+    #[error("invalid duration `{0}`: must be above zero and at most a year")]
+    DurationRange(String),
+    #[error("invalid size `{0}`: expected e.g. \"64MiB\", \"4KiB\", \"1024\"")]
+    SizeNumber(String),
+    #[error("invalid size `{0}`: the unit must be one of B, KiB, MiB, GiB, KB, MB, GB")]
+    SizeUnit(String),
+    #[error("invalid size `{0}`: too large")]
+    SizeTooLarge(String),
+}
+
 impl HumanDuration {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, UnitError> {
         let text = text.trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: f64 = number.parse().map_err(|_| {
-            format!("invalid duration `{text}`: expected e.g. \"30s\", \"500ms\", \"5m\"")
-        })?;
+        let number: f64 = number
+            .parse()
+            .map_err(|_| UnitError::DurationNumber(text.to_owned()))?;
         let seconds = match unit.trim() {
             "ms" => number / 1000.0,
             "s" => number,
             "m" => number * 60.0,
             "h" => number * 3600.0,
             "d" => number * 86400.0,
-            _ => {
-                return Err(format!(
-                    "invalid duration `{text}`: the unit must be one of ms, s, m, h, d"
-                ));
-            }
+            _ => return Err(UnitError::DurationUnit(text.to_owned())),
         };
         if !seconds.is_finite() || seconds <= 0.0 || seconds > 365.0 * 86400.0 {
-            return Err(format!(
-                "invalid duration `{text}`: must be above zero and at most a year"
-            ));
+            return Err(UnitError::DurationRange(text.to_owned()));
         }
         Ok(Self(Duration::from_secs_f64(seconds)))
     }
@@ -61,15 +75,15 @@ impl fmt::Display for HumanDuration {
 }
 
 impl ByteSize {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, UnitError> {
         let text = text.trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: u64 = number.parse().map_err(|_| {
-            format!("invalid size `{text}`: expected e.g. \"64MiB\", \"4KiB\", \"1024\"")
-        })?;
+        let number: u64 = number
+            .parse()
+            .map_err(|_| UnitError::SizeNumber(text.to_owned()))?;
         let factor: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
@@ -78,16 +92,12 @@ impl ByteSize {
             "KB" | "kB" => 1000,
             "MB" => 1000 * 1000,
             "GB" => 1000 * 1000 * 1000,
-            _ => {
-                return Err(format!(
-                    "invalid size `{text}`: the unit must be one of B, KiB, MiB, GiB, KB, MB, GB"
-                ));
-            }
+            _ => return Err(UnitError::SizeUnit(text.to_owned())),
         };
         number
             .checked_mul(factor)
             .map(Self)
-            .ok_or_else(|| format!("invalid size `{text}`: too large"))
+            .ok_or_else(|| UnitError::SizeTooLarge(text.to_owned()))
     }
 }
 
@@ -165,8 +175,18 @@ mod tests {
             HumanDuration::parse("1.5h").unwrap().0,
             Duration::from_secs(5400)
         );
-        assert!(HumanDuration::parse("10").unwrap_err().contains("unit"));
-        assert!(HumanDuration::parse("10x").unwrap_err().contains("`10x`"));
+        assert!(
+            HumanDuration::parse("10")
+                .unwrap_err()
+                .to_string()
+                .contains("unit")
+        );
+        assert!(
+            HumanDuration::parse("10x")
+                .unwrap_err()
+                .to_string()
+                .contains("`10x`")
+        );
         assert!(HumanDuration::parse("0s").is_err());
         assert!(HumanDuration::parse("s").is_err());
     }
@@ -177,10 +197,16 @@ mod tests {
         assert_eq!(ByteSize::parse("4 KiB").unwrap().0, 4096);
         assert_eq!(ByteSize::parse("1024").unwrap().0, 1024);
         assert_eq!(ByteSize::parse("2MB").unwrap().0, 2_000_000);
-        assert!(ByteSize::parse("12XB").unwrap_err().contains("unit"));
+        assert!(
+            ByteSize::parse("12XB")
+                .unwrap_err()
+                .to_string()
+                .contains("unit")
+        );
         assert!(
             ByteSize::parse("99999999999999GiB")
                 .unwrap_err()
+                .to_string()
                 .contains("too large")
         );
         assert_eq!(ByteSize(64 << 20).to_string(), "64 MiB");
