@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use pganalytics::config::{self, Config, LogFormat};
+use pganalytics::fsutil;
 use pganalytics::pipeline::{self, Outcome};
 use pganalytics::plugin::signature::{self, PublicKey, SecretKey, SignatureFile};
 use pganalytics::plugin::{self, Import, PluginHost};
@@ -328,12 +329,12 @@ fn sign(file: &Path, key_path: &Path) -> anyhow::Result<ExitCode> {
         ),
     };
     signatures.add(key.sign(&sha256));
-    let mut tmp = sig_path.clone().into_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, signatures.to_file_text())
-        .and_then(|()| std::fs::rename(&tmp, &sig_path))
-        .with_context(|| format!("writing `{}`", sig_path.display()))?;
+    fsutil::write_atomically(
+        &sig_path,
+        signatures.to_file_text().as_bytes(),
+        fsutil::SHARED,
+    )
+    .with_context(|| format!("writing `{}`", sig_path.display()))?;
     println!(
         "signed `{}` (sha256 {}) with key `{}`; `{}` holds {} signature{}",
         file.display(),

@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Config};
-use crate::host::state::write_atomically;
+use crate::fsutil;
 use crate::pipeline::sender::Sender;
 use crate::pipeline::transport::explain;
 
@@ -63,7 +63,7 @@ impl PulledConfig {
     pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
         let path = Self::file(state_dir);
         std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
-        write_atomically(&path, &serde_json::to_vec_pretty(self)?)
+        fsutil::write_atomically(&path, &serde_json::to_vec_pretty(self)?, fsutil::SHARED)
             .with_context(|| format!("writing {}", path.display()))
     }
 

@@ -17,8 +17,8 @@
 //! a warning that names the file and offset, since it could never be delivered whole.
 //!
 //! On disk (`STATE_DIR/log-tail/PLUGIN.json`), format version 1:
-//! `{"version":1,"files":{"<fingerprint hex>":{"offset":N,"path":"/last/seen/path"}}}`, written
-//! to a temp file and renamed.
+//! `{"version":1,"files":{"<fingerprint hex>":{"offset":N,"path":"/last/seen/path"}}}`, replaced
+//! atomically (`crate::fsutil`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::Audit;
 use super::bindings::{Error, pganalytics::collector::log_tail};
+use crate::fsutil;
 
 /// Threat: a grant like `/var/log/*` on a busy host making every run open thousands of files.
 const MAX_FILES_PER_GRANT: usize = 1000;
@@ -221,7 +222,8 @@ impl LogTailStore {
         offsets.version = 1;
         if let Some(dir) = &self.dir {
             let json = serde_json::to_vec(&offsets).map_err(std::io::Error::other)?;
-            super::state::write_atomically(&dir.join(format!("{plugin}.json")), &json)?;
+            std::fs::create_dir_all(dir)?;
+            fsutil::write_atomically(&dir.join(format!("{plugin}.json")), &json, fsutil::SHARED)?;
         }
         self.memory
             .lock()

@@ -10,15 +10,15 @@
 //! magic "PGASTATE" (8 bytes) | version u32 LE = 1 | length u32 LE | crc32 of data u32 LE | data
 //! ```
 //!
-//! Files are written to a temp file, fsynced and renamed, so a crash leaves either the old or the
-//! new blob. A file that fails its checks is ignored with a warning (the plugin starts fresh).
+//! Files are replaced atomically (`crate::fsutil`), so a crash leaves either the old or the new
+//! blob. A file that fails its checks is ignored with a warning (the plugin starts fresh).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::bindings::{Error, pganalytics::collector::state};
+use crate::fsutil;
 
 const MAGIC: &[u8; 8] = b"PGASTATE";
 const FORMAT_VERSION: u32 = 1;
@@ -77,7 +77,10 @@ impl StateStore {
 
     pub fn save(&self, plugin: &str, data: Vec<u8>) -> std::io::Result<()> {
         if let Some(path) = self.path(plugin) {
-            write_atomically(&path, &encode(&data))?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            fsutil::write_atomically(&path, &encode(&data), fsutil::SHARED)?;
         }
         self.blobs
             .lock()
@@ -110,29 +113,6 @@ fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
         return Err("length or checksum mismatch".into());
     }
     Ok(data.to_vec())
-}
-
-/// Writes `bytes` to `path` through a temp file, fsync and rename, so readers and crashes only
-/// ever see a whole file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
-    ));
-    {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    // Make the rename itself durable.
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Per-run state of the `state` capability.

@@ -9,7 +9,6 @@
 //!
 //! Secrets and tokens never appear in logs or error messages.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::transport::{ClientIdentity, explain};
 use crate::config::BackendConfig;
+use crate::fsutil;
 
 /// Tokens are refreshed when less than this is left (or a third of their lifetime, if shorter).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -270,7 +270,7 @@ fn load_identity(dir: &Path) -> Option<Identity> {
     }
 }
 
-/// Writes the identity with mode 0600 (tmp + rename), so tokens and keys are readable by the
+/// Replaces the identity atomically with mode 0600, so tokens and keys are readable by the
 /// agent's user only.
 pub fn save_identity(dir: &Path, identity: &Identity) -> Result<(), AuthError> {
     let path = dir.join("identity.json");
@@ -279,22 +279,8 @@ pub fn save_identity(dir: &Path, identity: &Identity) -> Result<(), AuthError> {
         source,
     };
     std::fs::create_dir_all(dir).map_err(error)?;
-    let tmp = dir.join(".identity.json.tmp");
-    {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(error)?;
-        let json =
-            serde_json::to_vec_pretty(identity).map_err(|e| error(std::io::Error::other(e)))?;
-        file.write_all(&json).map_err(error)?;
-        file.sync_all().map_err(error)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(error)
+    let json = serde_json::to_vec_pretty(identity).map_err(|e| error(std::io::Error::other(e)))?;
+    fsutil::write_atomically(&path, &json, fsutil::PRIVATE).map_err(error)
 }
 
 fn now() -> u64 {

@@ -14,7 +14,7 @@
 //!   are regular files owned by this user, opened without following symlinks;
 //! - each entry carries a header with the sha256 of its payload, checked before deserializing;
 //!   an entry that fails any check is discarded and rebuilt from the verified source;
-//! - entries are written to a temp file and renamed, so a crash leaves no half entry.
+//! - entries are replaced atomically (`crate::fsutil`), so a crash leaves no half entry.
 //!
 //! The checksum detects corruption and foreign files, not an attacker who can already write
 //! files as this user in this 0700 directory (who could also replace the binary itself).
@@ -37,13 +37,15 @@
 
 use std::fs::OpenOptions;
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::fsutil;
 
 const MAGIC: &[u8; 8] = b"PGACWASM";
 const VERSION: u32 = 1;
@@ -221,29 +223,9 @@ impl CompileCache {
         let payload = component
             .serialize()
             .map_err(|e| format!("cannot serialize: {e:#}"))?;
-        let tmp = self.dir.join(format!(
-            ".{}.tmp-{}-{:016x}",
-            key.file_name(),
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            file.write_all(&key.header(&payload))?;
-            file.write_all(&payload)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.to_string());
-        }
-        Ok(())
+        let mut entry = key.header(&payload);
+        entry.extend_from_slice(&payload);
+        fsutil::write_atomically(path, &entry, fsutil::PRIVATE).map_err(|e| e.to_string())
     }
 }
 
