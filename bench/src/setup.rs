@@ -120,7 +120,7 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn new(config: Config) -> Loaded {
-        let host = PluginHost::for_config(&config).expect("creating the plugin host");
+        let host = PluginHost::new(&config.host_setup()).expect("creating the plugin host");
         let plugins = config
             .plugins
             .values()

@@ -188,7 +188,7 @@ fn collect(once: bool, config_path: &Path, only: &[String]) -> anyhow::Result<Ex
             anyhow::bail!("no plugin `{name}` in {}", config_path.display());
         }
     }
-    let host = PluginHost::for_config(&config)
+    let host = PluginHost::new(&config.host_setup())
         .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e:#}"))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let collection = runtime.block_on(pipeline::collect_once(&config, &host, only));
@@ -522,7 +522,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let host = PluginHost::for_config(&config).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let host = PluginHost::new(&config.host_setup()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let mut problems = 0;
     for plugin in config.plugins.values().filter(|p| p.enabled) {
         match host.load(std::sync::Arc::new(plugin.clone())) {

@@ -104,7 +104,7 @@ async fn every_format_parses_real_logs_exactly_once_across_cycles_and_rotations(
     cluster.psql("app", "CREATE TABLE accounts (id int PRIMARY KEY, name text); INSERT INTO accounts VALUES (1, 'a')");
     let dir = tempfile::tempdir().unwrap();
     let config = plugins_config(&cluster, dir.path());
-    let host = PluginHost::for_config(&config).unwrap();
+    let host = PluginHost::new(&config.host_setup()).unwrap();
 
     // First sight: existing lines are skipped (start_at = "end").
     let first = collect(&config, &host).await;
@@ -263,7 +263,7 @@ async fn a_second_stderr_prefix_is_parsed_with_its_fields() {
         cluster.log_dir().display()
     );
     let config = config::load(&write_config(dir.path(), &body)).unwrap_or_else(|e| panic!("{e}"));
-    let host = PluginHost::for_config(&config).unwrap();
+    let host = PluginHost::new(&config.host_setup()).unwrap();
     let _ = cluster.try_psql("app", "SELECT *\nFROM missing_table\nWHERE note = 'x''y'");
     cluster.psql("app", "DO $$ BEGIN RAISE WARNING 'just a warning'; END $$");
     wait_for(&cluster.log_dir().join("postgresql.log"), "missing_table");

@@ -32,7 +32,7 @@ fn pg_stats_config(
 }
 
 fn host(config: &config::Config) -> PluginHost {
-    PluginHost::for_config(&config).unwrap()
+    PluginHost::new(&config.host_setup()).unwrap()
 }
 
 fn accepted(collection: &Collection) -> &[Value] {

@@ -162,7 +162,7 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
     .concat();
     let path = write_config(dir.path(), &body);
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let host = PluginHost::for_config(&config).unwrap();
+    let host = PluginHost::new(&config.host_setup()).unwrap();
     let started = std::time::Instant::now();
     let collection = pipeline::collect_once(&config, &host, &[]).await;
     let elapsed = started.elapsed();

@@ -227,7 +227,7 @@ fn a_signed_plugin_loads_and_tampered_untrusted_or_unsigned_ones_are_refused() {
     // The same through the library, by variant; the signature is checked before compiling, so a
     // tampered file is refused for its signature even though the change also broke the component.
     let config = config::load(&config_path).unwrap();
-    let host = PluginHost::for_config(&config).unwrap();
+    let host = PluginHost::new(&config.host_setup()).unwrap();
     let load = |name: &str| host.load(Arc::new(config.plugins[name].clone()));
     let loaded = load("good").unwrap();
     assert_eq!(loaded.signed_by.as_deref(), Some("alice"));
@@ -304,7 +304,7 @@ async fn a_corrupted_cache_entry_is_rebuilt_from_the_verified_source() {
         config.collector.cache_dir.as_deref(),
         Some(cache_dir.as_path())
     );
-    let host = PluginHost::for_config(&config).unwrap();
+    let host = PluginHost::new(&config.host_setup()).unwrap();
     let plugin = Arc::new(config.plugins["sysstat"].clone());
 
     assert_eq!(
@@ -395,7 +395,7 @@ fn measure_compile_time_cold_vs_warm() {
             file.display().to_string()
         );
         let config = config::load(&write_config(dir.path(), &body)).unwrap();
-        let host = PluginHost::for_config(&config).unwrap();
+        let host = PluginHost::new(&config.host_setup()).unwrap();
         let plugin = Arc::new(config.plugins[guest].clone());
         let cache_dir = config.collector.cache_dir.clone().unwrap();
         let time = |expect: CacheOutcome| {

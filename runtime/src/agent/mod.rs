@@ -104,7 +104,7 @@ struct Generation {
 
 impl Generation {
     fn start(config: Arc<Config>, shared: &Arc<Shared>) -> anyhow::Result<Self> {
-        let host = PluginHost::for_config(&config)
+        let host = PluginHost::new(&config.host_setup())
             .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e:#}"))?;
         let (stop, stopped) = watch::channel(false);
         let tasks = config

@@ -7,7 +7,7 @@
 
 pub mod raw;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,11 +18,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::host::Grants;
-use crate::host::fs_stats::FsStatsGrant;
-use crate::host::log_tail::LogTailGrant;
-use crate::host::postgres::PostgresGrant;
-use crate::host::procfs::ProcfsGrant;
-use crate::host::settings::PluginSettings;
+pub use crate::host::postgres::PostgresConfig;
+use crate::host::run::PluginSettings;
+use crate::plugin::HostSetup;
+pub use crate::plugin::PluginConfig;
 use crate::plugin::limits::Limits;
 use crate::plugin::signature::{self, PublicKey};
 
@@ -44,6 +43,20 @@ pub struct Config {
     pub buffer: BufferConfig,
     pub trust: TrustConfig,
     pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+impl Config {
+    /// What the plugin host of this config is built from: its state and cache directories and
+    /// the capabilities' runtime-wide settings.
+    pub fn host_setup(&self) -> HostSetup {
+        let mut capabilities = crate::host::Setup::default();
+        capabilities.postgres = self.postgres.clone();
+        HostSetup {
+            state_dir: self.collector.state_dir.clone(),
+            cache_dir: self.collector.cache_dir.clone(),
+            capabilities,
+        }
+    }
 }
 
 /// `[trust]`: public keys by name, read from their files when the config is loaded.
@@ -86,40 +99,6 @@ pub struct BufferConfig {
     pub max_bytes: u64,
 }
 
-#[derive(Debug, Clone)]
-pub struct PostgresConfig {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub sslmode: String,
-    pub databases: Vec<String>,
-    pub maintenance_db: String,
-}
-
-impl PostgresConfig {
-    /// Whether the runtime may connect to `database` at all.
-    pub fn permits(&self, database: &str) -> bool {
-        self.databases.iter().any(|d| d == "*" || d == database)
-    }
-
-    /// Settings that point nowhere, for unit tests that must never reach a server.
-    #[cfg(test)]
-    pub fn unreachable_for_tests() -> Self {
-        Self {
-            host: "/nonexistent".into(),
-            port: 1,
-            user: "nobody".into(),
-            password: None,
-            password_file: None,
-            sslmode: "disable".into(),
-            databases: vec!["*".into()],
-            maintenance_db: "postgres".into(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct TlsConfig {
     pub ca_file: Option<PathBuf>,
@@ -127,22 +106,6 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
     pub verify: bool,
     pub min_tls12: bool,
-}
-
-/// One plugin, ready to be loaded.
-#[derive(Debug, Clone)]
-pub struct PluginConfig {
-    pub name: String,
-    pub wasm: PathBuf,
-    pub sha256: Option<[u8; 32]>,
-    /// Keys any one of which must have signed the file; empty: no signature required.
-    pub signed_by: Vec<Arc<PublicKey>>,
-    pub enabled: bool,
-    pub emits: BTreeSet<String>,
-    pub interval: Duration,
-    pub limits: Limits,
-    pub grants: Grants,
-    pub settings: Arc<PluginSettings>,
 }
 
 /// One thing wrong with a config file.
@@ -516,31 +479,19 @@ impl<'a> Checker<'a> {
     }
 
     fn postgres(&mut self, raw: raw::RawPostgres) -> Option<PostgresConfig> {
-        if raw.password.is_some() && raw.password_file.is_some() {
-            self.problem(
-                "postgres.password",
-                None,
-                "set `password` or `password_file`, not both",
-            );
+        match raw.validate(|path| self.resolve(path)) {
+            Ok(config) => Some(config),
+            Err(problems) => {
+                for problem in problems {
+                    self.problem(
+                        format!("postgres.{}", problem.key()),
+                        None,
+                        problem.to_string(),
+                    );
+                }
+                None
+            }
         }
-        let sslmode = raw.sslmode.unwrap_or_else(|| "prefer".into());
-        if !["disable", "prefer", "require"].contains(&sslmode.as_str()) {
-            self.problem(
-                "postgres.sslmode",
-                None,
-                format!("`{sslmode}` is not disable, prefer or require"),
-            );
-        }
-        Some(PostgresConfig {
-            host: raw.host.unwrap_or_else(|| "localhost".into()),
-            port: raw.port.unwrap_or(5432),
-            user: raw.user.unwrap_or_else(|| "pganalytics".into()),
-            password: raw.password,
-            password_file: raw.password_file.map(|p| self.resolve(&p)),
-            sslmode,
-            databases: raw.databases.unwrap_or_else(|| vec!["*".into()]),
-            maintenance_db: raw.maintenance_db.unwrap_or_else(|| "postgres".into()),
-        })
     }
 
     fn tls(&mut self, raw: raw::RawTls) -> TlsConfig {
@@ -654,35 +605,23 @@ impl<'a> Checker<'a> {
             );
         }
 
-        let mut grants = Grants::default();
-        if let Some(procfs) = &raw.grants.procfs {
-            match ProcfsGrant::new(procfs) {
-                Ok(grant) => grants.procfs = Some(Arc::new(grant)),
-                Err(why) => self.problem(key("grants.procfs.paths"), Some(span.clone()), why),
+        let grants = match Grants::validate(&raw.grants) {
+            Ok(grants) => grants,
+            Err(invalid) => {
+                for grant in invalid {
+                    self.problem(
+                        key(&grant.key_path()),
+                        Some(span.clone()),
+                        grant.to_string(),
+                    );
+                }
+                Grants::default()
             }
-        }
-        if let Some(fs_stats) = &raw.grants.fs_stats {
-            match FsStatsGrant::new(fs_stats) {
-                Ok(grant) => grants.fs_stats = Some(Arc::new(grant)),
-                Err(why) => self.problem(key("grants.fs-stats.mounts"), Some(span.clone()), why),
-            }
-        }
-        if let Some(postgres) = &raw.grants.postgres {
-            match PostgresGrant::new(postgres) {
-                Ok(grant) => grants.postgres = Some(Arc::new(grant)),
-                Err(why) => self.problem(key("grants.postgres.databases"), Some(span.clone()), why),
-            }
-        }
-        if let Some(log_tail) = &raw.grants.log_tail {
-            match LogTailGrant::new(log_tail) {
-                Ok(grant) => grants.log_tail = Some(Arc::new(grant)),
-                Err(why) => self.problem(key("grants.log-tail.paths"), Some(span.clone()), why),
-            }
-        }
+        };
         let settings = match PluginSettings::from_toml(&raw.settings) {
             Ok(settings) => settings,
             Err(why) => {
-                self.problem(key("settings"), Some(span.clone()), why);
+                self.problem(key("settings"), Some(span.clone()), why.to_string());
                 PluginSettings::default()
             }
         };

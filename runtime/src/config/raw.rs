@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::host::fs_stats::FsStatsGrantConfig;
-use crate::host::log_tail::LogTailGrantConfig;
-use crate::host::postgres::PostgresGrantConfig;
-use crate::host::procfs::ProcfsGrantConfig;
+pub use crate::host::RawGrants;
+pub use crate::host::postgres::RawPostgres;
 use crate::units::{ByteSize, HumanDuration};
 
 /// `[collector]`: who this agent is and where it keeps its files.
@@ -80,28 +78,6 @@ pub struct RawBuffer {
     pub max_bytes: Option<ByteSize>,
 }
 
-/// `[postgres]`: how the runtime connects for the `postgres` capability.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPostgres {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    /// The monitoring role (pg_monitor); the runtime warns loudly when it is a superuser.
-    pub user: Option<String>,
-    /// Inline password; prefer `password_file`.
-    pub password: Option<String>,
-    /// File holding the password (first line), readable by the agent only.
-    pub password_file: Option<PathBuf>,
-    /// `disable` or `prefer` (no TLS connector for PostgreSQL yet: use the unix socket or
-    /// localhost).
-    pub sslmode: Option<String>,
-    /// Databases the runtime may connect to at all (default `["*"]`); a plugin's grant is
-    /// narrowed to these.
-    pub databases: Option<Vec<String>>,
-    /// Database used to list the others (default `postgres`).
-    pub maintenance_db: Option<String>,
-}
-
 /// `[tls]`: how the agent talks to the backend.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,24 +124,13 @@ pub struct RawPlugin {
     pub max_log_bytes: Option<ByteSize>,
     /// Largest state blob (default 64KiB).
     pub max_state_bytes: Option<ByteSize>,
-    /// Capabilities granted to this plugin.
+    /// Capabilities granted to this plugin, one table per WIT interface name (the capability
+    /// modules define each table; see `crate::host`).
     #[serde(default)]
     pub grants: RawGrants,
     /// Free-form settings the plugin reads through the `settings` interface.
     #[serde(default)]
     pub settings: toml::Table,
-}
-
-/// `[plugins.NAME.grants.*]`: keys are WIT interface names.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGrants {
-    pub procfs: Option<ProcfsGrantConfig>,
-    #[serde(rename = "fs-stats")]
-    pub fs_stats: Option<FsStatsGrantConfig>,
-    #[serde(rename = "log-tail")]
-    pub log_tail: Option<LogTailGrantConfig>,
-    pub postgres: Option<PostgresGrantConfig>,
 }
 
 /// Top-level sections, deserialised one by one so every section's problems are reported.

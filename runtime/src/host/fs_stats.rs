@@ -1,21 +1,65 @@
 //! `fs-stats` capability: capacity of the granted, real filesystems, from the mount table and
 //! `statvfs(3)`. No `df` process is spawned.
 //!
-//! Shape: [`FsStatsGrantConfig`] → [`FsStatsGrant`] → [`FsStatsCtx`] → `fs_stats::Host`.
+//! Shape: [`FsStatsGrantConfig`] → [`FsStatsGrant`] → [`FsStatsCtx`] → `fs_stats::Host`,
+//! registered as [`FsStats`].
 //! Mount points the operator did not grant are never passed to `statvfs`, so the plugin cannot
 //! even learn their size.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use globset::{GlobSet, GlobSetBuilder};
 use serde::Deserialize;
+use wasmtime::component::{HasSelf, Linker};
 
 use super::audit::Audit;
 use super::bindings::{Error, pganalytics::collector::fs_stats};
-use super::procfs::{component_glob, read_capped};
+use super::capability::{GrantProblem, HostCapability};
+use super::procfs::{PatternError, component_glob, read_capped};
+use super::run::RunInfo;
+
+/// The kernel's mount table of this process.
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// The `fs-stats` interface.
+pub struct FsStats;
+
+impl HostCapability for FsStats {
+    const NAME: &'static str = "fs-stats";
+    const SUMMARY: &'static str = "filesystem capacity of mount points";
+    const GRANT_EXAMPLE: Option<&'static str> = Some("mounts = [\"/\", \"/var/lib/postgresql\"]");
+
+    type Setup = ();
+    type GrantConfig = FsStatsGrantConfig;
+    type Grant = FsStatsGrant;
+    type GrantError = FsStatsGrantError;
+    /// The mount table to read.
+    type Shared = PathBuf;
+    type Ctx = FsStatsCtx;
+    type Pending = ();
+
+    fn grant(config: &FsStatsGrantConfig) -> Result<FsStatsGrant, FsStatsGrantError> {
+        FsStatsGrant::new(config)
+    }
+
+    fn shared(_: &(), _: Option<&Path>) -> PathBuf {
+        PathBuf::from(MOUNTINFO)
+    }
+
+    fn context(grant: Option<Arc<FsStatsGrant>>, mountinfo: &PathBuf, run: &RunInfo) -> FsStatsCtx {
+        FsStatsCtx::new(grant, mountinfo.clone(), run.audit.clone())
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut FsStatsCtx,
+    ) -> wasmtime::Result<()> {
+        fs_stats::add_to_linker::<T, HasSelf<FsStatsCtx>>(linker, get)
+    }
+}
 
 /// `[plugins.NAME.grants.fs-stats]`
 #[derive(Debug, Clone, Deserialize)]
@@ -26,14 +70,34 @@ pub struct FsStatsGrantConfig {
     pub mounts: Vec<String>,
 }
 
+/// The validated grant: the mount points a plugin may see.
 #[derive(Debug, Clone)]
 pub struct FsStatsGrant {
     all: bool,
     set: GlobSet,
 }
 
+/// Why a `[plugins.NAME.grants.fs-stats]` table is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum FsStatsGrantError {
+    #[error("mount `{0}` must be an absolute path or \"*\"")]
+    NotAbsolute(String),
+    #[error("mount `{0}` must not contain `..`")]
+    DotDot(String),
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error("{0}")]
+    Set(globset::Error),
+}
+
+impl GrantProblem for FsStatsGrantError {
+    fn key(&self) -> &'static str {
+        "mounts"
+    }
+}
+
 impl FsStatsGrant {
-    pub fn new(config: &FsStatsGrantConfig) -> Result<Self, String> {
+    pub fn new(config: &FsStatsGrantConfig) -> Result<Self, FsStatsGrantError> {
         let mut all = false;
         let mut builder = GlobSetBuilder::new();
         for pattern in &config.mounts {
@@ -42,16 +106,14 @@ impl FsStatsGrant {
                 continue;
             }
             if !pattern.starts_with('/') {
-                return Err(format!(
-                    "mount `{pattern}` must be an absolute path or \"*\""
-                ));
+                return Err(FsStatsGrantError::NotAbsolute(pattern.clone()));
             }
             if pattern.split('/').any(|c| c == "..") {
-                return Err(format!("mount `{pattern}` must not contain `..`"));
+                return Err(FsStatsGrantError::DotDot(pattern.clone()));
             }
             builder.add(component_glob(pattern)?);
         }
-        let set = builder.build().map_err(|e| e.to_string())?;
+        let set = builder.build().map_err(FsStatsGrantError::Set)?;
         Ok(Self { all, set })
     }
 

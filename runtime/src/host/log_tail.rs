@@ -1,6 +1,7 @@
 //! `log-tail` capability: whole new lines from the log files the operator granted.
 //!
-//! Shape: [`LogTailGrantConfig`] → [`LogTailGrant`] → [`LogTailCtx`] (per run) → `log_tail::Host`.
+//! Shape: [`LogTailGrantConfig`] → [`LogTailGrant`] → [`LogTailCtx`] (per run) → `log_tail::Host`,
+//! registered as [`LogTail`], with the offsets of every plugin in one [`LogTailStore`].
 //!
 //! Files are found by the grant's globs (wildcards in the file name only, so the set of
 //! directories is fixed by the operator). A file is read only if its canonical path — after every
@@ -28,9 +29,12 @@ use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
+use wasmtime::component::{HasSelf, Linker};
 
 use super::audit::Audit;
 use super::bindings::{Error, pganalytics::collector::log_tail};
+use super::capability::{GrantProblem, HostCapability};
+use super::run::RunInfo;
 use crate::fsutil;
 
 /// Threat: a grant like `/var/log/*` on a busy host making every run open thousands of files.
@@ -38,6 +42,57 @@ const MAX_FILES_PER_GRANT: usize = 1000;
 
 /// Bytes of the first line used as a file's fingerprint.
 const FINGERPRINT_BYTES: usize = 1024;
+
+/// The `log-tail` interface.
+pub struct LogTail;
+
+impl HostCapability for LogTail {
+    const NAME: &'static str = "log-tail";
+    const SUMMARY: &'static str = "read new lines of log files";
+    const GRANT_EXAMPLE: Option<&'static str> = Some("paths = [\"/var/log/postgresql/*.log\"]");
+
+    type Setup = ();
+    type GrantConfig = LogTailGrantConfig;
+    type Grant = LogTailGrant;
+    type GrantError = LogTailGrantError;
+    type Shared = LogTailStore;
+    type Ctx = LogTailCtx;
+    /// Offsets after the lines the run read.
+    type Pending = Offsets;
+
+    fn grant(config: &LogTailGrantConfig) -> Result<LogTailGrant, LogTailGrantError> {
+        LogTailGrant::new(config)
+    }
+
+    fn shared(_: &(), state_dir: Option<&Path>) -> LogTailStore {
+        LogTailStore::new(state_dir.map(Path::to_path_buf))
+    }
+
+    fn context(
+        grant: Option<Arc<LogTailGrant>>,
+        store: &LogTailStore,
+        run: &RunInfo,
+    ) -> LogTailCtx {
+        // Only a granted plugin has offsets worth reading from disk.
+        let committed = grant.as_ref().and_then(|_| store.load(&run.plugin));
+        LogTailCtx::new(grant, committed, run.max_host_call_bytes, run.audit.clone())
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut LogTailCtx,
+    ) -> wasmtime::Result<()> {
+        log_tail::add_to_linker::<T, HasSelf<LogTailCtx>>(linker, get)
+    }
+
+    fn take_pending(ctx: &mut LogTailCtx) -> Option<Offsets> {
+        ctx.take_offsets()
+    }
+
+    fn commit(store: &LogTailStore, plugin: &str, offsets: Offsets) -> std::io::Result<()> {
+        store.commit(plugin, offsets)
+    }
+}
 
 /// `[plugins.NAME.grants.log-tail]`
 #[derive(Debug, Clone, Deserialize)]
@@ -59,22 +114,54 @@ struct GrantPattern {
     name: GlobMatcher,
 }
 
+/// The validated grant: directories fixed by the operator and the file names matched in each.
 #[derive(Debug)]
 pub struct LogTailGrant {
     patterns: Vec<GrantPattern>,
     start_at_end: bool,
 }
 
+/// Why a `[plugins.NAME.grants.log-tail]` table is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum LogTailGrantError {
+    #[error("list at least one log file pattern")]
+    Empty,
+    #[error("log path `{0}` must be absolute")]
+    NotAbsolute(String),
+    #[error("log path `{0}` must not contain `.` or `..`")]
+    DotDot(String),
+    #[error("log path `{0}` must name files in a directory")]
+    NoFileName(String),
+    #[error("log path `{0}`: wildcards are allowed in the file name only")]
+    WildcardDirectory(String),
+    #[error("log path `{pattern}`: {error}")]
+    Pattern {
+        pattern: String,
+        error: globset::Error,
+    },
+    #[error("start_at `{0}` is not `end` or `beginning`")]
+    StartAt(String),
+}
+
+impl GrantProblem for LogTailGrantError {
+    fn key(&self) -> &'static str {
+        match self {
+            LogTailGrantError::StartAt(_) => "start_at",
+            _ => "paths",
+        }
+    }
+}
+
 impl LogTailGrant {
-    pub fn new(config: &LogTailGrantConfig) -> Result<Self, String> {
+    pub fn new(config: &LogTailGrantConfig) -> Result<Self, LogTailGrantError> {
         if config.paths.is_empty() {
-            return Err("list at least one log file pattern".into());
+            return Err(LogTailGrantError::Empty);
         }
         let mut patterns = Vec::new();
         for pattern in &config.paths {
             let path = Path::new(pattern);
             if !path.is_absolute() {
-                return Err(format!("log path `{pattern}` must be absolute"));
+                return Err(LogTailGrantError::NotAbsolute(pattern.clone()));
             }
             if path.components().any(|c| {
                 matches!(
@@ -82,24 +169,23 @@ impl LogTailGrant {
                     std::path::Component::ParentDir | std::path::Component::CurDir
                 )
             }) {
-                return Err(format!("log path `{pattern}` must not contain `.` or `..`"));
+                return Err(LogTailGrantError::DotDot(pattern.clone()));
             }
             let (Some(dir), Some(name)) =
                 (path.parent(), path.file_name().and_then(|n| n.to_str()))
             else {
-                return Err(format!(
-                    "log path `{pattern}` must name files in a directory"
-                ));
+                return Err(LogTailGrantError::NoFileName(pattern.clone()));
             };
             if dir.to_string_lossy().contains(['*', '?', '[', '{']) {
-                return Err(format!(
-                    "log path `{pattern}`: wildcards are allowed in the file name only"
-                ));
+                return Err(LogTailGrantError::WildcardDirectory(pattern.clone()));
             }
             let glob = GlobBuilder::new(name)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| format!("log path `{pattern}`: {e}"))?;
+                .map_err(|error| LogTailGrantError::Pattern {
+                    pattern: pattern.clone(),
+                    error,
+                })?;
             patterns.push(GrantPattern {
                 dir: dir.to_path_buf(),
                 name: glob.compile_matcher(),
@@ -108,7 +194,7 @@ impl LogTailGrant {
         let start_at_end = match config.start_at.as_deref() {
             None | Some("end") => true,
             Some("beginning") => false,
-            Some(other) => return Err(format!("start_at `{other}` is not `end` or `beginning`")),
+            Some(other) => return Err(LogTailGrantError::StartAt(other.to_owned())),
         };
         Ok(Self {
             patterns,
@@ -643,7 +729,8 @@ mod tests {
                 paths: vec![bad.into()],
                 start_at: None,
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
     }

@@ -1,13 +1,22 @@
 //! Host capabilities: everything a plugin can ask of the host, one module per WIT interface.
 //!
-//! Every capability has the same shape: its TOML grant config, the validated grant, a per-run
-//! context, and the `Host` trait implementation on that context (see `procfs` for the model).
-//! [`link`] is the only place that puts capabilities into a linker, and it links an interface only
-//! when the plugin was granted it; [`Capability`] is the only list of what exists, used alike by
-//! the linker, `plugin inspect`, grant errors and the audit log.
+//! Every capability has the same shape (see [`capability::HostCapability`]): its TOML grant, the
+//! validated grant, the resources it shares across runs, a per-run context, and the `Host` trait
+//! implementation on that context, all in its own module (see `procfs` for the model). The list
+//! below is the only place that enumerates them; the registry (`registry.rs`) generates from it
+//! the [`Capability`] names, [`RawGrants`], [`Grants`], [`Resources`], [`HostCtx`], [`Pending`]
+//! and [`link`], the only function that puts capabilities into a linker (and only granted ones).
+//!
+//! This module must never import `config` or `plugin`: they build on it, not the other way.
 
 pub mod audit;
 pub mod bindings;
+pub mod budget;
+pub mod capability;
+#[macro_use]
+mod registry;
+pub mod run;
+
 pub mod fs_stats;
 pub mod log;
 pub mod log_tail;
@@ -15,89 +24,38 @@ pub mod postgres;
 pub mod procfs;
 pub mod settings;
 pub mod state;
+pub mod types;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::OnceLock;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use bindings::pganalytics::collector as wit;
+use budget::LogBudget;
+use capability::GrantProblem;
+
+// The one list of capabilities: `Variant => module::Implementation`, in the order they are
+// listed, linked and committed. A new capability is a new module implementing
+// `HostCapability` plus one line here.
+capabilities! {
+    Types => types::Types,
+    Procfs => procfs::Procfs,
+    FsStats => fs_stats::FsStats,
+    LogTail => log_tail::LogTail,
+    Postgres => postgres::Postgres,
+    Settings => settings::Settings,
+    Log => log::Log,
+    State => state::State,
+}
 
 /// The WIT package every plugin is built against.
 pub const WIT_PACKAGE: &str = "pganalytics:collector";
 pub const WIT_VERSION: &str = "0.1.0";
 
-/// Every interface of `pganalytics:collector`, by the name used in WIT, TOML and logs alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Capability {
-    Types,
-    Procfs,
-    FsStats,
-    LogTail,
-    Postgres,
-    Settings,
-    Log,
-    State,
-}
-
 impl Capability {
-    pub const ALL: [Capability; 8] = [
-        Capability::Types,
-        Capability::Procfs,
-        Capability::FsStats,
-        Capability::LogTail,
-        Capability::Postgres,
-        Capability::Settings,
-        Capability::Log,
-        Capability::State,
-    ];
-
-    /// The interface name, which is also the key under `[plugins.NAME.grants]`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Capability::Types => "types",
-            Capability::Procfs => "procfs",
-            Capability::FsStats => "fs-stats",
-            Capability::LogTail => "log-tail",
-            Capability::Postgres => "postgres",
-            Capability::Settings => "settings",
-            Capability::Log => "log",
-            Capability::State => "state",
-        }
-    }
-
-    /// Whether the operator must grant this interface; the others only touch the plugin's own
-    /// settings, log budget and state blob.
-    pub fn needs_grant(self) -> bool {
-        matches!(
-            self,
-            Capability::Procfs | Capability::FsStats | Capability::LogTail | Capability::Postgres
-        )
-    }
-
-    pub fn summary(self) -> &'static str {
-        match self {
-            Capability::Types => "shared types (no access)",
-            Capability::Procfs => "read files below /proc",
-            Capability::FsStats => "filesystem capacity of mount points",
-            Capability::LogTail => "read new lines of log files",
-            Capability::Postgres => "read-only SQL on PostgreSQL databases",
-            Capability::Settings => "its own [plugins.NAME.settings] table",
-            Capability::Log => "write to the host log (capped)",
-            Capability::State => "keep a small blob between runs (capped)",
-        }
-    }
-
     /// The TOML an operator adds to grant this interface to `plugin`.
     pub fn grant_example(self, plugin: &str) -> Option<String> {
-        let body = match self {
-            Capability::Procfs => "paths = [\"stat\", \"meminfo\"]",
-            Capability::FsStats => "mounts = [\"/\", \"/var/lib/postgresql\"]",
-            Capability::LogTail => "paths = [\"/var/log/postgresql/*.log\"]",
-            Capability::Postgres => "databases = [\"postgres\"]",
-            _ => return None,
-        };
+        let body = self.example_body()?;
         Some(format!("[plugins.{plugin}.grants.{}]\n{body}", self.name()))
     }
 
@@ -111,6 +69,18 @@ impl Capability {
         }
         Capability::ALL.into_iter().find(|c| c.name() == name)
     }
+
+    /// The names accepted under `[plugins.NAME.grants]`.
+    fn grantable_names() -> &'static [&'static str] {
+        static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+        NAMES.get_or_init(|| {
+            Capability::ALL
+                .into_iter()
+                .filter(|c| c.needs_grant())
+                .map(Capability::name)
+                .collect()
+        })
+    }
 }
 
 impl fmt::Display for Capability {
@@ -119,39 +89,54 @@ impl fmt::Display for Capability {
     }
 }
 
-/// The validated grants of one plugin. `None` means not granted.
-#[derive(Debug, Clone, Default)]
-pub struct Grants {
-    pub procfs: Option<Arc<procfs::ProcfsGrant>>,
-    pub fs_stats: Option<Arc<fs_stats::FsStatsGrant>>,
-    pub postgres: Option<Arc<postgres::PostgresGrant>>,
-    pub log_tail: Option<Arc<log_tail::LogTailGrant>>,
-}
+/// A key of `[plugins.NAME.grants]`: the name of a capability that needs a grant.
+struct GrantKey(Capability);
 
-impl Grants {
-    pub fn allows(&self, capability: Capability) -> bool {
-        match capability {
-            Capability::Procfs => self.procfs.is_some(),
-            Capability::FsStats => self.fs_stats.is_some(),
-            Capability::Postgres => self.postgres.is_some(),
-            Capability::LogTail => self.log_tail.is_some(),
-            Capability::Types | Capability::Settings | Capability::Log | Capability::State => true,
+impl<'de> serde::Deserialize<'de> for GrantKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = GrantKey;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("field identifier")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<GrantKey, E> {
+                Capability::ALL
+                    .into_iter()
+                    .find(|c| c.needs_grant() && c.name() == name)
+                    .map(GrantKey)
+                    .ok_or_else(|| E::unknown_field(name, Capability::grantable_names()))
+            }
         }
+        deserializer.deserialize_identifier(Visitor)
     }
 }
 
-/// Everything one plugin run can reach: WASI (with nothing in it) and one context per
-/// capability. It is the data of a fresh store, dropped with it at the end of the run.
-pub struct HostCtx {
-    pub wasi: WasiCtx,
-    pub table: ResourceTable,
-    pub procfs: procfs::ProcfsCtx,
-    pub fs_stats: fs_stats::FsStatsCtx,
-    pub postgres: postgres::PostgresCtx,
-    pub log_tail: log_tail::LogTailCtx,
-    pub settings: settings::SettingsCtx,
-    pub log: log::LogCtx,
-    pub state: state::StateCtx,
+/// A grant table that failed validation: which capability, which of its keys, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct InvalidGrant {
+    pub capability: Capability,
+    /// The key of the grant table at fault (`paths`).
+    pub key: &'static str,
+    reason: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl InvalidGrant {
+    fn new(capability: Capability, error: impl GrantProblem) -> Self {
+        Self {
+            capability,
+            key: error.key(),
+            reason: Box::new(error),
+        }
+    }
+
+    /// The dotted key below `[plugins.NAME]`, e.g. `grants.procfs.paths`.
+    pub fn key_path(&self) -> String {
+        format!("grants.{}.{}", self.capability, self.key)
+    }
 }
 
 /// Store data that contains a [`HostCtx`].
@@ -162,7 +147,7 @@ pub trait HostView: Send + 'static {
 /// A WASI context that grants nothing: no preopened directories, no environment, no arguments,
 /// no sockets or name lookups. Clocks and random stay available. Guest stdout/stderr go to
 /// the run's capped log budget.
-pub fn empty_wasi(budget: &log::LogBudget) -> WasiCtx {
+pub fn empty_wasi(budget: &LogBudget) -> WasiCtx {
     wasmtime_wasi::WasiCtxBuilder::new()
         .stdout(budget.stdout())
         .stderr(budget.stderr())
@@ -172,44 +157,6 @@ pub fn empty_wasi(budget: &log::LogBudget) -> WasiCtx {
         .socket_addr_check(|_, _| Box::pin(async { false }))
         .build()
 }
-
-/// Links WASI and exactly the granted capabilities into `linker`. This is the only function
-/// that registers host interfaces.
-pub fn link<T: HostView + WasiView>(
-    linker: &mut Linker<T>,
-    grants: &Grants,
-) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    wit::types::add_to_linker::<T, HasSelf<HostCtx>>(linker, |t| t.host())?;
-    wit::settings::add_to_linker::<T, HasSelf<settings::SettingsCtx>>(linker, |t| {
-        &mut t.host().settings
-    })?;
-    wit::log::add_to_linker::<T, HasSelf<log::LogCtx>>(linker, |t| &mut t.host().log)?;
-    wit::state::add_to_linker::<T, HasSelf<state::StateCtx>>(linker, |t| &mut t.host().state)?;
-    if grants.procfs.is_some() {
-        wit::procfs::add_to_linker::<T, HasSelf<procfs::ProcfsCtx>>(linker, |t| {
-            &mut t.host().procfs
-        })?;
-    }
-    if grants.fs_stats.is_some() {
-        wit::fs_stats::add_to_linker::<T, HasSelf<fs_stats::FsStatsCtx>>(linker, |t| {
-            &mut t.host().fs_stats
-        })?;
-    }
-    if grants.postgres.is_some() {
-        wit::postgres::add_to_linker::<T, HasSelf<postgres::PostgresCtx>>(linker, |t| {
-            &mut t.host().postgres
-        })?;
-    }
-    if grants.log_tail.is_some() {
-        wit::log_tail::add_to_linker::<T, HasSelf<log_tail::LogTailCtx>>(linker, |t| {
-            &mut t.host().log_tail
-        })?;
-    }
-    Ok(())
-}
-
-impl wit::types::Host for HostCtx {}
 
 impl HostView for HostCtx {
     fn host(&mut self) -> &mut HostCtx {
@@ -249,6 +196,94 @@ mod tests {
             None
         );
         assert_eq!(Capability::from_import("wasi:cli/environment@0.2.0"), None);
+    }
+
+    #[test]
+    fn every_wit_interface_is_in_the_list_and_nothing_else() {
+        let wit =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/collector.wit"))
+                .unwrap();
+        let mut interfaces: Vec<&str> = wit
+            .lines()
+            .filter_map(|line| line.strip_prefix("interface "))
+            .map(|rest| rest.trim_end_matches(" {").trim())
+            .collect();
+        interfaces.sort();
+        let mut listed: Vec<&str> = Capability::ALL.into_iter().map(Capability::name).collect();
+        listed.sort();
+        assert_eq!(listed, interfaces);
+    }
+
+    fn raw_grants(text: &str) -> Result<RawGrants, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn grant_tables_are_keyed_by_the_interfaces_that_need_a_grant() {
+        let raw = raw_grants(
+            "[procfs]\npaths = [\"stat\"]\n[fs-stats]\nmounts = [\"/\"]\n\
+             [log-tail]\npaths = [\"/var/log/*.log\"]\n[postgres]\ndatabases = [\"*\"]\n",
+        )
+        .unwrap();
+        let grants = Grants::validate(&raw).unwrap();
+        for capability in Capability::ALL {
+            assert!(grants.allows(capability), "{capability}");
+        }
+        let none = Grants::validate(&RawGrants::default()).unwrap();
+        let allowed: Vec<&str> = Capability::ALL
+            .into_iter()
+            .filter(|c| none.allows(*c))
+            .map(Capability::name)
+            .collect();
+        assert_eq!(allowed, ["types", "settings", "log", "state"]);
+        for key in ["state", "log", "settings", "types", "procs", "fs_stats"] {
+            let err = raw_grants(&format!("[{key}]\n")).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("unknown field `{key}`"))
+                    && err.contains("`procfs`, `fs-stats`, `log-tail`, `postgres`"),
+                "{err}"
+            );
+        }
+        let err = raw_grants("[procfs]\npaths = [\"stat\"]\nextra = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `extra`"), "{err}");
+    }
+
+    #[test]
+    fn every_invalid_grant_is_reported_with_its_key() {
+        let raw = raw_grants(
+            "[procfs]\npaths = [\"/etc/shadow\"]\n[fs-stats]\nmounts = [\"var\"]\n\
+             [log-tail]\npaths = [\"/var/log/*.log\"]\nstart_at = \"middle\"\n\
+             [postgres]\ndatabases = []\n",
+        )
+        .unwrap();
+        let invalid = Grants::validate(&raw).unwrap_err();
+        let found: Vec<(String, String)> = invalid
+            .iter()
+            .map(|e| (e.key_path(), e.to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "grants.procfs.paths".to_owned(),
+                    "procfs path `/etc/shadow` must be relative to /proc, not absolute".to_owned()
+                ),
+                (
+                    "grants.fs-stats.mounts".to_owned(),
+                    "mount `var` must be an absolute path or \"*\"".to_owned()
+                ),
+                (
+                    "grants.log-tail.start_at".to_owned(),
+                    "start_at `middle` is not `end` or `beginning`".to_owned()
+                ),
+                (
+                    "grants.postgres.databases".to_owned(),
+                    "list at least one database, or \"*\" for all".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -1,19 +1,68 @@
 //! `procfs` capability: read-only access to files below /proc that the operator granted.
 //!
 //! Shape: [`ProcfsGrantConfig`] (TOML) → [`ProcfsGrant`] (validated patterns) → [`ProcfsCtx`]
-//! (per run) → `procfs::Host`. This module must never open a file outside the proc root: a path is
+//! (per run) → `procfs::Host`, registered as [`Procfs`]. This module must never open a file outside the proc root: a path is
 //! checked lexically (relative, no `..`), against the grant, and then once more after symlinks are
 //! resolved (`self/root/etc/passwd` resolves outside /proc and is denied even when `self/**` is
 //! granted).
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
+use wasmtime::component::{HasSelf, Linker};
 
 use super::audit::Audit;
 use super::bindings::{Error, pganalytics::collector::procfs};
+use super::capability::{GrantProblem, HostCapability};
+use super::run::RunInfo;
+
+/// Where the kernel's process filesystem is mounted.
+const PROC_ROOT: &str = "/proc";
+
+/// The `procfs` interface.
+pub struct Procfs;
+
+impl HostCapability for Procfs {
+    const NAME: &'static str = "procfs";
+    const SUMMARY: &'static str = "read files below /proc";
+    const GRANT_EXAMPLE: Option<&'static str> = Some("paths = [\"stat\", \"meminfo\"]");
+
+    type Setup = ();
+    type GrantConfig = ProcfsGrantConfig;
+    type Grant = ProcfsGrant;
+    type GrantError = ProcfsGrantError;
+    /// The proc root.
+    type Shared = PathBuf;
+    type Ctx = ProcfsCtx;
+    type Pending = ();
+
+    fn grant(config: &ProcfsGrantConfig) -> Result<ProcfsGrant, ProcfsGrantError> {
+        ProcfsGrant::new(config)
+    }
+
+    fn shared(_: &(), _: Option<&Path>) -> PathBuf {
+        PathBuf::from(PROC_ROOT)
+    }
+
+    fn context(grant: Option<Arc<ProcfsGrant>>, root: &PathBuf, run: &RunInfo) -> ProcfsCtx {
+        ProcfsCtx::new(
+            grant,
+            root.clone(),
+            run.max_host_call_bytes,
+            run.audit.clone(),
+        )
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut ProcfsCtx,
+    ) -> wasmtime::Result<()> {
+        procfs::add_to_linker::<T, HasSelf<ProcfsCtx>>(linker, get)
+    }
+}
 
 /// `[plugins.NAME.grants.procfs]`
 #[derive(Debug, Clone, Deserialize)]
@@ -31,14 +80,34 @@ pub struct ProcfsGrant {
     set: GlobSet,
 }
 
+/// Why a `[plugins.NAME.grants.procfs]` table is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcfsGrantError {
+    #[error("procfs path `{path}` {why}")]
+    Path { path: String, why: &'static str },
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error("{0}")]
+    Set(globset::Error),
+}
+
+impl GrantProblem for ProcfsGrantError {
+    fn key(&self) -> &'static str {
+        "paths"
+    }
+}
+
 impl ProcfsGrant {
-    pub fn new(config: &ProcfsGrantConfig) -> Result<Self, String> {
+    pub fn new(config: &ProcfsGrantConfig) -> Result<Self, ProcfsGrantError> {
         let mut builder = GlobSetBuilder::new();
         for pattern in &config.paths {
-            check_relative(pattern).map_err(|why| format!("procfs path `{pattern}` {why}"))?;
+            check_relative(pattern).map_err(|why| ProcfsGrantError::Path {
+                path: pattern.clone(),
+                why,
+            })?;
             builder.add(component_glob(pattern)?);
         }
-        let set = builder.build().map_err(|e| e.to_string())?;
+        let set = builder.build().map_err(ProcfsGrantError::Set)?;
         Ok(Self {
             patterns: config.paths.clone(),
             set,
@@ -54,13 +123,24 @@ impl ProcfsGrant {
     }
 }
 
+/// A grant pattern that is not a valid glob.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid pattern `{pattern}`: {error}")]
+pub struct PatternError {
+    pub pattern: String,
+    pub error: globset::Error,
+}
+
 /// Compiles a grant pattern so that `*` and `?` never cross a `/`.
-pub(crate) fn component_glob(pattern: &str) -> Result<Glob, String> {
+pub(crate) fn component_glob(pattern: &str) -> Result<Glob, PatternError> {
     GlobBuilder::new(pattern)
         .literal_separator(true)
         .backslash_escape(true)
         .build()
-        .map_err(|e| format!("invalid pattern `{pattern}`: {e}"))
+        .map_err(|error| PatternError {
+            pattern: pattern.to_owned(),
+            error,
+        })
 }
 
 /// Lexical checks on a path that must stay below its root.
@@ -86,7 +166,7 @@ fn check_relative(path: &str) -> Result<(), &'static str> {
 
 /// Per-run state of the `procfs` capability.
 pub struct ProcfsCtx {
-    grant: Option<std::sync::Arc<ProcfsGrant>>,
+    grant: Option<Arc<ProcfsGrant>>,
     root: PathBuf,
     max_bytes: usize,
     audit: Audit,
@@ -95,7 +175,7 @@ pub struct ProcfsCtx {
 impl ProcfsCtx {
     /// `root` is `/proc` in production; tests point it at a directory they built.
     pub fn new(
-        grant: Option<std::sync::Arc<ProcfsGrant>>,
+        grant: Option<Arc<ProcfsGrant>>,
         root: PathBuf,
         max_bytes: usize,
         audit: Audit,
@@ -195,7 +275,6 @@ impl procfs::Host for ProcfsCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn ctx(root: &Path, patterns: &[&str]) -> ProcfsCtx {
         let grant = ProcfsGrant::new(&ProcfsGrantConfig {
@@ -309,7 +388,8 @@ mod tests {
             let err = ProcfsGrant::new(&ProcfsGrantConfig {
                 paths: vec![bad.into()],
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(bad), "{err}");
         }
     }

@@ -2,23 +2,51 @@
 //!
 //! Needs no grant: a plugin can only see the table the operator wrote for it.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use wasmtime::component::{HasSelf, Linker};
+
 use super::bindings::pganalytics::collector::settings;
+use super::capability::{HostCapability, NoGrant};
+use super::run::RunInfo;
+pub use super::run::{PluginSettings, SettingsError};
 
-/// Validated settings: the TOML table as JSON, shared by every run of the plugin.
-#[derive(Debug, Clone, Default)]
-pub struct PluginSettings(pub serde_json::Map<String, serde_json::Value>);
+/// The `settings` interface.
+pub struct Settings;
 
-impl PluginSettings {
-    pub fn from_toml(table: &toml::Table) -> Result<Self, String> {
-        match serde_json::to_value(table).map_err(|e| e.to_string())? {
-            serde_json::Value::Object(map) => Ok(Self(map)),
-            _ => Err("settings must be a table".into()),
-        }
+impl HostCapability for Settings {
+    const NAME: &'static str = "settings";
+    const SUMMARY: &'static str = "its own [plugins.NAME.settings] table";
+    const GRANT_EXAMPLE: Option<&'static str> = None;
+
+    type Setup = ();
+    type GrantConfig = NoGrant;
+    type Grant = NoGrant;
+    type GrantError = NoGrant;
+    type Shared = ();
+    type Ctx = SettingsCtx;
+    type Pending = ();
+
+    fn grant(config: &NoGrant) -> Result<NoGrant, NoGrant> {
+        match *config {}
+    }
+
+    fn shared(_: &(), _: Option<&Path>) {}
+
+    fn context(_: Option<Arc<NoGrant>>, _: &(), run: &RunInfo) -> SettingsCtx {
+        SettingsCtx::new(run.settings.clone())
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut SettingsCtx,
+    ) -> wasmtime::Result<()> {
+        settings::add_to_linker::<T, HasSelf<SettingsCtx>>(linker, get)
     }
 }
 
+/// Per-run state of the `settings` capability: the plugin's table.
 pub struct SettingsCtx {
     settings: Arc<PluginSettings>,
 }

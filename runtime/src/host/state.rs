@@ -14,10 +14,14 @@
 //! blob. A file that fails its checks is ignored with a warning (the plugin starts fresh).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use wasmtime::component::{HasSelf, Linker};
+
 use super::bindings::{Error, pganalytics::collector::state};
+use super::capability::{HostCapability, NoGrant};
+use super::run::RunInfo;
 use crate::fsutil;
 
 const MAGIC: &[u8; 8] = b"PGASTATE";
@@ -27,6 +31,55 @@ const HEADER_LEN: usize = 8 + 4 + 4 + 4;
 /// Threat: a plugin storing megabytes per run would grow host memory and disk writes; counters
 /// for deltas need a few KiB. Overridable per plugin with `max_state_bytes`.
 pub const DEFAULT_MAX_STATE_BYTES: u64 = 64 << 10;
+
+/// The `state` interface.
+pub struct State;
+
+impl HostCapability for State {
+    const NAME: &'static str = "state";
+    const SUMMARY: &'static str = "keep a small blob between runs (capped)";
+    const GRANT_EXAMPLE: Option<&'static str> = None;
+
+    type Setup = ();
+    type GrantConfig = NoGrant;
+    type Grant = NoGrant;
+    type GrantError = NoGrant;
+    type Shared = StateStore;
+    type Ctx = StateCtx;
+    /// The blob the plugin set in the run.
+    type Pending = Vec<u8>;
+
+    fn grant(config: &NoGrant) -> Result<NoGrant, NoGrant> {
+        match *config {}
+    }
+
+    fn shared(_: &(), state_dir: Option<&Path>) -> StateStore {
+        StateStore::new(state_dir.map(Path::to_path_buf))
+    }
+
+    fn context(_: Option<Arc<NoGrant>>, store: &StateStore, run: &RunInfo) -> StateCtx {
+        StateCtx::new(
+            run.plugin.clone(),
+            store.load(&run.plugin),
+            run.max_state_bytes,
+        )
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut StateCtx,
+    ) -> wasmtime::Result<()> {
+        state::add_to_linker::<T, HasSelf<StateCtx>>(linker, get)
+    }
+
+    fn take_pending(ctx: &mut StateCtx) -> Option<Vec<u8>> {
+        ctx.take_pending()
+    }
+
+    fn commit(store: &StateStore, plugin: &str, blob: Vec<u8>) -> std::io::Result<()> {
+        store.save(plugin, blob)
+    }
+}
 
 /// Blobs of every plugin: in memory for this process, on disk when a state directory is set.
 #[derive(Clone, Default)]

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{CollectorConfig, Config};
-use crate::host::log_tail::Offsets as LogOffsets;
+use crate::host::Pending;
 use crate::plugin::{LoadError, LoadedPlugin, PluginHost, RunError, RunTiming};
 
 /// The body pushed to the backend (`POST /api/v1/metrics/push`).
@@ -70,8 +70,7 @@ pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepte
         denied_calls: output.denied_calls,
         commit: Commit {
             plugin: plugin.name().to_owned(),
-            state: output.pending_state,
-            log_offsets: output.log_offsets,
+            pending: output.pending,
         },
     })
 }
@@ -86,32 +85,21 @@ pub struct Accepted {
 }
 
 /// What an accepted run leaves to save once its items are safe: the plugin's state blob and its
-/// log-tail offsets.
+/// log-tail offsets (whatever its capabilities keep, see `host::Pending`).
 #[derive(Debug, Default)]
 pub struct Commit {
     plugin: String,
-    state: Option<Vec<u8>>,
-    log_offsets: Option<LogOffsets>,
+    pending: Pending,
 }
 
 impl Commit {
-    /// Saves the state blob and the offsets (each written tmp + rename).
+    /// Saves what the run left (each file replaced atomically).
     pub fn apply(self, host: &PluginHost) -> Result<(), RunError> {
-        let state_error = |e: std::io::Error| RunError::State {
-            plugin: self.plugin.clone(),
-            message: e.to_string(),
-        };
-        if let Some(state) = self.state.clone() {
-            host.state_store()
-                .save(&self.plugin, state)
-                .map_err(state_error)?;
-        }
-        if let Some(offsets) = self.log_offsets.clone() {
-            host.log_offsets()
-                .commit(&self.plugin, offsets)
-                .map_err(state_error)?;
-        }
-        Ok(())
+        host.commit(&self.plugin, self.pending)
+            .map_err(|e| RunError::State {
+                plugin: self.plugin,
+                message: e.to_string(),
+            })
     }
 }
 

@@ -10,10 +10,12 @@
 
 pub mod cache;
 pub mod engine;
+mod error;
 pub mod limits;
 pub mod manifest;
 pub mod signature;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,154 +25,34 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::config::PluginConfig;
-use crate::host::bindings::{CollectorPre, Error as GuestError};
-use crate::host::{self, Capability, HostCtx, HostView};
+use crate::host::bindings::CollectorPre;
+use crate::host::run::{PluginSettings, RunInfo};
+use crate::host::{self, Grants, HostCtx, HostView};
 use crate::units::ByteSize;
 pub use cache::{CacheOutcome, CompileCache};
 pub use engine::Engines;
-use limits::RunLimiter;
+pub use error::{LoadError, RunError};
+use limits::{Limits, RunLimiter};
 pub use manifest::{Import, Manifest};
+use signature::PublicKey;
 
 /// Threat: a multi-gigabyte "plugin" file exhausting memory before it is even compiled.
 pub const MAX_COMPONENT_FILE_BYTES: u64 = 64 << 20;
 
-/// Why a plugin could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("plugin `{plugin}`: cannot read `{}`: {source}", path.display())]
-    Read {
-        plugin: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("plugin `{plugin}`: `{}` is {size} bytes, over the {max}-byte limit for components", path.display())]
-    TooLarge {
-        plugin: String,
-        path: PathBuf,
-        size: u64,
-        max: u64,
-    },
-    #[error(
-        "plugin `{plugin}`: `{}` has sha256 {actual}, but the config pins {expected}; refusing the changed file",
-        path.display()
-    )]
-    DigestMismatch {
-        plugin: String,
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
-    #[error(
-        "plugin `{plugin}`: `{}` must be signed by {signers}, but its signature file `{}` is missing: {reason}",
-        path.display(),
-        signature.display()
-    )]
-    SignatureMissing {
-        plugin: String,
-        path: PathBuf,
-        signature: PathBuf,
-        signers: String,
-        reason: String,
-    },
-    #[error(
-        "plugin `{plugin}`: the signature file `{}` of `{}` is unreadable or malformed: {reason}",
-        signature.display(),
-        path.display()
-    )]
-    SignatureMalformed {
-        plugin: String,
-        path: PathBuf,
-        signature: PathBuf,
-        reason: String,
-    },
-    #[error(
-        "plugin `{plugin}`: refusing `{}` (sha256 {sha256}): {reason}",
-        path.display()
-    )]
-    SignatureRejected {
-        plugin: String,
-        path: PathBuf,
-        sha256: String,
-        reason: signature::Rejection,
-    },
-    #[error("plugin `{plugin}`: `{}` is not a valid WebAssembly component: {message}", path.display())]
-    Compile {
-        plugin: String,
-        path: PathBuf,
-        message: String,
-    },
-    #[error("plugin `{plugin}`: `{}` does not export `collect` from world `pganalytics:collector/collector`", path.display())]
-    NoCollect { plugin: String, path: PathBuf },
-    #[error(
-        "plugin `{plugin}` imports `{import}`, which this runtime does not provide \
-         (it provides pganalytics:collector@0.1.x and WASI 0.2)"
-    )]
-    UnknownImport { plugin: String, import: String },
-    #[error("plugin `{plugin}` imports `{}` but is not granted it; to allow it, add to the config:\n{example}", capability.name())]
-    NotGranted {
-        plugin: String,
-        capability: Capability,
-        example: String,
-    },
-    #[error("plugin `{plugin}`: linking failed: {message}")]
-    Link { plugin: String, message: String },
-}
-
-/// Why one run of a plugin produced no accepted output. Every variant names the plugin.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("plugin `{plugin}` exceeded its {limit} wall-clock deadline")]
-    Deadline { plugin: String, limit: String },
-    #[error("plugin `{plugin}` exceeded its {limit} memory limit")]
-    Memory { plugin: String, limit: String },
-    #[error("plugin `{plugin}` ran out of fuel ({fuel} units per run)")]
-    Fuel { plugin: String, fuel: u64 },
-    #[error("plugin `{plugin}` overflowed its wasm stack (unbounded recursion?)")]
-    StackOverflow { plugin: String },
-    #[error("plugin `{plugin}` trapped: {message}")]
-    Trap { plugin: String, message: String },
-    #[error("plugin `{plugin}` returned {size} bytes of output, over its {limit} limit")]
-    OutputTooLarge {
-        plugin: String,
-        size: u64,
-        limit: String,
-    },
-    #[error("plugin `{plugin}` reported an error: {error}")]
-    Guest { plugin: String, error: GuestError },
-    #[error("plugin `{plugin}` returned invalid output: {reason}")]
-    InvalidOutput { plugin: String, reason: String },
-    #[error("plugin `{plugin}`: cannot save its state: {message}")]
-    State { plugin: String, message: String },
-}
-
-impl RunError {
-    /// Whether a sandbox limit stopped the run (as opposed to the plugin failing by itself).
-    pub fn is_limit(&self) -> bool {
-        matches!(
-            self,
-            RunError::Deadline { .. }
-                | RunError::Memory { .. }
-                | RunError::Fuel { .. }
-                | RunError::StackOverflow { .. }
-                | RunError::OutputTooLarge { .. }
-        )
-    }
-
-    /// A short stable label, for logs and metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            RunError::Deadline { .. } => "deadline",
-            RunError::Memory { .. } => "memory",
-            RunError::Fuel { .. } => "fuel",
-            RunError::StackOverflow { .. } => "stack_overflow",
-            RunError::Trap { .. } => "trap",
-            RunError::OutputTooLarge { .. } => "output_too_large",
-            RunError::Guest { .. } => "guest_error",
-            RunError::InvalidOutput { .. } => "invalid_output",
-            RunError::State { .. } => "state",
-        }
-    }
+/// One plugin, validated from `[plugins.NAME]` and ready to be loaded.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub name: String,
+    pub wasm: PathBuf,
+    pub sha256: Option<[u8; 32]>,
+    /// Keys any one of which must have signed the file; empty: no signature required.
+    pub signed_by: Vec<Arc<PublicKey>>,
+    pub enabled: bool,
+    pub emits: BTreeSet<String>,
+    pub interval: Duration,
+    pub limits: Limits,
+    pub grants: Grants,
+    pub settings: Arc<PluginSettings>,
 }
 
 /// A verified, compiled and linked plugin, ready to be instantiated for each run.
@@ -198,10 +80,9 @@ impl LoadedPlugin {
 /// What a successful `collect` returned, not yet validated.
 pub struct RawOutput {
     pub json: String,
-    /// The blob the plugin set with `state::set`, to be saved once the output is accepted.
-    pub pending_state: Option<Vec<u8>>,
-    /// Log-tail offsets after the lines this run read, to be committed once they are kept.
-    pub log_offsets: Option<host::log_tail::Offsets>,
+    /// What the run leaves to keep (its state blob, log-tail offsets), to be committed once the
+    /// output is accepted and safe.
+    pub pending: host::Pending,
     pub denied_calls: u64,
     pub timing: RunTiming,
 }
@@ -298,74 +179,51 @@ pub fn compile(
     compiled
 }
 
-/// Everything plugin runs share: engines, the proc root and the state store.
+/// What a plugin host is built from (a config gives it with `Config::host_setup`).
+#[derive(Debug, Clone, Default)]
+pub struct HostSetup {
+    /// Where plugin state and log-tail offsets survive restarts; `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Where compiled components are cached; `None`: every load compiles.
+    pub cache_dir: Option<PathBuf>,
+    /// Runtime-wide settings of the capabilities (`[postgres]`).
+    pub capabilities: host::Setup,
+}
+
+/// Everything plugin runs share: engines, the capabilities' resources (connection pool, state
+/// and offsets stores) and the compile cache.
 #[derive(Clone)]
 pub struct PluginHost {
     engines: Engines,
-    state: host::state::StateStore,
-    log_offsets: host::log_tail::LogTailStore,
-    postgres: Option<Arc<host::postgres::pool::PgPool>>,
+    resources: host::Resources,
     cache: Option<CompileCache>,
-    proc_root: PathBuf,
-    mountinfo: PathBuf,
 }
 
 impl PluginHost {
-    /// `postgres` holds the runtime's connection settings, when it has any.
-    pub fn new(
-        state: host::state::StateStore,
-        log_offsets: host::log_tail::LogTailStore,
-        postgres: Option<crate::config::PostgresConfig>,
-    ) -> wasmtime::Result<Self> {
-        Ok(Self {
-            engines: Engines::new()?,
-            state,
-            log_offsets,
-            postgres: postgres
-                .map(|settings| Arc::new(host::postgres::pool::PgPool::new(settings))),
-            cache: None,
-            proc_root: PathBuf::from("/proc"),
-            mountinfo: PathBuf::from("/proc/self/mountinfo"),
-        })
-    }
-
-    /// A host with the state directory, compile cache and PostgreSQL settings of `config`.
-    /// A cache directory that cannot be used is reported and the host compiles every load.
-    pub fn for_config(config: &crate::config::Config) -> wasmtime::Result<Self> {
-        let state_dir = config.collector.state_dir.clone();
-        let host = Self::new(
-            host::state::StateStore::new(state_dir.clone()),
-            host::log_tail::LogTailStore::new(state_dir),
-            config.postgres.clone(),
-        )?;
-        Ok(match &config.collector.cache_dir {
-            Some(dir) => match CompileCache::open(dir) {
-                Ok(cache) => host.with_cache(Some(cache)),
+    /// A host for `setup`. A cache directory that cannot be used is reported and the host
+    /// compiles every load.
+    pub fn new(setup: &HostSetup) -> wasmtime::Result<Self> {
+        let cache = setup
+            .cache_dir
+            .as_deref()
+            .and_then(|dir| match CompileCache::open(dir) {
+                Ok(cache) => Some(cache),
                 Err(e) => {
                     tracing::warn!("{e}; plugins are compiled on every load");
-                    host
+                    None
                 }
-            },
-            None => host,
+            });
+        Ok(Self {
+            engines: Engines::new()?,
+            resources: host::Resources::new(&setup.capabilities, setup.state_dir.as_deref()),
+            cache,
         })
     }
 
-    /// This host with (or without) a compile cache.
-    pub fn with_cache(mut self, cache: Option<CompileCache>) -> Self {
-        self.cache = cache;
-        self
-    }
-
-    pub fn engines(&self) -> &Engines {
-        &self.engines
-    }
-
-    pub fn state_store(&self) -> &host::state::StateStore {
-        &self.state
-    }
-
-    pub fn log_offsets(&self) -> &host::log_tail::LogTailStore {
-        &self.log_offsets
+    /// Keeps what an accepted run of `plugin` left (its state blob, log-tail offsets). Call it
+    /// only once the run's output is safe.
+    pub fn commit(&self, plugin: &str, pending: host::Pending) -> std::io::Result<()> {
+        self.resources.commit(plugin, pending)
     }
 
     /// Verifies, compiles, checks grants against imports and links one plugin.
@@ -441,48 +299,18 @@ impl PluginHost {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let limits = &config.limits;
         let audit = host::audit::Audit::new(name.clone(), plugin.sha256_hex().into());
-        let budget = host::log::LogBudget::new(name.clone(), usize_cap(limits.max_log_bytes));
-        let host_call_cap = usize_cap(limits.max_host_call_bytes);
+        let budget = host::budget::LogBudget::new(name.clone(), usize_cap(limits.max_log_bytes));
         let deadline = started + limits.timeout;
-        let ctx = HostCtx {
-            wasi: host::empty_wasi(&budget),
-            table: Default::default(),
-            procfs: host::procfs::ProcfsCtx::new(
-                config.grants.procfs.clone(),
-                self.proc_root.clone(),
-                host_call_cap,
-                audit.clone(),
-            ),
-            fs_stats: host::fs_stats::FsStatsCtx::new(
-                config.grants.fs_stats.clone(),
-                self.mountinfo.clone(),
-                audit.clone(),
-            ),
-            postgres: host::postgres::PostgresCtx::new(
-                config.grants.postgres.clone(),
-                self.postgres.clone(),
-                host_call_cap,
-                deadline,
-                audit.clone(),
-            ),
-            log_tail: host::log_tail::LogTailCtx::new(
-                config.grants.log_tail.clone(),
-                config
-                    .grants
-                    .log_tail
-                    .as_ref()
-                    .and_then(|_| self.log_offsets.load(&config.name)),
-                host_call_cap,
-                audit.clone(),
-            ),
-            settings: host::settings::SettingsCtx::new(config.settings.clone()),
-            log: host::log::LogCtx::new(budget.clone()),
-            state: host::state::StateCtx::new(
-                name.clone(),
-                self.state.load(&config.name),
-                usize_cap(limits.max_state_bytes),
-            ),
+        let run = RunInfo {
+            plugin: name.clone(),
+            audit: audit.clone(),
+            log: budget.clone(),
+            deadline,
+            max_host_call_bytes: usize_cap(limits.max_host_call_bytes),
+            max_state_bytes: usize_cap(limits.max_state_bytes),
+            settings: config.settings.clone(),
         };
+        let ctx = HostCtx::new(&config.grants, &self.resources, &run);
         let engine = plugin.pre.engine().clone();
         let mut store = Store::new(
             &engine,
@@ -540,13 +368,11 @@ impl PluginHost {
         let denied_calls = audit.denied_count();
         let json = result?;
         let host = &mut store.data_mut().host;
-        let pending_state = host.state.take_pending();
-        let log_offsets = host.log_tail.take_offsets();
+        let pending = host.take_pending();
         let postgres = host.postgres.server_time();
         Ok(RawOutput {
             json,
-            pending_state,
-            log_offsets,
+            pending,
             denied_calls,
             timing: RunTiming {
                 elapsed: started.elapsed(),
@@ -574,8 +400,8 @@ fn classify_trap(
     plugin: &str,
     error: wasmtime::Error,
     store: &Store<RunState>,
-    limits: &limits::Limits,
-    budget: &host::log::LogBudget,
+    limits: &Limits,
+    budget: &host::budget::LogBudget,
 ) -> RunError {
     let plugin = plugin.to_owned();
     if store.data().limiter.memory_limit_hit {

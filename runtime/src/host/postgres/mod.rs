@@ -1,30 +1,42 @@
 //! `postgres` capability: read-only SQL on host-owned connections.
 //!
-//! Shape: [`PostgresGrantConfig`] → [`PostgresGrant`] → [`PostgresCtx`] → `postgres::Host`.
+//! Shape: [`PostgresGrantConfig`] → [`PostgresGrant`] → [`PostgresCtx`] → `postgres::Host`,
+//! registered as [`Postgres`]; the runtime's own connection settings (`[postgres]`) are in
+//! [`settings`], and connections come through the small [`client::Client`] trait (the real
+//! tokio-postgres [`pool`] by default, a fake in unit tests).
+//!
 //! Every query is checked by the [`guard`] before the server sees it, then runs as one statement
-//! (extended protocol, so the server refuses a second one too) inside `BEGIN READ ONLY` with
-//! `statement_timeout` and `lock_timeout` no longer than what is left of the plugin's deadline,
-//! with rows and bytes capped while they stream in. A database outside the grant is never
-//! connected to.
+//! (extended protocol, so the server refuses a second one too) inside `START TRANSACTION READ
+//! ONLY` with `statement_timeout` and `lock_timeout` no longer than what is left of the plugin's
+//! deadline, with rows and bytes capped while they stream in. A database outside the grant is
+//! never connected to.
 
+pub mod client;
 pub mod guard;
 pub mod pool;
+pub mod settings;
 pub mod values;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, pin_mut};
+use futures_util::StreamExt;
 use serde::Deserialize;
+use wasmtime::component::{HasSelf, Linker};
 
-use self::pool::{ConnectError, PgPool, describe};
+use self::client::{Client, ConnectError, Connection, QueryError};
+use self::pool::PgPool;
+pub use self::settings::{PostgresConfig, PostgresSettingsError, RawPostgres};
 use super::audit::Audit;
 use super::bindings::{
     Error,
     pganalytics::collector::postgres::{self, Rows, Value},
 };
+use super::capability::{GrantProblem, HostCapability};
+use super::run::RunInfo;
 use crate::units::HumanDuration;
 
 /// Threat: a query returning millions of rows exhausting host and guest memory (DESIGN.md).
@@ -35,6 +47,63 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Threat: a monitoring query queueing behind an exclusive lock and blocking others behind it.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Opens the transaction every plugin query runs in.
+const BEGIN_READ_ONLY: &str = "START TRANSACTION READ ONLY";
+
+/// Lists the databases a plugin may be offered (on the maintenance database, outside any
+/// transaction).
+const LIST_DATABASES: &str = "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname";
+
+/// The `postgres` interface.
+pub struct Postgres;
+
+impl HostCapability for Postgres {
+    const NAME: &'static str = "postgres";
+    const SUMMARY: &'static str = "read-only SQL on PostgreSQL databases";
+    const GRANT_EXAMPLE: Option<&'static str> = Some("databases = [\"postgres\"]");
+
+    /// `[postgres]`, when the config has it.
+    type Setup = Option<PostgresConfig>;
+    type GrantConfig = PostgresGrantConfig;
+    type Grant = PostgresGrant;
+    type GrantError = PostgresGrantError;
+    /// The pool, when the runtime has connection settings.
+    type Shared = Option<Arc<PgPool>>;
+    type Ctx = PostgresCtx;
+    type Pending = ();
+
+    fn grant(config: &PostgresGrantConfig) -> Result<PostgresGrant, PostgresGrantError> {
+        PostgresGrant::new(config)
+    }
+
+    fn shared(setup: &Option<PostgresConfig>, _: Option<&Path>) -> Option<Arc<PgPool>> {
+        setup
+            .clone()
+            .map(|settings| Arc::new(PgPool::new(settings)))
+    }
+
+    fn context(
+        grant: Option<Arc<PostgresGrant>>,
+        pool: &Option<Arc<PgPool>>,
+        run: &RunInfo,
+    ) -> PostgresCtx {
+        PostgresCtx::new(
+            grant,
+            pool.clone(),
+            run.max_host_call_bytes,
+            run.deadline,
+            run.audit.clone(),
+        )
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut PostgresCtx,
+    ) -> wasmtime::Result<()> {
+        postgres::add_to_linker::<T, HasSelf<PostgresCtx>>(linker, get)
+    }
+}
 
 /// `[plugins.NAME.grants.postgres]`
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +118,7 @@ pub struct PostgresGrantConfig {
     pub statement_timeout: Option<HumanDuration>,
 }
 
+/// The validated grant: which databases, how many rows, how long a statement may run.
 #[derive(Debug, Clone)]
 pub struct PostgresGrant {
     all: bool,
@@ -57,14 +127,29 @@ pub struct PostgresGrant {
     statement_timeout: Duration,
 }
 
+/// Why a `[plugins.NAME.grants.postgres]` table is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresGrantError {
+    #[error("list at least one database, or \"*\" for all")]
+    Empty,
+    #[error("\"*\" already means every database; list nothing else with it")]
+    StarWithOthers,
+}
+
+impl GrantProblem for PostgresGrantError {
+    fn key(&self) -> &'static str {
+        "databases"
+    }
+}
+
 impl PostgresGrant {
-    pub fn new(config: &PostgresGrantConfig) -> Result<Self, String> {
+    pub fn new(config: &PostgresGrantConfig) -> Result<Self, PostgresGrantError> {
         if config.databases.is_empty() {
-            return Err("list at least one database, or \"*\" for all".into());
+            return Err(PostgresGrantError::Empty);
         }
         let all = config.databases.iter().any(|d| d == "*");
         if all && config.databases.len() > 1 {
-            return Err("\"*\" already means every database; list nothing else with it".into());
+            return Err(PostgresGrantError::StarWithOthers);
         }
         Ok(Self {
             all,
@@ -81,10 +166,10 @@ impl PostgresGrant {
     }
 }
 
-/// Per-run state of the `postgres` capability.
-pub struct PostgresCtx {
+/// Per-run state of the `postgres` capability, over connections from `C`.
+pub struct PostgresCtx<C: Client = PgPool> {
     grant: Option<Arc<PostgresGrant>>,
-    pool: Option<Arc<PgPool>>,
+    client: Option<Arc<C>>,
     max_bytes: usize,
     deadline: Instant,
     audit: Audit,
@@ -94,17 +179,17 @@ pub struct PostgresCtx {
     server_nanos: AtomicU64,
 }
 
-impl PostgresCtx {
+impl<C: Client> PostgresCtx<C> {
     pub fn new(
         grant: Option<Arc<PostgresGrant>>,
-        pool: Option<Arc<PgPool>>,
+        client: Option<Arc<C>>,
         max_bytes: usize,
         deadline: Instant,
         audit: Audit,
     ) -> Self {
         Self {
             grant,
-            pool,
+            client,
             max_bytes,
             deadline,
             audit,
@@ -122,39 +207,39 @@ impl PostgresCtx {
         self.server_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    fn grant_and_pool(&self, target: &str) -> Result<(&PostgresGrant, &PgPool), Error> {
+    fn grant_and_client(&self, target: &str) -> Result<(&PostgresGrant, &C), Error> {
         let Some(grant) = self.grant.as_deref() else {
             return Err(self
                 .audit
                 .deny("postgres database", target, "no databases are granted"));
         };
-        let Some(pool) = self.pool.as_deref() else {
+        let Some(client) = self.client.as_deref() else {
             return Err(Error::Unavailable(
                 "the runtime has no [postgres] connection settings".into(),
             ));
         };
-        Ok((grant, pool))
+        Ok((grant, client))
     }
 
     pub async fn list_databases(&self) -> Result<Vec<String>, Error> {
-        let (grant, pool) = self.grant_and_pool("*")?;
-        let maintenance = pool.settings().maintenance_db.clone();
+        let (grant, client) = self.grant_and_client("*")?;
+        let maintenance = client.settings().maintenance_db.clone();
         let waiting = Instant::now();
-        let client = pool.checkout(&maintenance).await.map_err(connect_error)?;
-        let rows = client
-            .query(
-                "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
-                &[],
-            )
-            .await
-            .map_err(|e| Error::Unavailable(format!("listing databases: {}", describe(&e))));
+        let checkout = client.checkout(&maintenance).await.map_err(connect_error);
+        let listed = match checkout {
+            Ok(mut connection) => {
+                let names = database_names(&mut connection).await;
+                if names.is_ok() {
+                    client.checkin(&maintenance, connection);
+                }
+                names
+            }
+            Err(e) => Err(e),
+        };
         self.count_server_time(waiting);
-        let rows = rows?;
-        pool.checkin(&maintenance, client);
-        let settings = pool.settings();
-        Ok(rows
-            .iter()
-            .map(|row| row.get::<_, String>(0))
+        let settings = client.settings();
+        Ok(listed?
+            .into_iter()
             .filter(|name| grant.allows(name) && settings.permits(name))
             .collect())
     }
@@ -165,7 +250,7 @@ impl PostgresCtx {
         sql: &str,
         params: &[Value],
     ) -> Result<Rows, Error> {
-        let (grant, pool) = self.grant_and_pool(database)?;
+        let (grant, client) = self.grant_and_client(database)?;
         if !grant.allows(database) {
             return Err(self.audit.deny(
                 "postgres database",
@@ -173,7 +258,7 @@ impl PostgresCtx {
                 "it is not in the grant's `databases`",
             ));
         }
-        if !pool.settings().permits(database) {
+        if !client.settings().permits(database) {
             return Err(self.audit.deny(
                 "postgres database",
                 database,
@@ -194,100 +279,131 @@ impl PostgresCtx {
             return Err(Error::Timeout("the plugin's deadline has passed".into()));
         }
         let waiting = Instant::now();
-        let checkout = pool.checkout(database).await.map_err(connect_error);
-        let mut client = match checkout {
-            Ok(client) => client,
+        let mut connection = match client.checkout(database).await {
+            Ok(connection) => connection,
             Err(e) => {
                 self.count_server_time(waiting);
-                return Err(e);
+                return Err(connect_error(e));
             }
         };
-        let result = run_read_only(
-            &mut client,
-            sql,
-            params,
+        let limits = QueryLimits {
             timeout,
-            grant.max_rows,
-            self.max_bytes,
-        )
-        .await;
+            max_rows: grant.max_rows,
+            max_bytes: self.max_bytes,
+        };
+        let (result, reusable) = run_read_only(&mut connection, sql, params, &limits).await;
         self.count_server_time(waiting);
         // A connection is reused only after a clean round trip; anything else may have left it
         // mid-transaction.
-        if result.is_ok() || matches!(result, Err(Error::Invalid(_)) | Err(Error::Timeout(_))) {
-            pool.checkin(database, client);
+        if reusable {
+            client.checkin(database, connection);
         }
         result
     }
 }
 
-async fn run_read_only(
-    client: &mut tokio_postgres::Client,
-    sql: &str,
-    params: &[Value],
+/// The datnames of the databases that accept connections, on the maintenance database.
+async fn database_names<K: Connection>(connection: &mut K) -> Result<Vec<String>, Error> {
+    let listing = |e: QueryError| Error::Unavailable(format!("listing databases: {}", e.detail()));
+    let mut rows = connection
+        .query(LIST_DATABASES, &[])
+        .await
+        .map_err(listing)?;
+    let mut names = Vec::new();
+    while let Some(row) = rows.next().await {
+        if let Some(Value::Text(name)) = row.map_err(listing)?.values.into_iter().next() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// The bounds one query runs under.
+struct QueryLimits {
     timeout: Duration,
     max_rows: u64,
     max_bytes: usize,
+}
+
+/// The `SET LOCAL` of a query's timeouts, in milliseconds, never beyond `timeout`.
+fn timeouts_sql(timeout: Duration) -> String {
+    format!(
+        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+        timeout.as_millis().max(1),
+        LOCK_TIMEOUT.as_millis().min(timeout.as_millis()).max(1)
+    )
+}
+
+/// Runs one guarded statement in a read-only transaction and reads its rows under the caps.
+/// Returns the result and whether the connection is clean enough to be reused.
+async fn run_read_only<K: Connection>(
+    connection: &mut K,
+    sql: &str,
+    params: &[Value],
+    limits: &QueryLimits,
+) -> (Result<Rows, Error>, bool) {
+    if let Err(e) = connection.batch_execute(BEGIN_READ_ONLY).await {
+        let error = format!("starting a read-only transaction: {}", e.detail());
+        return (Err(Error::Unavailable(error)), false);
+    }
+    if let Err(e) = connection
+        .batch_execute(&timeouts_sql(limits.timeout))
+        .await
+    {
+        let error = format!("setting timeouts: {}", e.detail());
+        return (Err(Error::Unavailable(error)), false);
+    }
+    let result = read_rows(connection, sql, params, limits).await;
+    // Read-only: nothing to commit, and a rollback cannot fail half-way. After an error of the
+    // statement itself (refused, cancelled), the connection is still good once rolled back; after
+    // a cap was hit, rows may still be in flight, so it is dropped instead.
+    match result {
+        Ok(rows) => match connection.batch_execute("ROLLBACK").await {
+            Ok(()) => (Ok(rows), true),
+            Err(e) => {
+                let error = format!("ending the transaction: {}", e.detail());
+                (Err(Error::Unavailable(error)), false)
+            }
+        },
+        Err(error @ (Error::Invalid(_) | Error::Timeout(_))) => {
+            let clean = connection.batch_execute("ROLLBACK").await.is_ok();
+            (Err(error), clean)
+        }
+        Err(error) => (Err(error), false),
+    }
+}
+
+/// Streams the rows of one statement, stopping as soon as a cap is passed.
+async fn read_rows<K: Connection>(
+    connection: &mut K,
+    sql: &str,
+    params: &[Value],
+    limits: &QueryLimits,
 ) -> Result<Rows, Error> {
-    let transaction = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await
-        .map_err(|e| {
-            Error::Unavailable(format!(
-                "starting a read-only transaction: {}",
-                describe(&e)
-            ))
-        })?;
-    transaction
-        .batch_execute(&format!(
-            "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
-            timeout.as_millis().max(1),
-            LOCK_TIMEOUT.as_millis().min(timeout.as_millis()).max(1)
-        ))
-        .await
-        .map_err(|e| Error::Unavailable(format!("setting timeouts: {}", describe(&e))))?;
-    let typed: Vec<(&(dyn postgres_types::ToSql + Sync), postgres_types::Type)> = params
-        .iter()
-        .map(|p| (values::param(p), values::param_type(p)))
-        .collect();
-    let stream = transaction
-        .query_typed_raw(sql, typed)
-        .await
-        .map_err(query_error)?;
-    pin_mut!(stream);
+    let mut stream = connection.query(sql, params).await.map_err(query_error)?;
     let mut columns: Option<Vec<String>> = None;
     let mut rows = Vec::new();
     let mut bytes = 0usize;
     while let Some(row) = stream.next().await {
         let row = row.map_err(query_error)?;
         if columns.is_none() {
-            columns = Some(row.columns().iter().map(|c| c.name().to_owned()).collect());
+            columns = row.columns;
         }
-        if rows.len() as u64 >= max_rows {
+        if rows.len() as u64 >= limits.max_rows {
             return Err(Error::TooLarge(format!(
-                "the query returned more than {max_rows} rows"
+                "the query returned more than {} rows",
+                limits.max_rows
             )));
         }
-        let mut out = Vec::with_capacity(row.len());
-        for index in 0..row.len() {
-            let value = values::column_value(&row, index).map_err(Error::Invalid)?;
-            bytes += values::value_size(&value);
-            out.push(value);
-        }
-        if bytes > max_bytes {
+        bytes += row.values.iter().map(values::value_size).sum::<usize>();
+        if bytes > limits.max_bytes {
             return Err(Error::TooLarge(format!(
-                "the query result is larger than the {max_bytes}-byte per-call limit"
+                "the query result is larger than the {}-byte per-call limit",
+                limits.max_bytes
             )));
         }
-        rows.push(out);
+        rows.push(row.values);
     }
-    // Read-only: nothing to commit, and a rollback cannot fail half-way.
-    transaction
-        .rollback()
-        .await
-        .map_err(|e| Error::Unavailable(format!("ending the transaction: {}", describe(&e))))?;
     Ok(Rows {
         columns: columns.unwrap_or_default(),
         rows,
@@ -301,25 +417,18 @@ fn connect_error(error: ConnectError) -> Error {
     }
 }
 
-fn query_error(error: tokio_postgres::Error) -> Error {
-    use tokio_postgres::error::SqlState;
-    match error.as_db_error().map(|db| db.code().clone()) {
-        Some(SqlState::QUERY_CANCELED) => {
-            Error::Timeout(format!("the statement was cancelled: {}", describe(&error)))
+fn query_error(error: QueryError) -> Error {
+    match error {
+        QueryError::Cancelled(_) | QueryError::LockTimeout(_) => Error::Timeout(error.to_string()),
+        QueryError::ReadOnly(_) | QueryError::Server(_) | QueryError::Decode(_) => {
+            Error::Invalid(error.to_string())
         }
-        Some(SqlState::LOCK_NOT_AVAILABLE) => Error::Timeout(describe(&error)),
-        Some(SqlState::READ_ONLY_SQL_TRANSACTION) => {
-            Error::Invalid(format!("refused by the server: {}", describe(&error)))
-        }
-        Some(_) => Error::Invalid(describe(&error)),
-        None if error.is_closed() => {
-            Error::Unavailable(format!("the connection closed: {}", describe(&error)))
-        }
-        None => Error::Io(describe(&error)),
+        QueryError::Closed(_) => Error::Unavailable(error.to_string()),
+        QueryError::Io(_) => Error::Io(error.to_string()),
     }
 }
 
-impl postgres::Host for PostgresCtx {
+impl<C: Client> postgres::Host for PostgresCtx<C> {
     async fn databases(&mut self) -> Result<Vec<String>, Error> {
         self.list_databases().await
     }
@@ -336,29 +445,181 @@ impl postgres::Host for PostgresCtx {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use futures_util::stream;
+
+    use super::client::{Row, RowStream};
     use super::*;
 
-    fn ctx(databases: &[&str]) -> PostgresCtx {
-        let grant = PostgresGrant::new(&PostgresGrantConfig {
+    /// What reached the fake server, shared by the client and its connections.
+    #[derive(Default)]
+    struct Seen {
+        /// `DATABASE: STATEMENT` for every statement, in order.
+        statements: Mutex<Vec<String>>,
+        checkouts: AtomicUsize,
+        checkins: AtomicUsize,
+        /// Rows the capability pulled from a query's stream.
+        rows_pulled: AtomicUsize,
+    }
+
+    /// A client that answers every query with `rows` (or `error`) and records what it was asked.
+    struct Fake {
+        settings: PostgresConfig,
+        rows: Vec<Vec<Value>>,
+        error: Option<QueryError>,
+        seen: Arc<Seen>,
+    }
+
+    struct FakeConnection {
+        database: String,
+        rows: Vec<Vec<Value>>,
+        error: Option<QueryError>,
+        seen: Arc<Seen>,
+    }
+
+    impl Fake {
+        fn new(rows: Vec<Vec<Value>>) -> Self {
+            Self {
+                settings: PostgresConfig::unreachable_for_tests(),
+                rows,
+                error: None,
+                seen: Arc::default(),
+            }
+        }
+
+        fn statements(&self) -> Vec<String> {
+            self.seen.statements.lock().unwrap().clone()
+        }
+
+        fn count(counter: &AtomicUsize) -> usize {
+            counter.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Client for Fake {
+        type Connection = FakeConnection;
+
+        fn settings(&self) -> &PostgresConfig {
+            &self.settings
+        }
+
+        async fn checkout(&self, database: &str) -> Result<FakeConnection, ConnectError> {
+            self.seen.checkouts.fetch_add(1, Ordering::SeqCst);
+            Ok(FakeConnection {
+                database: database.to_owned(),
+                rows: self.rows.clone(),
+                error: self.error.clone(),
+                seen: self.seen.clone(),
+            })
+        }
+
+        fn checkin(&self, _: &str, _: FakeConnection) {
+            self.seen.checkins.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl FakeConnection {
+        fn record(&self, statement: String) {
+            let line = format!("{}: {statement}", self.database);
+            self.seen.statements.lock().unwrap().push(line);
+        }
+    }
+
+    impl Connection for FakeConnection {
+        async fn batch_execute(&mut self, sql: &str) -> Result<(), QueryError> {
+            self.record(sql.to_owned());
+            Ok(())
+        }
+
+        async fn query<'a>(
+            &'a mut self,
+            sql: &'a str,
+            params: &'a [Value],
+        ) -> Result<RowStream<'a>, QueryError> {
+            self.record(format!("query {sql} {params:?}"));
+            if let Some(error) = self.error.clone() {
+                return Err(error);
+            }
+            let seen = self.seen.clone();
+            let rows = std::mem::take(&mut self.rows).into_iter().enumerate();
+            Ok(stream::iter(rows)
+                .map(move |(index, values)| {
+                    seen.rows_pulled.fetch_add(1, Ordering::SeqCst);
+                    Ok(Row {
+                        columns: (index == 0).then(|| vec!["n".to_owned()]),
+                        values,
+                    })
+                })
+                .boxed())
+        }
+    }
+
+    fn grant(databases: &[&str], timeout: Option<&str>, max_rows: Option<u64>) -> PostgresGrant {
+        PostgresGrant::new(&PostgresGrantConfig {
             databases: databases.iter().map(|d| d.to_string()).collect(),
-            max_rows: None,
-            statement_timeout: None,
+            max_rows,
+            statement_timeout: timeout.map(|t| HumanDuration::parse(t).unwrap()),
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    fn ctx(grant: PostgresGrant, fake: &Arc<Fake>, max_bytes: usize) -> PostgresCtx<Fake> {
         PostgresCtx::new(
             Some(Arc::new(grant)),
-            Some(Arc::new(PgPool::new(
-                crate::config::PostgresConfig::unreachable_for_tests(),
-            ))),
-            1 << 20,
-            Instant::now() + Duration::from_secs(5),
+            Some(fake.clone()),
+            max_bytes,
+            Instant::now() + Duration::from_secs(60),
             Audit::new("t".into(), "d".into()),
         )
     }
 
+    fn ints(values: &[i64]) -> Vec<Vec<Value>> {
+        values.iter().map(|&n| vec![Value::Int(n)]).collect()
+    }
+
+    #[tokio::test]
+    async fn a_granted_query_runs_in_a_read_only_transaction_with_its_timeouts() {
+        let fake = Arc::new(Fake::new(ints(&[1, 2])));
+        let rows = ctx(grant(&["app"], Some("2s"), None), &fake, 1 << 20)
+            .run_query("app", "SELECT $1::text", &[Value::Text("x".into())])
+            .await
+            .unwrap();
+        assert_eq!(rows.columns, ["n"]);
+        assert_eq!(format!("{:?}", rows.rows), format!("{:?}", ints(&[1, 2])));
+        assert_eq!(
+            fake.statements(),
+            [
+                "app: START TRANSACTION READ ONLY",
+                "app: SET LOCAL statement_timeout = 2000; SET LOCAL lock_timeout = 1000",
+                "app: query SELECT $1::text [Value::Text(\"x\")]",
+                "app: ROLLBACK",
+            ]
+        );
+        assert_eq!(Fake::count(&fake.seen.checkouts), 1);
+        assert_eq!(
+            Fake::count(&fake.seen.checkins),
+            1,
+            "a clean connection is reused"
+        );
+
+        // A statement timeout below the lock timeout bounds the lock timeout too.
+        let fake = Arc::new(Fake::new(ints(&[1])));
+        ctx(grant(&["*"], Some("200ms"), None), &fake, 1 << 20)
+            .run_query("app", "SELECT 1", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            fake.statements()[1],
+            "app: SET LOCAL statement_timeout = 200; SET LOCAL lock_timeout = 200"
+        );
+    }
+
     #[tokio::test]
     async fn ungranted_databases_are_denied_before_any_connection() {
-        let err = ctx(&["app"])
+        let fake = Arc::new(Fake::new(ints(&[1])));
+        let err = ctx(grant(&["app"], None, None), &fake, 1 << 20)
             .run_query("postgres", "SELECT 1", &[])
             .await
             .unwrap_err();
@@ -366,11 +627,13 @@ mod tests {
             matches!(&err, Error::Denied(m) if m.contains("`postgres`")),
             "{err:?}"
         );
+        assert_eq!(Fake::count(&fake.seen.checkouts), 0);
     }
 
     #[tokio::test]
     async fn granted_database_with_forbidden_sql_is_refused_before_any_connection() {
-        let err = ctx(&["app"])
+        let fake = Arc::new(Fake::new(ints(&[1])));
+        let err = ctx(grant(&["app"], None, None), &fake, 1 << 20)
             .run_query("app", "SELECT pg_sleep(60)", &[])
             .await
             .unwrap_err();
@@ -378,11 +641,167 @@ mod tests {
             matches!(&err, Error::Invalid(m) if m.contains("pg_sleep")),
             "{err:?}"
         );
+        assert_eq!(Fake::count(&fake.seen.checkouts), 0);
+    }
+
+    #[tokio::test]
+    async fn denied_databases_and_refused_sql_never_reach_the_client() {
+        let mut settings = PostgresConfig::unreachable_for_tests();
+        settings.databases = vec!["app".into(), "other".into()];
+        let cases: [(&[&str], &str, &str, &str); 6] = [
+            (&["app"], "postgres", "SELECT 1", "`postgres`"),
+            (&["*"], "secret", "SELECT 1", "`[postgres] databases`"),
+            (&["app"], "app", "SELECT pg_sleep(60)", "pg_sleep"),
+            (&["app"], "app", "INSERT INTO t VALUES (1)", "query refused"),
+            (&["app"], "app", "SELECT 1; SELECT 2", "query refused"),
+            (
+                &["app"],
+                "app",
+                "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+                "query refused",
+            ),
+        ];
+        for (databases, database, sql, expected) in cases {
+            let fake = Arc::new(Fake {
+                settings: settings.clone(),
+                ..Fake::new(ints(&[1]))
+            });
+            let err = ctx(grant(databases, None, None), &fake, 1 << 20)
+                .run_query(database, sql, &[])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, Error::Denied(m) | Error::Invalid(m) if m.contains(expected)),
+                "{database} {sql}: {err:?}"
+            );
+            assert_eq!(Fake::count(&fake.seen.checkouts), 0, "{sql}");
+            assert!(fake.statements().is_empty(), "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_passed_deadline_is_a_timeout_before_any_connection() {
+        let fake = Arc::new(Fake::new(ints(&[1])));
+        let ctx = PostgresCtx::new(
+            Some(Arc::new(grant(&["app"], None, None))),
+            Some(fake.clone()),
+            1 << 20,
+            Instant::now(),
+            Audit::new("t".into(), "d".into()),
+        );
+        let err = ctx.run_query("app", "SELECT 1", &[]).await.unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        assert_eq!(Fake::count(&fake.seen.checkouts), 0);
+    }
+
+    #[tokio::test]
+    async fn rows_and_bytes_are_capped_while_they_stream() {
+        let fake = Arc::new(Fake::new(ints(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])));
+        let err = ctx(grant(&["app"], None, Some(3)), &fake, 1 << 20)
+            .run_query("app", "SELECT n FROM t", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge(m) if m.contains("3 rows")),
+            "{err:?}"
+        );
+        assert_eq!(
+            Fake::count(&fake.seen.rows_pulled),
+            4,
+            "stopped at the first row over"
+        );
+        assert_eq!(
+            Fake::count(&fake.seen.checkins),
+            0,
+            "a connection with rows in flight is dropped"
+        );
+        assert!(!fake.statements().iter().any(|s| s.ends_with("ROLLBACK")));
+
+        let text = |n: usize| vec![Value::Text("x".repeat(n))];
+        let fake = Arc::new(Fake::new(vec![text(40), text(40), text(40), text(40)]));
+        let err = ctx(grant(&["app"], None, None), &fake, 100)
+            .run_query("app", "SELECT t FROM t", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge(m) if m.contains("100-byte")),
+            "{err:?}"
+        );
+        assert_eq!(Fake::count(&fake.seen.rows_pulled), 3);
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_rolled_back_and_the_connection_reused() {
+        let cases = [
+            (
+                QueryError::ReadOnly("cannot execute UPDATE".into()),
+                "refused by the server",
+            ),
+            (
+                QueryError::Cancelled("canceling statement".into()),
+                "was cancelled",
+            ),
+            (
+                QueryError::Server("relation \"t\" does not exist".into()),
+                "does not exist",
+            ),
+        ];
+        for (error, expected) in cases {
+            let fake = Arc::new(Fake {
+                error: Some(error.clone()),
+                ..Fake::new(Vec::new())
+            });
+            let err = ctx(grant(&["app"], None, None), &fake, 1 << 20)
+                .run_query("app", "SELECT * FROM t", &[])
+                .await
+                .unwrap_err();
+            let message = match (&error, &err) {
+                (QueryError::Cancelled(_), Error::Timeout(m)) => m,
+                (QueryError::ReadOnly(_) | QueryError::Server(_), Error::Invalid(m)) => m,
+                _ => panic!("{error:?} became {err:?}"),
+            };
+            assert!(message.contains(expected), "{message}");
+            assert_eq!(fake.statements().last().unwrap(), "app: ROLLBACK");
+            assert_eq!(Fake::count(&fake.seen.checkins), 1);
+        }
+        let closed = Arc::new(Fake {
+            error: Some(QueryError::Closed("connection reset".into())),
+            ..Fake::new(Vec::new())
+        });
+        let err = ctx(grant(&["app"], None, None), &closed, 1 << 20)
+            .run_query("app", "SELECT 1", &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+        assert_eq!(Fake::count(&closed.seen.checkins), 0);
+    }
+
+    #[tokio::test]
+    async fn databases_are_listed_on_the_maintenance_database_and_narrowed() {
+        let names = ["app", "other", "secret"]
+            .iter()
+            .map(|n| vec![Value::Text(n.to_string())])
+            .collect();
+        let mut settings = PostgresConfig::unreachable_for_tests();
+        settings.databases = vec!["app".into(), "other".into()];
+        let fake = Arc::new(Fake {
+            settings,
+            ..Fake::new(names)
+        });
+        let listed = ctx(grant(&["app", "secret"], None, None), &fake, 1 << 20)
+            .list_databases()
+            .await
+            .unwrap();
+        assert_eq!(listed, ["app"]);
+        let statements = fake.statements();
+        assert_eq!(statements.len(), 1, "no transaction around the listing");
+        assert!(statements[0].starts_with("postgres: query SELECT datname"));
+        assert_eq!(Fake::count(&fake.seen.checkins), 1);
     }
 
     #[tokio::test]
     async fn no_grant_denies_listing() {
-        let none = PostgresCtx::new(
+        let none: PostgresCtx<Fake> = PostgresCtx::new(
             None,
             None,
             1,

@@ -1,5 +1,6 @@
 //! Host-owned PostgreSQL connections, one small idle list per database, shared by every plugin
-//! run. Plugins never see a connection, only rows.
+//! run: the real [`Client`] of the `postgres` capability. Plugins never see a connection, only
+//! rows.
 //!
 //! A connection that died (server restart, network) is noticed when it is checked out or fails
 //! and is replaced by a new one, so the next cycle after a restart simply reconnects. A connection
@@ -11,9 +12,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use futures_util::StreamExt;
+use tokio_postgres::NoTls;
 
-use crate::config::PostgresConfig;
+use super::client::{Client, ConnectError, Connection, QueryError, Row, RowStream};
+use super::settings::PostgresConfig;
+use super::values;
+use crate::host::bindings::pganalytics::collector::postgres::Value;
 
 /// Threat: a plugin looping over databases would otherwise open unbounded connections; idle
 /// connections beyond this per database are closed.
@@ -22,19 +27,65 @@ const MAX_IDLE_PER_DATABASE: usize = 2;
 /// Threat: an unreachable server stalling every run until the plugin deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a connection could not be made, as the guest will see it.
-#[derive(Debug)]
-pub enum ConnectError {
-    /// The database does not exist.
-    NoSuchDatabase(String),
-    /// Anything else: refused, auth failed, timeout.
-    Unavailable(String),
-}
-
+/// The connection pool of one plugin host.
 pub struct PgPool {
     settings: PostgresConfig,
-    idle: Mutex<HashMap<String, Vec<Client>>>,
+    idle: Mutex<HashMap<String, Vec<tokio_postgres::Client>>>,
     superuser_checked: AtomicBool,
+}
+
+/// A connection checked out of a [`PgPool`].
+pub struct PgConnection(tokio_postgres::Client);
+
+impl Client for PgPool {
+    type Connection = PgConnection;
+
+    fn settings(&self) -> &PostgresConfig {
+        &self.settings
+    }
+
+    async fn checkout(&self, database: &str) -> Result<PgConnection, ConnectError> {
+        self.checkout_client(database).await.map(PgConnection)
+    }
+
+    fn checkin(&self, database: &str, connection: PgConnection) {
+        self.checkin_client(database, connection.0)
+    }
+}
+
+impl Connection for PgConnection {
+    async fn batch_execute(&mut self, sql: &str) -> Result<(), QueryError> {
+        self.0.batch_execute(sql).await.map_err(|e| query_error(&e))
+    }
+
+    async fn query<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> Result<RowStream<'a>, QueryError> {
+        let typed: Vec<(&(dyn postgres_types::ToSql + Sync), postgres_types::Type)> = params
+            .iter()
+            .map(|p| (values::param(p), values::param_type(p)))
+            .collect();
+        let rows = self
+            .0
+            .query_typed_raw(sql, typed)
+            .await
+            .map_err(|e| query_error(&e))?;
+        let mut first = true;
+        Ok(rows
+            .map(move |row| {
+                let row = row.map_err(|e| query_error(&e))?;
+                let columns = std::mem::take(&mut first)
+                    .then(|| row.columns().iter().map(|c| c.name().to_owned()).collect());
+                let values = (0..row.len())
+                    .map(|index| values::column_value(&row, index))
+                    .collect::<Result<Vec<Value>, String>>()
+                    .map_err(QueryError::Decode)?;
+                Ok(Row { columns, values })
+            })
+            .boxed())
+    }
 }
 
 impl PgPool {
@@ -46,12 +97,11 @@ impl PgPool {
         }
     }
 
-    pub fn settings(&self) -> &PostgresConfig {
-        &self.settings
-    }
-
     /// An open connection to `database`: an idle one if it is still alive, else a new one.
-    pub async fn checkout(&self, database: &str) -> Result<Client, ConnectError> {
+    async fn checkout_client(
+        &self,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, ConnectError> {
         loop {
             let candidate = self
                 .idle
@@ -73,7 +123,7 @@ impl PgPool {
     }
 
     /// Returns a connection after a completed query.
-    pub fn checkin(&self, database: &str, client: Client) {
+    fn checkin_client(&self, database: &str, client: tokio_postgres::Client) {
         if client.is_closed() {
             return;
         }
@@ -84,7 +134,7 @@ impl PgPool {
         }
     }
 
-    async fn connect(&self, database: &str) -> Result<Client, ConnectError> {
+    async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, ConnectError> {
         let s = &self.settings;
         let mut config = tokio_postgres::Config::new();
         config
@@ -144,7 +194,7 @@ impl PgPool {
             .map_err(ConnectError::Unavailable)
     }
 
-    async fn warn_if_superuser(&self, client: &Client) {
+    async fn warn_if_superuser(&self, client: &tokio_postgres::Client) {
         let row = client
             .query_one(
                 "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
@@ -173,9 +223,23 @@ fn read_password(file: &PathBuf) -> Result<String, String> {
     Ok(text.lines().next().unwrap_or("").to_owned())
 }
 
+/// A driver error as the capability reports it, classified by what the plugin can do about it.
+fn query_error(error: &tokio_postgres::Error) -> QueryError {
+    use tokio_postgres::error::SqlState;
+    let detail = describe(error);
+    match error.as_db_error().map(|db| db.code().clone()) {
+        Some(SqlState::QUERY_CANCELED) => QueryError::Cancelled(detail),
+        Some(SqlState::LOCK_NOT_AVAILABLE) => QueryError::LockTimeout(detail),
+        Some(SqlState::READ_ONLY_SQL_TRANSACTION) => QueryError::ReadOnly(detail),
+        Some(_) => QueryError::Server(detail),
+        None if error.is_closed() => QueryError::Closed(detail),
+        None => QueryError::Io(detail),
+    }
+}
+
 /// A driver error as one line, with the server's message when there is one. Never includes the
 /// password (tokio-postgres does not put it in errors).
-pub fn describe(error: &tokio_postgres::Error) -> String {
+fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!(
             "{}: {} (SQLSTATE {})",
