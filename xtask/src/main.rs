@@ -513,7 +513,9 @@ fn has_clang_headers(dir: &Path) -> bool {
 fn test() -> Result<(), String> {
     ensure_wasm_target()?;
     ensure_system_packages(true)?;
-    build_guests()?;
+    // The end-to-end tests (the `pganalytics-e2e` crate) drive these builds; building them here
+    // first shows the compile output and leaves the tests' own build step nothing to do.
+    build_everything()?;
     let mut totals = Totals::default();
     run_tests(
         "running the guest unit tests (native)",

@@ -3,8 +3,6 @@
 //! signed the file as it is; the compile cache rebuilds a corrupted entry from the verified
 //! source and keeps its directory private.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +11,7 @@ use std::time::{Duration, Instant};
 use pganalytics::config;
 use pganalytics::plugin::{CacheOutcome, LoadError, PluginHost};
 use serde_json::Value;
-use support::*;
+use pganalytics_e2e::*;
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()

@@ -1,15 +1,13 @@
 //! End-to-end tests of the `postgres` capability and the `pg_stats` collector against a
 //! throwaway PostgreSQL cluster started by the test.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use pganalytics::config;
 use pganalytics::pipeline::{self, Collection, Outcome};
 use pganalytics::plugin::PluginHost;
 use serde_json::Value;
-use support::*;
+use pganalytics_e2e::*;
 use throwaway_pg::TestCluster;
 
 fn pg_stats_config(

@@ -5,15 +5,12 @@
 //! Most tests count `tick` items of the `ticker` fixture: its run number `seq` moves on only once
 //! a run is spooled, so a gap in what the backend received is a lost batch.
 
-mod support;
-
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use support::{binary, plugin, wasm};
+use pganalytics_e2e::{binary, plugin, wasm};
 use test_backend::{BackendConfig, TestBackend, agent_get, agent_metric, free_loopback_port};
 
 /// A running agent process, its stderr in `log`.

@@ -1,8 +1,6 @@
 //! End-to-end tests of the `log-tail` capability and the `pg_log` collector on logs a real
 //! PostgreSQL server writes, in every format, across cycles and log rotations.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,7 +9,7 @@ use pganalytics::config;
 use pganalytics::pipeline::{self, Outcome};
 use pganalytics::plugin::PluginHost;
 use serde_json::Value;
-use support::*;
+use pganalytics_e2e::*;
 use throwaway_pg::TestCluster;
 
 const FORMATS: [(&str, &str, &str); 3] = [

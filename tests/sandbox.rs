@@ -2,15 +2,13 @@
 //! sane values on this machine, and every hostile fixture is contained with its own named error
 //! while a well-behaved plugin in the same collection still delivers.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use pganalytics::config;
 use pganalytics::pipeline::{self, Outcome};
 use pganalytics::plugin::{LoadError, PluginHost, RunError};
 use serde_json::Value;
-use support::*;
+use pganalytics_e2e::*;
 
 fn meminfo_kib(key: &str) -> f64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -383,7 +381,7 @@ fn config_check_reports_every_problem_with_file_key_and_line() {
 
 #[test]
 fn the_sample_config_checks_clean_after_the_guests_are_built() {
-    support::guests();
+    guests();
     let sample = repo_root().join("config.toml.sample");
     let (code, stdout, stderr) =
         run_cli(&["config", "check", "--config", sample.to_str().unwrap()]);
