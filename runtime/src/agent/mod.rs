@@ -16,83 +16,62 @@
 
 mod remote;
 mod schedule;
+mod shared;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{self, Config};
-use crate::pipeline::sender::{self, Delivery, Sender};
-use crate::pipeline::spool::{BatchId, Spool, SpoolStats};
+use crate::config::{self, Config, ConfigError};
+use crate::pipeline::sender::{self, Delivery, Sender, SenderError};
+use crate::pipeline::spool::{BatchId, Spool, SpoolError};
 use crate::plugin::PluginHost;
 use crate::telemetry::{Metrics, labels};
-
-pub use remote::{PulledConfig, privileged_changes};
+use remote::{PulledConfig, RemoteError};
+use shared::{Shared, lock};
 
 /// How long shutdown waits for an in-flight push to finish before abandoning it (the batch
 /// stays spooled and is sent again).
 const PUSH_GRACE: Duration = Duration::from_secs(5);
 
-/// State that outlives reloads.
-pub struct Shared {
-    pub spool: Mutex<Spool>,
-    pub metrics: Arc<Metrics>,
-    /// One lock per plugin name, so a run of the old generation and one of the new never
-    /// overlap.
-    run_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// When each plugin last started, so a reload keeps its schedule.
-    last_started: Mutex<HashMap<String, Instant>>,
-}
-
-impl Shared {
-    fn run_lock(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.run_locks)
-            .entry(plugin.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    /// Updates the spool gauges (and the totals the spool keeps across restarts).
-    pub fn publish_spool_stats(&self, stats: SpoolStats) {
-        self.metrics
-            .set("pganalytics_spool_bytes", stats.pending_bytes as f64);
-        self.metrics
-            .set("pganalytics_spool_batches", stats.pending_batches as f64);
-        self.metrics
-            .set_total("pganalytics_batches_dropped_total", stats.dropped_batches);
-        self.metrics.set_total(
-            "pganalytics_batches_dead_lettered_total",
-            stats.dead_lettered_batches,
-        );
-    }
-
-    /// Runs `f` on the spool from a blocking thread (appends and acks wait for fsync).
-    pub async fn with_spool<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut Spool) -> T + Send + 'static,
-    ) -> T {
-        let shared = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut spool = lock(&shared.spool);
-            let result = f(&mut spool);
-            shared.publish_spool_stats(spool.stats());
-            result
-        })
-        .await
-        .expect("a spool operation panicked")
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Why the agent could not start, stopped, or refused a new config.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot handle {signal}: {error}")]
+    Signal {
+        signal: &'static str,
+        error: std::io::Error,
+    },
+    #[error(
+        "{}: `collector.state_dir` is required by `run` (the spool, plugin state and log offsets live there)",
+        config.display()
+    )]
+    NoStateDir { config: PathBuf },
+    #[error("reading {}: {error}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(ConfigError),
+    #[error("{}: `collector.state_dir` cannot change without a restart", path.display())]
+    StateDirChanged { path: PathBuf },
+    #[error("opening the spool: {0}")]
+    Spool(SpoolError),
+    #[error("opening the spool: {0}")]
+    SpoolTask(tokio::task::JoinError),
+    #[error("{0}")]
+    Sender(SenderError),
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(String),
+    #[error("backend config version {version} rejected, keeping the running config: {error}")]
+    PulledRejected { version: u64, error: RemoteError },
+    #[error("the backend task stopped unexpectedly: {0}")]
+    BackendStopped(String),
 }
 
 /// The running config and the plugin tasks built from it.
@@ -103,9 +82,9 @@ struct Generation {
 }
 
 impl Generation {
-    fn start(config: Arc<Config>, shared: &Arc<Shared>) -> anyhow::Result<Self> {
+    fn start(config: Arc<Config>, shared: &Arc<Shared>) -> Result<Self, AgentError> {
         let host = PluginHost::new(&config.host_setup())
-            .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e:#}"))?;
+            .map_err(|e| AgentError::Engine(format!("{e:#}")))?;
         let (stop, stopped) = watch::channel(false);
         let tasks = config
             .plugins
@@ -184,19 +163,29 @@ impl Sources {
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
-pub async fn run(config_path: &Path, local: Config) -> anyhow::Result<()> {
+pub async fn run(config_path: &Path, local: Config) -> Result<(), AgentError> {
     // First, so a SIGTERM during startup is a clean stop rather than the default kill.
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let state_dir = local.collector.state_dir.clone().with_context(|| {
-        format!(
-            "{}: `collector.state_dir` is required by `run` (the spool, plugin state and log offsets live there)",
-            config_path.display()
-        )
-    })?;
-    let local_text = std::fs::read_to_string(config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
+    let handler = |name: &'static str, kind: SignalKind| {
+        signal(kind).map_err(|error| AgentError::Signal {
+            signal: name,
+            error,
+        })
+    };
+    let mut sigterm = handler("SIGTERM", SignalKind::terminate())?;
+    let mut sigint = handler("SIGINT", SignalKind::interrupt())?;
+    let mut sighup = handler("SIGHUP", SignalKind::hangup())?;
+    let state_dir = local
+        .collector
+        .state_dir
+        .clone()
+        .ok_or_else(|| AgentError::NoStateDir {
+            config: config_path.to_owned(),
+        })?;
+    let local_text =
+        std::fs::read_to_string(config_path).map_err(|error| AgentError::ReadConfig {
+            path: config_path.to_owned(),
+            error,
+        })?;
     let mut sources = Sources {
         path: config_path.to_owned(),
         local_text,
@@ -208,8 +197,9 @@ pub async fn run(config_path: &Path, local: Config) -> anyhow::Result<()> {
     let spool_dir = state_dir.join("spool");
     let max_bytes = config.buffer.max_bytes;
     let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, max_bytes))
-        .await?
-        .context("opening the spool")?;
+        .await
+        .map_err(AgentError::SpoolTask)?
+        .map_err(AgentError::Spool)?;
     tracing::info!(
         pending = recovery.pending_batches,
         clean = recovery.is_clean(),
@@ -232,7 +222,7 @@ pub async fn run(config_path: &Path, local: Config) -> anyhow::Result<()> {
         })
     });
 
-    let sender = Sender::new(&config, metrics.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sender = Sender::new(&config, metrics.clone()).map_err(AgentError::Sender)?;
     let (config_tx, config_rx) = watch::channel(config.clone());
     let (pulled_tx, mut pulled_rx) = mpsc::channel::<PulledConfig>(4);
     let (stop_backend, backend_stopped) = watch::channel(false);
@@ -262,21 +252,21 @@ pub async fn run(config_path: &Path, local: Config) -> anyhow::Result<()> {
             Some(pulled) = pulled_rx.recv() => {
                 let version = pulled.version;
                 let current_local = config::parse(&sources.local_text, &sources.path)
-                    .map_err(|e| anyhow::anyhow!("{e}"));
+                    .map_err(RemoteError::Config);
                 match current_local.and_then(|local| pulled.validate(&sources.local_text, &local)) {
                     Ok(config) => {
                         if let Err(e) = pulled.save(&state_dir) {
-                            tracing::warn!("cannot save backend config version {version}: {e:#}");
+                            tracing::warn!("cannot save backend config version {version}: {e}");
                         }
                         tracing::info!(version, "applying the config pulled from the backend");
                         sources.pulled = Some(pulled);
                         Ok((config, "backend"))
                     }
-                    Err(e) => Err((e.context(format!("backend config version {version} rejected, keeping the running config")), "backend")),
+                    Err(error) => Err((AgentError::PulledRejected { version, error }, "backend")),
                 }
             }
             result = &mut backend => {
-                anyhow::bail!("the backend task stopped unexpectedly: {result:?}");
+                return Err(AgentError::BackendStopped(format!("{result:?}")));
             }
         };
         match next {
@@ -291,7 +281,7 @@ pub async fn run(config_path: &Path, local: Config) -> anyhow::Result<()> {
                 );
             }
             Err((e, source)) => {
-                tracing::error!("{e:#}");
+                tracing::error!("{e}");
                 metrics.inc(
                     "pganalytics_config_reloads_total",
                     &labels(&[("source", source), ("result", "rejected")]),
@@ -317,15 +307,16 @@ pub async fn run(config_path: &Path, local: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn reread_local(sources: &mut Sources) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(&sources.path)
-        .with_context(|| format!("reading {}", sources.path.display()))?;
-    let config = config::parse(&text, &sources.path).map_err(|e| anyhow::anyhow!("{e}"))?;
+fn reread_local(sources: &mut Sources) -> Result<Config, AgentError> {
+    let text = std::fs::read_to_string(&sources.path).map_err(|error| AgentError::ReadConfig {
+        path: sources.path.clone(),
+        error,
+    })?;
+    let config = config::parse(&text, &sources.path).map_err(AgentError::Config)?;
     if config.collector.state_dir != config_state_dir(&sources.path, &sources.local_text) {
-        anyhow::bail!(
-            "{}: `collector.state_dir` cannot change without a restart",
-            sources.path.display()
-        );
+        return Err(AgentError::StateDirChanged {
+            path: sources.path.clone(),
+        });
     }
     sources.local_text = text;
     Ok(config)

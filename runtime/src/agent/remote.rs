@@ -13,13 +13,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::fsutil;
-use crate::pipeline::sender::Sender;
+use crate::pipeline::sender::{Sender, SenderError};
 use crate::pipeline::transport::explain;
 
 /// Dotted key patterns (`*` = any one key) a pulled config may change without
@@ -37,6 +36,52 @@ pub const UNPRIVILEGED: &[&str] = &[
 /// The largest config the agent accepts from the backend.
 const MAX_CONFIG_BYTES: usize = 1 << 20;
 
+/// Why a pulled config was not fetched, saved or accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("writing {}: {error}", path.display())]
+    Save {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("encoding the backend config: {0}")]
+    Encode(serde_json::Error),
+    #[error("{0}")]
+    Config(ConfigError),
+    #[error(
+        "{name} changes keys only the local file may set ({}); set `backend.allow_remote_privileged = true` in {} to allow that",
+        changes.join(", "),
+        local.display()
+    )]
+    Privileged {
+        name: String,
+        changes: Vec<String>,
+        local: PathBuf,
+    },
+    #[error("{which}: {error}")]
+    NotToml {
+        which: &'static str,
+        error: toml::de::Error,
+    },
+    #[error("{0}")]
+    Sender(SenderError),
+    #[error("{0}")]
+    Transport(String),
+    #[error("the backend answered {0}; keeping the running config")]
+    Status(StatusCode),
+    #[error("the answer has no numeric X-Config-Version header; ignored")]
+    NoVersion,
+    #[error(
+        "config version {version} is {size} bytes, over the {}-byte limit; ignored",
+        MAX_CONFIG_BYTES
+    )]
+    TooLarge { version: u64, size: usize },
+    #[error("config version {0} is not UTF-8; ignored")]
+    NotUtf8(u64),
+}
+
+/// The last config applied from the backend (`STATE_DIR/config/pulled.json`, JSON with its
+/// `version`; replaced atomically). A file that cannot be read is ignored with a warning.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PulledConfig {
     pub version: u64,
@@ -60,24 +105,24 @@ impl PulledConfig {
         }
     }
 
-    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+    pub fn save(&self, state_dir: &Path) -> Result<(), RemoteError> {
         let path = Self::file(state_dir);
-        std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
-        fsutil::write_atomically(&path, &serde_json::to_vec_pretty(self)?, fsutil::SHARED)
-            .with_context(|| format!("writing {}", path.display()))
+        let json = serde_json::to_vec_pretty(self).map_err(RemoteError::Encode)?;
+        std::fs::create_dir_all(state_dir.join("config"))
+            .and_then(|()| fsutil::write_atomically(&path, &json, fsutil::SHARED))
+            .map_err(|error| RemoteError::Save { path, error })
     }
 
     /// Parses and validates this config with the same rules as a local file (relative paths
     /// resolve against the local file's directory), then checks it changes only what the
     /// backend may change.
-    pub fn validate(&self, local_text: &str, local: &Config) -> anyhow::Result<Config> {
+    pub fn validate(&self, local_text: &str, local: &Config) -> Result<Config, RemoteError> {
         let name = format!("<backend config version {}>", self.version);
         let virtual_path = local
             .source
             .parent()
             .map_or_else(|| PathBuf::from(&name), |dir| dir.join(&name));
-        let config =
-            config::parse(&self.toml, &virtual_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = config::parse(&self.toml, &virtual_path).map_err(RemoteError::Config)?;
         let allow = local
             .backend
             .as_ref()
@@ -85,11 +130,11 @@ impl PulledConfig {
         if !allow {
             let changes = privileged_changes(local_text, &self.toml)?;
             if !changes.is_empty() {
-                anyhow::bail!(
-                    "{name} changes keys only the local file may set ({}); set `backend.allow_remote_privileged = true` in {} to allow that",
-                    changes.join(", "),
-                    local.source.display()
-                );
+                return Err(RemoteError::Privileged {
+                    name,
+                    changes,
+                    local: local.source.clone(),
+                });
             }
         }
         Ok(config)
@@ -97,9 +142,12 @@ impl PulledConfig {
 }
 
 /// The dotted keys where `pulled` differs from `local` outside [`UNPRIVILEGED`].
-pub fn privileged_changes(local: &str, pulled: &str) -> anyhow::Result<Vec<String>> {
-    let local: toml::Table = toml::from_str(local).context("the local config")?;
-    let pulled: toml::Table = toml::from_str(pulled).context("the pulled config")?;
+pub fn privileged_changes(local: &str, pulled: &str) -> Result<Vec<String>, RemoteError> {
+    let table = |which, text| {
+        toml::from_str::<toml::Table>(text).map_err(|error| RemoteError::NotToml { which, error })
+    };
+    let local = table("the local config", local)?;
+    let pulled = table("the pulled config", pulled)?;
     let mut changes = Vec::new();
     diff(&mut Vec::new(), &local, &pulled, &mut changes);
     Ok(changes)
@@ -141,43 +189,42 @@ pub async fn pull(
     sender: &mut Sender,
     url: &str,
     seen: u64,
-) -> anyhow::Result<Option<PulledConfig>> {
-    let (collector_id, token) = sender.bearer().await?;
+) -> Result<Option<PulledConfig>, RemoteError> {
+    let (collector_id, token) = sender.bearer().await.map_err(RemoteError::Sender)?;
     let response = sender
         .client()
         .get(format!("{url}/api/v1/config/{collector_id}"))
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", explain(&e)))?;
+        .map_err(|e| RemoteError::Transport(explain(&e)))?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND || status == StatusCode::NO_CONTENT {
         return Ok(None);
     }
     if !status.is_success() {
-        anyhow::bail!("the backend answered {status}; keeping the running config");
+        return Err(RemoteError::Status(status));
     }
     let version = response
         .headers()
         .get("X-Config-Version")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .context("the answer has no numeric X-Config-Version header; ignored")?;
+        .ok_or(RemoteError::NoVersion)?;
     if version <= seen {
         return Ok(None);
     }
     let body = response
         .bytes()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", explain(&e)))?;
+        .map_err(|e| RemoteError::Transport(explain(&e)))?;
     if body.len() > MAX_CONFIG_BYTES {
-        anyhow::bail!(
-            "config version {version} is {} bytes, over the {MAX_CONFIG_BYTES}-byte limit; ignored",
-            body.len()
-        );
+        return Err(RemoteError::TooLarge {
+            version,
+            size: body.len(),
+        });
     }
-    let toml = String::from_utf8(body.to_vec())
-        .with_context(|| format!("config version {version} is not UTF-8; ignored"))?;
+    let toml = String::from_utf8(body.to_vec()).map_err(|_| RemoteError::NotUtf8(version))?;
     Ok(Some(PulledConfig { version, toml }))
 }
 

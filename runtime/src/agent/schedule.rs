@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use super::{Shared, lock};
+use super::shared::{Shared, lock};
 use crate::config::{Config, PluginConfig};
 use crate::pipeline::{self, Envelope};
 use crate::plugin::{LoadedPlugin, PluginHost};
