@@ -132,6 +132,3 @@ pub struct RawPlugin {
     #[serde(default)]
     pub settings: toml::Table,
 }
-
-/// Top-level sections, deserialised one by one so every section's problems are reported.
-pub type RawPlugins = BTreeMap<String, RawPlugin>;

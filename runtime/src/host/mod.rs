@@ -50,7 +50,6 @@ capabilities! {
 
 /// The WIT package every plugin is built against.
 pub const WIT_PACKAGE: &str = "pganalytics:collector";
-pub const WIT_VERSION: &str = "0.1.0";
 
 impl Capability {
     /// The TOML an operator adds to grant this interface to `plugin`.

@@ -76,7 +76,6 @@ pub struct ProcfsGrantConfig {
 /// The validated grant: compiled patterns, shared by every run of the plugin.
 #[derive(Debug, Clone)]
 pub struct ProcfsGrant {
-    patterns: Vec<String>,
     set: GlobSet,
 }
 
@@ -108,14 +107,7 @@ impl ProcfsGrant {
             builder.add(component_glob(pattern)?);
         }
         let set = builder.build().map_err(ProcfsGrantError::Set)?;
-        Ok(Self {
-            patterns: config.paths.clone(),
-            set,
-        })
-    }
-
-    pub fn patterns(&self) -> &[String] {
-        &self.patterns
+        Ok(Self { set })
     }
 
     pub fn allows(&self, path: &str) -> bool {

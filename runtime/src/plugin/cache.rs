@@ -101,10 +101,6 @@ impl CompileCache {
         Ok(cache)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Checks owner and mode; with `fix`, removes group/other bits (with a warning).
     fn check_directory(&self, fix: bool) -> Result<(), String> {
         let meta =
