@@ -1,0 +1,104 @@
+//! The validated configuration: what the rest of the runtime reads, with durations and sizes
+//! parsed, paths resolved against the config file's directory, grants compiled and limits
+//! defaulted. Built only by `check`; nothing here reads files or validates.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use crate::host::postgres::PostgresConfig;
+use crate::plugin::signature::PublicKey;
+use crate::plugin::{HostSetup, PluginConfig};
+
+/// Default bound of the spool (`[buffer] max_bytes`).
+pub const DEFAULT_SPOOL_BYTES: u64 = 256 << 20;
+
+/// Default plugin interval when neither the plugin nor `[collector]` sets one.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub collector: CollectorConfig,
+    pub backend: Option<BackendConfig>,
+    pub postgres: Option<PostgresConfig>,
+    pub tls: TlsConfig,
+    pub buffer: BufferConfig,
+    pub trust: TrustConfig,
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+impl Config {
+    /// What the plugin host of this config is built from: its state and cache directories and
+    /// the capabilities' runtime-wide settings.
+    pub fn host_setup(&self) -> HostSetup {
+        let mut capabilities = crate::host::Setup::default();
+        capabilities.postgres = self.postgres.clone();
+        HostSetup {
+            state_dir: self.collector.state_dir.clone(),
+            cache_dir: self.collector.cache_dir.clone(),
+            capabilities,
+        }
+    }
+}
+
+/// `[trust]`: public keys by name, read from their files when the config is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct TrustConfig {
+    pub keys: BTreeMap<String, Arc<PublicKey>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub id: String,
+    pub hostname: String,
+    pub state_dir: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where compiled components are cached; `None`: no cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub url: String,
+    pub push_interval: Duration,
+    pub config_pull_interval: Duration,
+    pub gzip: bool,
+    pub registration_secret_file: Option<PathBuf>,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub allow_remote_privileged: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BufferConfig {
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub verify: bool,
+    pub min_tls12: bool,
+}
+
+/// The system host name, or `localhost` when it cannot be read.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
