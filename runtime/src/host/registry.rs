@@ -14,8 +14,10 @@
 //! - `Pending`: what an accepted run leaves to keep, and `Resources::commit`;
 //! - `link`: the only function that puts host interfaces into a linker, and only granted ones.
 //!
-//! Field names are the module names (`grants.log_tail`, `ctx.postgres`). This module must never
-//! name a particular capability; the list is the only place that does.
+//! Field names are the module names (`grants.log_tail`, `ctx.postgres`). The expansion uses
+//! `HostView`, `InvalidGrant`, `GrantKey` and `empty_wasi` from the module that invokes it
+//! (`host/mod.rs`). This module must never name a particular capability; the list is the only
+//! place that does.
 
 macro_rules! capabilities {
     ($($variant:ident => $module:ident :: $implementation:ident),+ $(,)?) => {
