@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use pganalytics::config;
 use pganalytics::pipeline::{self, Outcome};
 use pganalytics::plugin::PluginHost;
-use serde_json::Value;
 use pganalytics_e2e::*;
+use serde_json::Value;
 use throwaway_pg::TestCluster;
 
 const FORMATS: [(&str, &str, &str); 3] = [

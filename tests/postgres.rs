@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use pganalytics::config;
 use pganalytics::pipeline::{self, Collection, Outcome};
 use pganalytics::plugin::PluginHost;
-use serde_json::Value;
 use pganalytics_e2e::*;
+use serde_json::Value;
 use throwaway_pg::TestCluster;
 
 fn pg_stats_config(

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use pganalytics::config;
 use pganalytics::pipeline::{self, Outcome};
 use pganalytics::plugin::{LoadError, PluginHost, RunError};
-use serde_json::Value;
 use pganalytics_e2e::*;
+use serde_json::Value;
 
 fn meminfo_kib(key: &str) -> f64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use pganalytics::config;
 use pganalytics::plugin::{CacheOutcome, LoadError, PluginHost};
-use serde_json::Value;
 use pganalytics_e2e::*;
+use serde_json::Value;
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()

@@ -62,7 +62,8 @@ pub fn binary() -> &'static Path {
         if let Some(given) = std::env::var_os("PGANALYTICS_BIN") {
             return PathBuf::from(given);
         }
-        let build = BuildDir::of_this_test();
+        let exe = std::env::current_exe().expect("the path of this test executable");
+        let build = BuildDir::of_executable(&exe).unwrap_or_else(|why| panic!("{why}"));
         let mut cargo = cargo();
         cargo.current_dir(repo_root()).args([
             "build",
@@ -94,7 +95,8 @@ pub fn binary() -> &'static Path {
     })
 }
 
-/// Where cargo put this test executable: `TARGET_DIR[/TRIPLE]/PROFILE/deps/NAME-HASH`.
+/// Where cargo put a test executable: `TARGET_DIR[/TRIPLE]/PROFILE/deps/NAME-HASH`.
+#[derive(Debug, PartialEq)]
 struct BuildDir {
     target_dir: PathBuf,
     triple: Option<String>,
@@ -103,37 +105,45 @@ struct BuildDir {
 }
 
 impl BuildDir {
-    fn of_this_test() -> Self {
-        let exe = std::env::current_exe().expect("the path of this test executable");
-        let deps = exe.parent().expect("the test executable is in a directory");
-        assert_eq!(
-            deps.file_name().and_then(|n| n.to_str()),
-            Some("deps"),
-            "{} is not in cargo's `deps` directory; set PGANALYTICS_BIN",
-            exe.display()
-        );
-        let profile_dir = deps.parent().expect("`deps` has a parent").to_path_buf();
+    fn of_executable(exe: &Path) -> Result<Self, String> {
+        let not_cargo = || {
+            format!(
+                "{} is not in a cargo target directory; set PGANALYTICS_BIN",
+                exe.display()
+            )
+        };
+        let deps = exe.parent().ok_or_else(not_cargo)?;
+        if deps.file_name().and_then(|n| n.to_str()) != Some("deps") {
+            return Err(not_cargo());
+        }
+        let profile_dir = deps.parent().ok_or_else(not_cargo)?;
         let profile = profile_dir
             .file_name()
             .and_then(|n| n.to_str())
-            .expect("a profile directory name")
+            .ok_or_else(not_cargo)?
             .to_owned();
-        let above = profile_dir.parent().expect("a target directory");
+        let above = profile_dir.parent().ok_or_else(not_cargo)?;
         // Cargo marks the root of every target directory with CACHEDIR.TAG; a directory between
         // it and the profile is the `--target` triple.
         let (target_dir, triple) = if above.join("CACHEDIR.TAG").is_file() {
             (above.to_path_buf(), None)
         } else {
-            let triple = above.file_name().and_then(|n| n.to_str()).map(str::to_owned);
-            let root = above.parent().expect("a target directory").to_path_buf();
-            (root, triple)
+            let root = above.parent().ok_or_else(not_cargo)?;
+            if !root.join("CACHEDIR.TAG").is_file() {
+                return Err(not_cargo());
+            }
+            let triple = above
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned);
+            (root.to_path_buf(), triple)
         };
-        Self {
+        Ok(Self {
             target_dir,
             triple,
             profile,
-            profile_dir,
-        }
+            profile_dir: profile_dir.to_path_buf(),
+        })
     }
 }
 
@@ -174,4 +184,61 @@ pub fn write_config(dir: &Path, body: &str) -> PathBuf {
     );
     std::fs::write(&path, text).expect("writing the test config");
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A target directory as cargo lays it out, with a test executable at `exe` below it.
+    fn layout(exe: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::create_dir_all(target.join(exe).parent().unwrap()).unwrap();
+        std::fs::write(
+            target.join("CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55",
+        )
+        .unwrap();
+        std::fs::write(target.join(exe), "").unwrap();
+        let exe = target.join(exe);
+        (dir, exe)
+    }
+
+    #[test]
+    fn the_profile_and_target_dir_come_from_where_the_test_runs() {
+        let (dir, exe) = layout("release/deps/sandbox-0123");
+        let build = BuildDir::of_executable(&exe).unwrap();
+        let target = dir.path().join("target");
+        assert_eq!(
+            build,
+            BuildDir {
+                target_dir: target.clone(),
+                triple: None,
+                profile: "release".into(),
+                profile_dir: target.join("release"),
+            }
+        );
+        let (_dir, exe) = layout("ci-profile/deps/sandbox-0123");
+        assert_eq!(BuildDir::of_executable(&exe).unwrap().profile, "ci-profile");
+    }
+
+    #[test]
+    fn a_target_triple_between_the_root_and_the_profile_is_kept() {
+        let (dir, exe) = layout("x86_64-unknown-linux-gnu/debug/deps/pg_log-42");
+        let build = BuildDir::of_executable(&exe).unwrap();
+        assert_eq!(build.target_dir, dir.path().join("target"));
+        assert_eq!(build.triple.as_deref(), Some("x86_64-unknown-linux-gnu"));
+        assert_eq!(build.profile, "debug");
+    }
+
+    #[test]
+    fn an_executable_outside_a_target_directory_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for exe in ["sandbox", "release/sandbox", "a/b/deps/sandbox"] {
+            let path = dir.path().join(exe);
+            let why = BuildDir::of_executable(&path).unwrap_err();
+            assert!(why.contains("PGANALYTICS_BIN"), "{exe}: {why}");
+        }
+    }
 }
