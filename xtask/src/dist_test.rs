@@ -87,6 +87,8 @@ pub fn run(required: bool) -> Result<(), String> {
     lock.lock()
         .map_err(|e| format!("locking {LOCK_FILE}: {e}"))?;
     refuse_foreign_install()?;
+    // postinst must create the account itself, so one left by an earlier run goes first.
+    remove_account()?;
     let package = dist::dist()?;
     let started = Instant::now();
     install_dependencies(&package.path)?;
@@ -96,6 +98,7 @@ pub fn run(required: bool) -> Result<(), String> {
         let _ = dpkg(&["--purge", PACKAGE]);
     }
     result?;
+    remove_account()?;
     eprintln!(
         "xtask: package test passed ({:.0} s after the build)",
         started.elapsed().as_secs_f64()
@@ -454,6 +457,7 @@ fn run_unit_command(unit: &Unit, account: &Account) -> Result<(), String> {
     }
     // The socket directory: enter, not list.
     set_mode(cluster.socket_dir(), 0o711)?;
+    check_log_needs_adm(&unit.user, &log_file)?;
 
     let dir = TestDir::create("run")?;
     let ca = dir.write("backend-ca.pem", backend.ca_pem().as_bytes(), 0o644)?;
@@ -611,6 +615,33 @@ fn run_unit_command(unit: &Unit, account: &Account) -> Result<(), String> {
         backend.stop().await;
     });
     result
+}
+
+/// The package user reads the log through `adm` and only through it: without its supplementary
+/// groups (`runuser -g`) the same read fails.
+fn check_log_needs_adm(user: &str, log: &Path) -> Result<(), String> {
+    let log = log.display().to_string();
+    let with_groups = as_user(user, ["head", "-c", "1", log.as_str()])?;
+    ensure(
+        with_groups.status.success(),
+        format!(
+            "user `{user}` cannot read {log} with its groups: {}",
+            output_text(&with_groups)
+        ),
+    )?;
+    let without = Command::new("runuser")
+        .args(["-u", user, "-g", user, "--", "head", "-c", "1", &log])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("runuser: {e}"))?;
+    ensure(
+        !without.status.success(),
+        format!(
+            "user `{user}` reads {log} without `adm`: the test's log permissions prove nothing"
+        ),
+    )?;
+    eprintln!("xtask: the package user reads a postgres:adm 0640 log only through `adm`");
+    Ok(())
 }
 
 /// The agent runs as the package user with its groups, the binary being the installed one.
@@ -778,6 +809,31 @@ fn remove_then_purge() -> Result<(), String> {
     eprintln!(
         "xtask: `dpkg -r` kept the config and state; `dpkg --purge` removed both, kept the system user"
     );
+    Ok(())
+}
+
+/// Deletes the `pganalytics` account and group that a purge keeps, if they look like the
+/// package's (a system uid, home in the state directory); anything else is not this test's.
+fn remove_account() -> Result<(), String> {
+    let Ok(passwd) = command_stdout(Command::new("getent").args(["passwd", PACKAGE])) else {
+        return Ok(());
+    };
+    let fields: Vec<&str> = passwd.split(':').collect();
+    let ours = fields.len() == 7
+        && fields[2]
+            .parse::<u32>()
+            .is_ok_and(|uid| (100..1000).contains(&uid))
+        && fields[5] == STATE_DIR;
+    ensure(
+        ours,
+        format!(
+            "an account `{PACKAGE}` that the package did not make exists (`{passwd}`); the package test refuses to touch it"
+        ),
+    )?;
+    run_quiet(Command::new("deluser").args(["--system", "--quiet", PACKAGE]))?;
+    if command_stdout(Command::new("getent").args(["group", PACKAGE])).is_ok() {
+        run_quiet(Command::new("delgroup").args(["--system", "--quiet", PACKAGE]))?;
+    }
     Ok(())
 }
 
