@@ -364,13 +364,15 @@ fn service_settings(unit: &str) -> BTreeMap<String, Vec<String>> {
     for line in unit.lines().map(str::trim) {
         if line.starts_with('[') {
             in_service = line == "[Service]";
-        } else if in_service && !line.starts_with('#') && !line.starts_with(';') {
-            if let Some((key, value)) = line.split_once('=') {
-                settings
-                    .entry(key.trim().to_owned())
-                    .or_default()
-                    .push(value.trim().to_owned());
-            }
+        } else if in_service
+            && !line.starts_with('#')
+            && !line.starts_with(';')
+            && let Some((key, value)) = line.split_once('=')
+        {
+            settings
+                .entry(key.trim().to_owned())
+                .or_default()
+                .push(value.trim().to_owned());
         }
     }
     settings
