@@ -7,12 +7,18 @@
 //! - `cargo xtask soak [MINUTES]`: the demo's agent with every collector on a 2–5 s interval for
 //!   MINUTES (default 20), reporting its RSS over time and what the backend received.
 //! - `cargo xtask bench [--quick]`: the benchmark suite (`bench/`), which rewrites BENCHMARKS.md.
+//! - `cargo xtask dist`: the Debian package in target/dist (see `dist.rs`); `cargo xtask
+//!   test-package` installs, runs and purges it on this machine (`dist_test.rs`, also the last
+//!   step of `test`).
 //!
 //! It only orchestrates `cargo`, `rustup` and (as root, for missing system packages) `apt-get`;
 //! it never downloads anything else.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+mod dist;
+mod dist_test;
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -28,8 +34,10 @@ fn main() -> ExitCode {
             Err(_) => Err("usage: cargo xtask soak [MINUTES]".to_owned()),
         },
         "bench" => bench(std::env::args().nth(2).as_deref() == Some("--quick")),
+        "dist" => dist::dist().map(drop),
+        "test-package" => dist_test::run(true),
         _ => Err(
-            "usage: cargo xtask demo | cargo xtask test | cargo xtask soak [MINUTES] | cargo xtask bench [--quick]"
+            "usage: cargo xtask demo | cargo xtask test | cargo xtask soak [MINUTES] | cargo xtask bench [--quick] | cargo xtask dist | cargo xtask test-package"
                 .to_owned(),
         ),
     };
@@ -534,6 +542,7 @@ fn test() -> Result<(), String> {
             .args(["test", "--release", "--workspace"]),
         &mut totals,
     )?;
+    dist_test::run(false)?;
     // One closing line for the whole run (cargo prints one per test binary).
     println!("tests: {} passed, {} failed", totals.passed, totals.failed);
     Ok(())
