@@ -88,14 +88,14 @@ pub enum TextField {
 impl TextField {
     /// The field a stderr line label (`DETAIL`, `HINT`, ...) introduces.
     pub fn from_stderr_label(label: &str) -> Option<TextField> {
-        Some(match label {
-            "DETAIL" => TextField::Detail,
-            "HINT" => TextField::Hint,
-            "QUERY" => TextField::Query,
-            "CONTEXT" => TextField::Context,
-            "LOCATION" => TextField::Location,
-            "STATEMENT" => TextField::Statement,
-            "BACKTRACE" => TextField::Backtrace,
+        Some(match label.as_bytes() {
+            b"DETAIL" => TextField::Detail,
+            b"HINT" => TextField::Hint,
+            b"QUERY" => TextField::Query,
+            b"CONTEXT" => TextField::Context,
+            b"LOCATION" => TextField::Location,
+            b"STATEMENT" => TextField::Statement,
+            b"BACKTRACE" => TextField::Backtrace,
             _ => return None,
         })
     }
@@ -408,12 +408,10 @@ pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !NEEDS_ESCAPE[b as usize] {
-            continue;
-        }
+    let mut i = next_escape(bytes, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
         out.extend_from_slice(&bytes[start..i]);
-        start = i + 1;
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -427,9 +425,45 @@ pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
                 out.push(HEX[(b & 15) as usize]);
             }
         }
+        start = i + 1;
+        i = next_escape(bytes, start);
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// The index of the first byte at or after `from` that JSON requires escaped, or the length.
+/// Eight bytes at a time (no SIMD in the guest): a word with no control byte, quote or
+/// backslash is skipped whole.
+fn next_escape(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(word) = bytes.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        // High bit set in a byte lane where the byte is below 0x20, or equals `"` or `\\`
+        // (exact for the lowest such lane, which is all that is used).
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let found = (below_space | (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash))
+            & HIGH;
+        if found != 0 {
+            let lane = i + (found.trailing_zeros() / 8) as usize;
+            // The lowest lane flagged is exact; checked anyway, and the scan goes on from it.
+            if NEEDS_ESCAPE[bytes[lane] as usize] {
+                return lane;
+            }
+            i = lane + 1;
+            continue;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !NEEDS_ESCAPE[bytes[i] as usize] {
+        i += 1;
+    }
+    i
 }
 
 /// Appends as much of `text` to `dst` as fits in `max_bytes` in all, cut at a char boundary;
@@ -459,9 +493,9 @@ pub fn floor_char_boundary(text: &str, index: usize) -> usize {
 /// `Some(text)` unless PostgreSQL wrote it for "not known": empty, or `[unknown]` (user,
 /// database and application of a session that has not authenticated yet).
 pub fn known(text: &str) -> Option<Cow<'_, str>> {
-    match text {
-        "" | "[unknown]" => None,
-        text => Some(Cow::Borrowed(text)),
+    match text.as_bytes() {
+        b"" | b"[unknown]" => None,
+        _ => Some(Cow::Borrowed(text)),
     }
 }
 
@@ -591,6 +625,23 @@ mod tests {
             // Nothing beyond what JSON requires: non-ASCII and DEL pass through.
             assert!(!written.contains("\\u00e9") && !written.contains("\\u007f"));
         }
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_offset_of_a_word() {
+        for special in ["\"", "\\", "\n", "\u{0}", "\u{1f}"] {
+            for at in 0..24 {
+                let text = format!("{}{special}{}", "a".repeat(at), "é".repeat(9));
+                let mut out = Vec::new();
+                write_json_string(&mut out, &text);
+                let back: String = serde_json::from_slice(&out).expect("valid JSON");
+                assert_eq!(back, text, "{special:?} at {at}");
+            }
+        }
+        // Bytes just above the escaped ones, and non-ASCII, pass unescaped.
+        let mut out = Vec::new();
+        write_json_string(&mut out, " !#[]^~\u{7f}ÿ€");
+        assert_eq!(out, "\" !#[]^~\u{7f}ÿ€\"".as_bytes());
     }
 
     #[test]

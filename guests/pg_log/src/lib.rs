@@ -49,14 +49,22 @@ mod component {
     use crate::run::{self, Chunk};
     use crate::settings::Settings;
     use pganalytics_guest::{Error, RawCollector, log, log_tail};
+    use std::time::{Duration, Instant};
 
     struct PgLog;
 
     impl RawCollector for PgLog {
         fn collect_json() -> Result<String, Error> {
+            let started = Instant::now();
             let settings = Settings::from_json(&pganalytics_guest::settings::all())?;
+            // Time spent in the host's `read-new` (reading, copying into this instance), so
+            // that the debug line tells the host's share of a run from the parsing.
+            let mut in_host = Duration::ZERO;
             let output = run::collect(&settings, pganalytics_guest::now_rfc3339(), |max_bytes| {
-                Ok(log_tail::read_new(max_bytes)?
+                let asked = Instant::now();
+                let chunks = log_tail::read_new(max_bytes)?;
+                in_host += asked.elapsed();
+                Ok(chunks
                     .into_iter()
                     .map(|chunk| Chunk {
                         path: chunk.path,
@@ -66,12 +74,15 @@ mod component {
                     .collect())
             })?;
             log::debug(&format!(
-                "pg_log: read {} bytes; {} entries in {} items ({} bytes), {} below `min_level`",
+                "pg_log: read {} bytes; {} entries in {} items ({} bytes), {} below `min_level`; \
+                 {} us in the run, {} us of it in `read-new`",
                 output.read_bytes,
                 output.entries,
                 output.items,
                 output.json.len(),
-                output.filtered
+                output.filtered,
+                started.elapsed().as_micros(),
+                in_host.as_micros(),
             ));
             Ok(output.json)
         }

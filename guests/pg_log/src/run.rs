@@ -31,6 +31,9 @@ const MIN_READ_BYTES: u64 = 64 * 1024;
 /// `{"type":"pg_log","timestamp":` `,"database":` `,"entries":[` `]}` and a separating comma.
 const ITEM_FRAME_BYTES: usize = 29 + 12 + 12 + 2 + 1;
 
+/// Capacity a new item's buffer starts with.
+const ITEM_INITIAL_BYTES: usize = 64 * 1024;
+
 /// One chunk of a `read-new` answer: whole lines of `path` starting at byte `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
@@ -141,7 +144,11 @@ impl Sink for Items<'_> {
             write_json_string(&mut name, database);
             self.output_bytes += ITEM_FRAME_BYTES + self.now.len() + name.len()
                 - usize::from(self.entries == 0);
-            items.push(ItemEntries::default());
+            // Grown by doubling from a size that skips the many small reallocations.
+            items.push(ItemEntries {
+                json: Vec::with_capacity(ITEM_INITIAL_BYTES),
+                count: 0,
+            });
         }
         let item = items.last_mut().expect("pushed above");
         let before = item.json.len();

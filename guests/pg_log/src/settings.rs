@@ -151,10 +151,10 @@ impl Settings {
     /// Whether an entry of severity `level` (as written in the log) is kept. Severities this
     /// collector cannot rank (`UNKNOWN`, translated ones) are always kept.
     pub fn keeps(&self, level: &str) -> bool {
-        match (self.min_level, Level::from_log_word(level)) {
-            (Some(min), Some(level)) => level >= min,
-            _ => true,
-        }
+        let Some(min) = self.min_level else {
+            return true;
+        };
+        Level::from_log_word(level).is_none_or(|level| level >= min)
     }
 }
 

@@ -17,7 +17,7 @@
 //! split across two `read-new` answers is still joined. It must never reorder entries.
 
 use crate::entry::{
-    Entry, Level, NO_ERROR_SQLSTATE, Sink, TextField, UNKNOWN_LEVEL, known,
+    Entry, NO_ERROR_SQLSTATE, Sink, TextField, UNKNOWN_LEVEL, known,
     remote_host_without_port,
 };
 use crate::prefix::{Escape, LinePrefix, PrefixFields};
@@ -278,11 +278,15 @@ fn split_label(rest: &str) -> Option<(Label<'_>, &str)> {
     if let Some(field) = TextField::from_stderr_label(word) {
         return Some((Label::Field(field), text));
     }
+    // Every English severity (`LOG`, `DEBUG1`, ...) is such a word too.
     let capitals = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_digit() || c.is_alphabetic() && !c.is_lowercase());
-    (Level::from_log_word(word).is_some() || capitals).then_some((Label::Entry(word), text))
+        && word.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        || !word.is_empty()
+            && !word.is_ascii()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_alphabetic() && !c.is_lowercase());
+    capitals.then_some((Label::Entry(word), text))
 }
 
 /// An entry with what the prefix told about it.

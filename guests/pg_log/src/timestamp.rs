@@ -221,7 +221,7 @@ enum Zone<'a> {
 /// `UTC`, `GMT`, `UCT`, `Z`, `+HH`, `+HHMM`, `+HH:MM` (and `-`), or any other run of letters,
 /// digits and `_/+-` starting with a letter as a name.
 fn parse_zone(zone: &str) -> Option<Zone<'_>> {
-    if matches!(zone, "UTC" | "GMT" | "UCT" | "Z") {
+    if matches!(zone.as_bytes(), b"UTC" | b"GMT" | b"UCT" | b"Z") {
         return Some(Zone::Offset(0));
     }
     let b = zone.as_bytes();
