@@ -966,4 +966,26 @@ mod tests {
         );
         assert_eq!(mismatch(DEBIAN_PREFIX, &log), None);
     }
+
+    #[test]
+    fn lines_of_postgresqls_default_prefix_fit_debians() {
+        // `%m [%p] ` (PostgreSQL's default) is Debian's `%m [%p] %q%u@%d ` without the session
+        // part, which `%q` allows to be absent: a server left at the default is read fine.
+        let default_prefix: String = STDERR
+            .lines()
+            .map(|line| {
+                let (head, rest) = line.split_once("] ").unwrap_or(("", line));
+                match rest.split_once(' ') {
+                    Some((who, tail)) if who.contains('@') && !head.is_empty() => {
+                        format!("{head}] {tail}\n")
+                    }
+                    _ => format!("{line}\n"),
+                }
+            })
+            .collect();
+        assert!(!default_prefix.contains("alice@app"));
+        assert_eq!(mismatch(DEBIAN_PREFIX, &default_prefix), None);
+        let entries = entries(&run(&with_prefix(DEBIAN_PREFIX), &[("pg.log", 0, &default_prefix)]));
+        assert!(entries.iter().all(|e| e.get("orphan").is_none()));
+    }
 }
