@@ -24,11 +24,13 @@ use crate::prefix::{Escape, LinePrefix, PrefixFields};
 use crate::timestamp::{self, Clock};
 use std::borrow::Cow;
 
-/// How far into a line that does not match the prefix a severity label is looked for, when
-/// telling a log line written under another prefix from other text.
+/// How far into a line that does not match the prefix a severity label is looked for (telling a
+/// log line under another prefix from other text): a megabyte-long unprefixed line must cost no
+/// more than a short one.
 const MAX_FOREIGN_PREFIX_BYTES: usize = 256;
 
-/// Bytes of a line quoted in the error about a prefix that does not match.
+/// Bytes of a line quoted in the error about a prefix that does not match: a giant line must
+/// not become a giant error message in the host log.
 const SAMPLE_LINE_BYTES: usize = 200;
 
 /// The entry being assembled and the field that continuation lines extend.
