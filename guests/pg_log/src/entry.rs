@@ -321,60 +321,56 @@ pub fn write_json(out: &mut Vec<u8>, entry: &Entry<'_>, now: &[u8]) {
         }
         None => out.extend_from_slice(now),
     }
-    text(out, "zone", entry.zone.as_deref());
+    text(out, b",\"zone\":", entry.zone.as_deref());
     if entry.time.is_none() {
         out.extend_from_slice(b",\"timestamp_estimated\":true");
     }
-    text(out, "level", Some(&entry.level));
-    text(out, "message", Some(&entry.message));
+    text(out, b",\"level\":", Some(&entry.level));
+    text(out, b",\"message\":", Some(&entry.message));
     if let Some(duration) = entry.duration_ms() {
         out.extend_from_slice(b",\"duration_ms\":");
         out.extend_from_slice(duration.as_bytes());
     }
-    number(out, "pid", entry.pid);
-    text(out, "user", entry.user.as_deref());
-    text(out, "database", entry.database.as_deref());
-    text(out, "application", entry.application.as_deref());
-    text(out, "remote_host", entry.remote_host.as_deref());
-    text(out, "session_id", entry.session_id.as_deref());
-    text(out, "backend_type", entry.backend_type.as_deref());
-    text(out, "sqlstate", entry.sqlstate.as_deref());
-    text(out, "detail", entry.detail.as_deref());
-    text(out, "hint", entry.hint.as_deref());
-    text(out, "context", entry.context.as_deref());
-    text(out, "query", entry.query.as_deref());
-    number(out, "query_position", entry.query_position);
-    text(out, "statement", entry.statement.as_deref());
-    number(out, "position", entry.position);
-    text(out, "location", entry.location.as_deref());
-    text(out, "backtrace", entry.backtrace.as_deref());
-    text(out, "file", Some(&entry.file));
-    number(out, "line_offset", Some(entry.line_offset));
+    number(out, b",\"pid\":", entry.pid);
+    text(out, b",\"user\":", entry.user.as_deref());
+    text(out, b",\"database\":", entry.database.as_deref());
+    text(out, b",\"application\":", entry.application.as_deref());
+    text(out, b",\"remote_host\":", entry.remote_host.as_deref());
+    text(out, b",\"session_id\":", entry.session_id.as_deref());
+    text(out, b",\"backend_type\":", entry.backend_type.as_deref());
+    text(out, b",\"sqlstate\":", entry.sqlstate.as_deref());
+    text(out, b",\"detail\":", entry.detail.as_deref());
+    text(out, b",\"hint\":", entry.hint.as_deref());
+    text(out, b",\"context\":", entry.context.as_deref());
+    text(out, b",\"query\":", entry.query.as_deref());
+    number(out, b",\"query_position\":", entry.query_position);
+    text(out, b",\"statement\":", entry.statement.as_deref());
+    number(out, b",\"position\":", entry.position);
+    text(out, b",\"location\":", entry.location.as_deref());
+    text(out, b",\"backtrace\":", entry.backtrace.as_deref());
+    text(out, b",\"file\":", Some(&entry.file));
+    number(out, b",\"line_offset\":", Some(entry.line_offset));
     if entry.truncated {
         out.extend_from_slice(b",\"truncated\":true");
     }
     if entry.orphan {
         out.extend_from_slice(b",\"orphan\":true");
     }
-    text(out, "parse_error", entry.parse_error.as_deref());
+    text(out, b",\"parse_error\":", entry.parse_error.as_deref());
     out.push(b'}');
 }
 
-/// `,"key":"value"` when the value is present; `key` needs no escaping.
-fn text(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
+/// `key` (`,"name":`, written whole) and the value as a JSON string, when it is present.
+fn text(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
     if let Some(value) = value {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
+        out.extend_from_slice(key);
         write_json_string(out, value);
     }
 }
 
-fn number(out: &mut Vec<u8>, key: &str, value: Option<u64>) {
+fn number(out: &mut Vec<u8>, key: &[u8], value: Option<u64>) {
     if let Some(mut n) = value {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
+        out.extend_from_slice(key);
         let mut digits = [0u8; 20];
         let mut at = digits.len();
         loop {

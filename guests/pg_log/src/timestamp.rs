@@ -157,10 +157,32 @@ pub fn convert_epoch(text: &str) -> Option<LogTime> {
     ))
 }
 
-/// Whether `text` has the shape of `%m`/`%t`/`%s`: date, time and a zone token. Used to tell a
-/// log_line_prefix timestamp from other text, so it resolves nothing.
+/// Whether `text` has the shape of `%m`/`%t`/`%s`: `dddd-dd-dd dd:dd:dd[.d+] ZONE`. Used to
+/// tell a log_line_prefix timestamp from other text on every line, so it checks the shape only
+/// (the conversion that follows checks the calendar) and resolves nothing.
 pub fn looks_like_timestamp(text: &str) -> bool {
-    parse(text).is_some_and(|(_, _, zone)| parse_zone(zone).is_some())
+    const SHAPE: &[u8; 19] = b"dddd-dd-dd dd:dd:dd";
+    let b = text.as_bytes();
+    if b.len() < 21
+        || !b.iter().zip(SHAPE).all(|(&c, &s)| {
+            if s == b'd' {
+                c.is_ascii_digit()
+            } else {
+                c == s
+            }
+        })
+    {
+        return false;
+    }
+    let mut at = 19;
+    if b[at] == b'.' {
+        let digits = b[at + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return false;
+        }
+        at += 1 + digits;
+    }
+    b.get(at) == Some(&b' ') && parse_zone(&text[at + 1..]).is_some()
 }
 
 /// Wall-clock seconds since 1970-01-01 00:00, milliseconds and the zone token of
@@ -535,10 +557,15 @@ mod tests {
             "2026-1a-27 00:25:16 UTC",
         ] {
             assert_eq!(Clock::default().convert(text), None, "`{text}`");
-            assert!(!looks_like_timestamp(text), "`{text}`");
+            // The shape check leaves the calendar to the conversion.
+            let calendar = ["2026-13-01", "2026-02-29", "2026-11-27 24"]
+                .iter()
+                .any(|bad| text.starts_with(bad));
+            assert_eq!(looks_like_timestamp(text), calendar, "`{text}`");
         }
         assert!(looks_like_timestamp("2024-02-29 00:00:00 UTC"));
         assert!(looks_like_timestamp("2024-02-29 00:00:00 CET"));
+        assert!(looks_like_timestamp("2024-02-29 00:00:00.123456 +05:30"));
     }
 
     /// Every day of 1970..2400 through the SDK's calendar and back.
