@@ -117,7 +117,8 @@ impl CsvParser {
         let mut i = 0;
         while i < bytes.len() {
             if !self.in_record {
-                let line_end = memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n + 1);
+                let line_end =
+                    memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n + 1);
                 let line = &data[i..line_end];
                 if !self.synced && !starts_a_record(line) {
                     let text = line.strip_suffix('\n').unwrap_or(line);
@@ -277,7 +278,11 @@ impl CsvParser {
             let text = std::str::from_utf8(&self.fields).unwrap_or_default();
             let ends = &self.ends;
             let field = |i: usize| -> &str {
-                let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) };
+                let start = if i == 0 {
+                    0
+                } else {
+                    ends.get(i - 1).copied().unwrap_or(0)
+                };
                 ends.get(i)
                     .and_then(|&end| text.get(start..end))
                     .unwrap_or("")

@@ -442,7 +442,8 @@ fn next_escape(bytes: &[u8], from: usize) -> usize {
         let below_space = x.wrapping_sub(ONES * 0x20) & !x;
         let quote = x ^ (ONES * u64::from(b'"'));
         let backslash = x ^ (ONES * u64::from(b'\\'));
-        let found = (below_space | (quote.wrapping_sub(ONES) & !quote)
+        let found = (below_space
+            | (quote.wrapping_sub(ONES) & !quote)
             | (backslash.wrapping_sub(ONES) & !backslash))
             & HIGH;
         if found != 0 {

@@ -39,7 +39,14 @@ pub fn parse_line(
     let mut entry = Entry::at(file, offset);
     let object = match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(object)) => object,
-        Ok(_) => return sink.entry(malformed(entry, line, "not a JSON object".into(), max_bytes)),
+        Ok(_) => {
+            return sink.entry(malformed(
+                entry,
+                line,
+                "not a JSON object".into(),
+                max_bytes,
+            ));
+        }
         Err(e) => return sink.entry(malformed(entry, line, e.to_string(), max_bytes)),
     };
     let text = |key: &str| object.get(key).and_then(Value::as_str);
@@ -112,7 +119,12 @@ fn location(function: Option<&str>, file: Option<&str>, line: Option<u64>) -> Op
     }
 }
 
-fn malformed<'a>(mut entry: Entry<'a>, line: &'a str, error: String, max_bytes: usize) -> Entry<'a> {
+fn malformed<'a>(
+    mut entry: Entry<'a>,
+    line: &'a str,
+    error: String,
+    max_bytes: usize,
+) -> Entry<'a> {
     entry.level = Cow::Borrowed(UNKNOWN_LEVEL);
     entry.set_text(TextField::Message, line, max_bytes);
     entry.parse_error = Some(Cow::Owned(format!("jsonlog line: {error}")));
@@ -129,7 +141,14 @@ mod tests {
 
     fn parse_all(data: &str) -> Vec<Entry<'static>> {
         let mut out = Vec::new();
-        parse("postgresql.json", 0, data, MAX, &mut Clock::default(), &mut out);
+        parse(
+            "postgresql.json",
+            0,
+            data,
+            MAX,
+            &mut Clock::default(),
+            &mut out,
+        );
         out
     }
 
@@ -255,7 +274,8 @@ mod tests {
         assert_eq!(entries[2].level, UNKNOWN_LEVEL, "no error_severity");
         assert_eq!(entries[2].message, "x");
         assert_eq!(
-            entries[2].timestamp(), "",
+            entries[2].timestamp(),
+            "",
             "the run fills in the collection time"
         );
     }

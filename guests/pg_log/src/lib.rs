@@ -36,7 +36,8 @@ pub(crate) fn split_lines(data: &str, offset: u64) -> impl Iterator<Item = (u64,
         if start >= data.len() {
             return None;
         }
-        let end = memchr::memchr(b'\n', &data.as_bytes()[start..]).map_or(data.len(), |n| start + n);
+        let end =
+            memchr::memchr(b'\n', &data.as_bytes()[start..]).map_or(data.len(), |n| start + n);
         let line = &data[start..end];
         let at = offset + start as u64;
         start = end + 1;

@@ -294,8 +294,8 @@ impl<'a> Matcher<'_, 'a, '_> {
         {
             return at.min(end);
         }
-        let at = memchr::memmem::find(&self.line.as_bytes()[pos..end], b":  ")
-            .map_or(end, |i| pos + i);
+        let at =
+            memchr::memmem::find(&self.line.as_bytes()[pos..end], b":  ").map_or(end, |i| pos + i);
         self.separator = Some((pos, at));
         at
     }

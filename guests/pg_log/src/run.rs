@@ -142,8 +142,8 @@ impl Sink for Items<'_> {
             // The frame of a new item; the first item of the output has no comma before it.
             let mut name = Vec::new();
             write_json_string(&mut name, database);
-            self.output_bytes += ITEM_FRAME_BYTES + self.now.len() + name.len()
-                - usize::from(self.entries == 0);
+            self.output_bytes +=
+                ITEM_FRAME_BYTES + self.now.len() + name.len() - usize::from(self.entries == 0);
             // Grown by doubling from a size that skips the many small reallocations.
             items.push(ItemEntries {
                 json: Vec::with_capacity(ITEM_INITIAL_BYTES),
@@ -774,7 +774,10 @@ mod tests {
 
         let berlin = settings(r#"{"log_line_prefix":"%m [%p] ","log_timezone":"Europe/Berlin"}"#);
         let summer = "2026-07-01 12:00:00.000 CEST [9] LOG:  checkpoint starting: time\n";
-        let resolved = entries(&run(&berlin, &[("pg.log", 0, line), ("pg.log", 66, summer)]));
+        let resolved = entries(&run(
+            &berlin,
+            &[("pg.log", 0, line), ("pg.log", 66, summer)],
+        ));
         assert_eq!(resolved[0]["timestamp"], "2026-11-27T00:28:43.690Z");
         assert_eq!(resolved[1]["timestamp"], "2026-07-01T10:00:00.000Z");
         assert!(resolved.iter().all(|e| e.get("zone").is_none()));
@@ -814,7 +817,10 @@ mod tests {
             assert!(all[0]["duration_ms"].is_f64(), "{path}: a number, not text");
             assert_eq!(all[1]["duration_ms"], serde_json::json!(0.052), "{path}");
             assert!(all[2].get("duration_ms").is_none(), "{path}");
-            assert_eq!(all[2]["message"], "syntax error at or near \"SELEC\"", "{path}");
+            assert_eq!(
+                all[2]["message"], "syntax error at or near \"SELEC\"",
+                "{path}"
+            );
             assert_eq!(all[2]["position"], 1, "{path}");
             assert_eq!(all[2]["statement"], "SELEC 1", "{path}");
         }
@@ -878,7 +884,10 @@ mod tests {
                 assert!(message.contains("offsets were not committed"), "{message}");
             }
         }
-        assert!(mismatch("%m [%p] ", STDERR).is_some(), "session lines do not match");
+        assert!(
+            mismatch("%m [%p] ", STDERR).is_some(),
+            "session lines do not match"
+        );
         assert!(mismatch("", STDERR).is_some());
         assert!(mismatch("%m ", STDERR).is_some());
     }
@@ -961,9 +970,7 @@ mod tests {
 
     #[test]
     fn a_few_stray_lines_do_not_fail_a_run() {
-        let log = format!(
-            "{STDERR}some tool wrote WARNING:  this without a prefix\n{STDERR}"
-        );
+        let log = format!("{STDERR}some tool wrote WARNING:  this without a prefix\n{STDERR}");
         assert_eq!(mismatch(DEBIAN_PREFIX, &log), None);
     }
 
@@ -985,7 +992,10 @@ mod tests {
             .collect();
         assert!(!default_prefix.contains("alice@app"));
         assert_eq!(mismatch(DEBIAN_PREFIX, &default_prefix), None);
-        let entries = entries(&run(&with_prefix(DEBIAN_PREFIX), &[("pg.log", 0, &default_prefix)]));
+        let entries = entries(&run(
+            &with_prefix(DEBIAN_PREFIX),
+            &[("pg.log", 0, &default_prefix)],
+        ));
         assert!(entries.iter().all(|e| e.get("orphan").is_none()));
     }
 }

@@ -17,8 +17,7 @@
 //! split across two `read-new` answers is still joined. It must never reorder entries.
 
 use crate::entry::{
-    Entry, NO_ERROR_SQLSTATE, Sink, TextField, UNKNOWN_LEVEL, known,
-    remote_host_without_port,
+    Entry, NO_ERROR_SQLSTATE, Sink, TextField, UNKNOWN_LEVEL, known, remote_host_without_port,
 };
 use crate::prefix::{Escape, LinePrefix, PrefixFields};
 use crate::timestamp::{self, Clock};
@@ -183,7 +182,9 @@ impl<'p> StderrParser<'p> {
     fn unmatched(&mut self, line: &str) {
         let searched = &line.as_bytes()[..line.len().min(MAX_FOREIGN_PREFIX_BYTES)];
         let foreign = memchr::memmem::find_iter(searched, b":  ").any(|colon| {
-            let word_start = line[..colon].rfind([' ', '\t']).map_or(0, |space| space + 1);
+            let word_start = line[..colon]
+                .rfind([' ', '\t'])
+                .map_or(0, |space| space + 1);
             split_label(&line[word_start..]).is_some()
         });
         if foreign {
@@ -282,7 +283,9 @@ fn split_label(rest: &str) -> Option<(Label<'_>, &str)> {
     }
     // Every English severity (`LOG`, `DEBUG1`, ...) is such a word too.
     let capitals = !word.is_empty()
-        && word.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         || !word.is_empty()
             && !word.is_ascii()
             && word
@@ -523,7 +526,11 @@ mod tests {
         let entries = parse("%t:%r:%u@%d:[%p]: ", TCP_VERBOSE);
         assert!(entries.iter().all(|e| !e.orphan));
         let first = &entries[0];
-        assert_eq!(first.timestamp(), "2026-11-27T00:28:29.000Z", "+0545 applied");
+        assert_eq!(
+            first.timestamp(),
+            "2026-11-27T00:28:29.000Z",
+            "+0545 applied"
+        );
         assert_eq!(first.zone, None);
         assert_eq!(first.sqlstate, None, "00000 is left out, as jsonlog does");
         assert!(first.message.starts_with("starting PostgreSQL"));
@@ -605,18 +612,26 @@ mod tests {
     /// seconds. Resolved through `log_timezone`, the two agree on every entry.
     #[test]
     fn log_timezone_resolves_cet_to_the_same_instant_as_epoch_seconds() {
-        let prefix = LinePrefix::compile("%m %q[%10p] %-8u %d %a|%h|%c|%l|%v|%x|%e|%i|%b|%Q|%s|%n %%%% ")
-            .expect("compiles");
+        let prefix =
+            LinePrefix::compile("%m %q[%10p] %-8u %d %a|%h|%c|%l|%v|%x|%e|%i|%b|%Q|%s|%n %%%% ")
+                .expect("compiles");
         let berlin = jiff::tz::db().get("Europe/Berlin").expect("zone");
         let mut parser = StderrParser::new(&prefix, Clock::new(Some(berlin)));
         let mut entries = Vec::new();
         parser.feed("postgresql.log", 0, PADDED, MAX, &mut entries);
         parser.finish(&mut entries);
         let mut checked = 0;
-        for (entry, line) in entries.iter().zip(PADDED.lines().filter(|l| !l.contains(" STATEMENT:  "))) {
+        for (entry, line) in entries
+            .iter()
+            .zip(PADDED.lines().filter(|l| !l.contains(" STATEMENT:  ")))
+        {
             assert_eq!(entry.zone, None, "{line}");
             // `%n` is the last field before `%%`.
-            let Some(epoch) = line.split(" %% ").next().and_then(|head| head.rsplit('|').next()) else {
+            let Some(epoch) = line
+                .split(" %% ")
+                .next()
+                .and_then(|head| head.rsplit('|').next())
+            else {
                 continue;
             };
             if let Some(time) = timestamp::convert_epoch(epoch) {
@@ -638,7 +653,8 @@ mod tests {
         assert_eq!(entries[0].level, UNKNOWN_LEVEL);
         assert_eq!(entries[0].message, "FROM accounts\nWHERE id = 1/0;");
         assert_eq!(
-            entries[0].timestamp(), "",
+            entries[0].timestamp(),
+            "",
             "the run fills in the collection time"
         );
         assert_eq!(entries[1].line_offset, data.find("2026").unwrap() as u64);

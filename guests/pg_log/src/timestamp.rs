@@ -176,7 +176,10 @@ pub fn looks_like_timestamp(text: &str) -> bool {
     }
     let mut at = 19;
     if b[at] == b'.' {
-        let digits = b[at + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let digits = b[at + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if digits == 0 {
             return false;
         }
@@ -216,7 +219,10 @@ fn parse(text: &str) -> Option<(i64, u32, &str)> {
     let mut at = 19;
     let mut millis = 0;
     if b[at] == b'.' {
-        let digits = b[at + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let digits = b[at + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if digits == 0 {
             return None;
         }
@@ -270,8 +276,7 @@ fn parse_zone(zone: &str) -> Option<Zone<'_>> {
         return Some(Zone::Offset(if sign == b'-' { -seconds } else { seconds }));
     }
     let is_name = b.first().is_some_and(u8::is_ascii_alphabetic)
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'/' | b'+' | b'-'));
     is_name.then_some(Zone::Named(zone))
 }
@@ -415,10 +420,7 @@ mod tests {
             utc("2024-02-29 21:00:00.500 -03:30"),
             "2024-03-01T00:30:00.500Z"
         );
-        assert_eq!(
-            utc("2026-07-01 12:00:00 -0430"),
-            "2026-07-01T16:30:00.000Z"
-        );
+        assert_eq!(utc("2026-07-01 12:00:00 -0430"), "2026-07-01T16:30:00.000Z");
     }
 
     #[test]
@@ -427,7 +429,10 @@ mod tests {
         let (time, zone) = with(&mut Clock::default(), "2026-11-27 01:28:43.690 CET");
         assert_eq!(time, "2026-11-27T01:28:43.690", "no offset, no `Z`");
         assert_eq!(zone.as_deref(), Some("CET"));
-        let (_, zone) = with(&mut Clock::default(), "2026-07-01 12:00:00 America/New_York");
+        let (_, zone) = with(
+            &mut Clock::default(),
+            "2026-07-01 12:00:00 America/New_York",
+        );
         assert_eq!(zone.as_deref(), Some("America/New_York"));
     }
 
