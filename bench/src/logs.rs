@@ -19,6 +19,12 @@ pub const PREFIX: &str = "%m [%p] %q%u@%d ";
 
 const GOAL_MB_PER_S: f64 = 100.0;
 
+/// The sandboxed throughput as a share of the native parser's, on the same file.
+const GOAL_FACTOR: f64 = 0.6;
+
+/// The parser alone, natively: what the sandbox can at best approach.
+const GOAL_NATIVE_MB_PER_S: f64 = 250.0;
+
 pub async fn run(report: &mut Report, dir: &Path, size: u64, repetitions: usize) {
     let mut details = String::new();
     for format in ["stderr", "csvlog"] {
@@ -59,10 +65,20 @@ pub async fn run(report: &mut Report, dir: &Path, size: u64, repetitions: usize)
         let native = median(&mut native);
         let mb_per_s = |time: Duration| bytes as f64 / 1e6 / time.as_secs_f64();
         let factor = mb_per_s(sandboxed) / mb_per_s(native);
-        let met = mb_per_s(sandboxed) >= GOAL_MB_PER_S && factor >= 0.5;
+        let met = mb_per_s(sandboxed) >= GOAL_MB_PER_S && factor >= GOAL_FACTOR;
+        report.row(
+            &format!("pg_log parser natively, {format}"),
+            "≥ 250 MB/s",
+            &format!("{:.0} MB/s", mb_per_s(native)),
+            if mb_per_s(native) >= GOAL_NATIVE_MB_PER_S {
+                Verdict::Met
+            } else {
+                Verdict::Missed
+            },
+        );
         report.row(
             &format!("pg_log parsing through the sandbox, {format}"),
-            "≥ 100 MB/s and ≥ 0.5× native",
+            "≥ 100 MB/s and ≥ 0.6× native",
             &format!(
                 "{:.0} MB/s, {:.0} lines/s; native {:.0} MB/s: **{factor:.2}×**",
                 mb_per_s(sandboxed),

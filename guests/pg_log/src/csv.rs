@@ -10,10 +10,11 @@
 //! record) become an `orphan` entry. None of these are ever dropped.
 
 use crate::entry::{
-    Entry, NO_ERROR_SQLSTATE, TextField, UNKNOWN_LEVEL, floor_char_boundary, known, push_capped,
-    remote_host_without_port,
+    Entry, NO_ERROR_SQLSTATE, Sink, TextField, UNKNOWN_LEVEL, capped, floor_char_boundary, known,
+    push_capped, remote_host_without_port,
 };
-use crate::timestamp;
+use crate::timestamp::Clock;
+use std::borrow::Cow;
 
 /// The fewest columns of a csvlog record (PostgreSQL 9.0, up to `location`).
 const MIN_COLUMNS: usize = 22;
@@ -56,190 +57,241 @@ enum State {
 }
 
 /// Parses one file in the csvlog format.
+///
+/// A record's fields are decoded (quotes undone) into one buffer reused for every record, so a
+/// record costs no allocation; its entry borrows from that buffer while it is written out.
 #[derive(Debug)]
 pub struct CsvParser {
+    clock: Clock,
     state: State,
     in_record: bool,
     /// False until a line that starts a record is seen: at the start of the data, and after a
     /// record that did not parse (the quoting may be off by one from there).
     synced: bool,
     record_offset: u64,
-    fields: Vec<String>,
+    /// The decoded fields of the current record, back to back.
+    fields: Vec<u8>,
+    /// Where each kept field ends in `fields`.
+    ends: Vec<usize>,
+    /// Fields seen, kept or not.
     columns: usize,
-    field: Vec<u8>,
     cut: bool,
-    /// The record as read, kept (capped) for the entry of a record that does not parse.
+    /// The raw text of the current record from earlier data (capped), for the entry of a
+    /// record that does not parse.
     raw: String,
     /// Lines outside any record, collected into one entry.
-    orphan: Option<Entry>,
+    orphan: Option<Entry<'static>>,
 }
 
-impl Default for CsvParser {
-    fn default() -> Self {
+impl CsvParser {
+    pub fn new(clock: Clock) -> Self {
         CsvParser {
+            clock,
             state: State::FieldStart,
             in_record: false,
             synced: false,
             record_offset: 0,
             fields: Vec::new(),
+            ends: Vec::new(),
             columns: 0,
-            field: Vec::new(),
             cut: false,
             raw: String::new(),
             orphan: None,
         }
     }
-}
 
-impl CsvParser {
-    /// Parses the whole lines of `data`, which start at byte `offset` of `file`, pushing every
-    /// record that is complete to `out`.
-    pub fn feed(
+    /// Parses the whole lines of `data`, which start at byte `offset` of `file`, passing every
+    /// record that is complete to `sink`.
+    pub fn feed<'d>(
         &mut self,
-        file: &str,
+        file: &'d str,
         offset: u64,
-        data: &str,
+        data: &'d str,
         max_bytes: usize,
-        out: &mut Vec<Entry>,
+        sink: &mut impl Sink,
     ) {
-        let mut line_offset = offset;
-        for line in data.split_inclusive('\n') {
-            self.line(file, line_offset, line, max_bytes, out);
-            line_offset += line.len() as u64;
+        let bytes = data.as_bytes();
+        let mut orphan: Option<Entry<'d>> = self.orphan.take();
+        // Where the current record's text starts in `data`.
+        let mut record_start = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if !self.in_record {
+                let line_end =
+                    memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n + 1);
+                let line = &data[i..line_end];
+                if !self.synced && !starts_a_record(line) {
+                    let text = line.strip_suffix('\n').unwrap_or(line);
+                    let text = text.strip_suffix('\r').unwrap_or(text);
+                    match &mut orphan {
+                        Some(orphan) => orphan.append_line(TextField::Message, text, max_bytes),
+                        None => {
+                            let mut entry = Entry::at(file, offset + i as u64);
+                            entry.level = Cow::Borrowed(UNKNOWN_LEVEL);
+                            entry.orphan = true;
+                            entry.set_text(TextField::Message, text, max_bytes);
+                            orphan = Some(entry);
+                        }
+                    }
+                    i = line_end;
+                    continue;
+                }
+                if let Some(orphan) = orphan.take() {
+                    sink.entry(orphan);
+                }
+                self.synced = true;
+                self.in_record = true;
+                self.record_offset = offset + i as u64;
+                record_start = i;
+            }
+            match self.state {
+                State::Quoted => match memchr::memchr(b'"', &bytes[i..]) {
+                    Some(n) => {
+                        self.push(&data[i..i + n], max_bytes);
+                        self.state = State::QuoteInQuoted;
+                        i += n + 1;
+                    }
+                    None => {
+                        self.push(&data[i..], max_bytes);
+                        i = bytes.len();
+                    }
+                },
+                State::QuoteInQuoted => {
+                    match bytes[i] {
+                        b'"' => {
+                            self.push("\"", max_bytes);
+                            self.state = State::Quoted;
+                        }
+                        b',' => self.end_field(),
+                        b'\n' => {
+                            self.end_field();
+                            self.end_record(file, &data[record_start..=i], max_bytes, sink);
+                        }
+                        // PostgreSQL writes `\n` alone; a `\r` outside quotes is line-ending noise.
+                        b'\r' => {}
+                        // Text after a closing quote is not RFC 4180; keep it rather than fail.
+                        _ => {
+                            self.state = State::Unquoted;
+                            continue;
+                        }
+                    }
+                    i += 1;
+                }
+                State::FieldStart if bytes[i] == b'"' => {
+                    self.state = State::Quoted;
+                    i += 1;
+                }
+                State::FieldStart | State::Unquoted => {
+                    match memchr::memchr2(b',', b'\n', &bytes[i..]) {
+                        Some(n) => {
+                            let end = i + n;
+                            let run = &data[i..end];
+                            if bytes[end] == b',' {
+                                self.push(run, max_bytes);
+                                self.end_field();
+                            } else {
+                                self.push(run.strip_suffix('\r').unwrap_or(run), max_bytes);
+                                self.end_field();
+                                self.end_record(file, &data[record_start..=end], max_bytes, sink);
+                            }
+                            i = end + 1;
+                        }
+                        None => {
+                            self.push(&data[i..], max_bytes);
+                            self.state = State::Unquoted;
+                            i = bytes.len();
+                        }
+                    }
+                }
+            }
         }
+        if self.in_record {
+            if !data.ends_with('\n') && self.state != State::Quoted {
+                // A last line without its newline (the host promises whole lines, but be
+                // lenient).
+                self.end_field();
+                self.end_record(file, &data[record_start..], max_bytes, sink);
+            } else if push_capped(&mut self.raw, &data[record_start..], max_bytes) {
+                self.cut = true;
+            }
+        }
+        self.orphan = orphan.map(Entry::into_owned);
     }
 
-    /// Pushes what is left: an open record (as unparsed) and collected orphan lines. The data
-    /// ends here (end of the run, or the file was rotated); what follows starts afresh.
-    pub fn finish(&mut self, file: &str, out: &mut Vec<Entry>) {
+    /// Passes on what is left: collected orphan lines and an open record (as unparsed). The
+    /// data ends here (end of the run, or the file was rotated); what follows starts afresh.
+    pub fn finish(&mut self, file: &str, sink: &mut impl Sink) {
         if let Some(orphan) = self.orphan.take() {
-            out.push(orphan);
+            sink.entry(orphan);
         }
         if self.in_record {
             let mut entry = Entry::at(file, self.record_offset);
-            entry.level = UNKNOWN_LEVEL.to_owned();
-            entry.message = std::mem::take(&mut self.raw);
+            entry.level = Cow::Borrowed(UNKNOWN_LEVEL);
+            entry.message = Cow::Borrowed(&self.raw);
             entry.truncated = self.cut;
-            entry.parse_error = Some(
+            entry.parse_error = Some(Cow::Borrowed(
                 "csvlog record incomplete at the end of the data read (its rest was not \
-                 written yet)"
-                    .into(),
-            );
-            out.push(entry);
+                 written yet)",
+            ));
+            sink.entry(entry);
         }
-        *self = CsvParser::default();
+        *self = CsvParser::new(std::mem::take(&mut self.clock));
     }
 
-    fn line(
-        &mut self,
-        file: &str,
-        offset: u64,
-        line: &str,
-        max_bytes: usize,
-        out: &mut Vec<Entry>,
-    ) {
-        if !self.in_record {
-            if !self.synced && !starts_a_record(line) {
-                let text = line.strip_suffix('\n').unwrap_or(line);
-                let text = text.strip_suffix('\r').unwrap_or(text);
-                match &mut self.orphan {
-                    Some(orphan) => orphan.append_line(TextField::Message, text, max_bytes),
-                    None => {
-                        let mut entry = Entry::at(file, offset);
-                        entry.level = UNKNOWN_LEVEL.to_owned();
-                        entry.orphan = true;
-                        entry.set_text(TextField::Message, text, max_bytes);
-                        self.orphan = Some(entry);
-                    }
-                }
-                return;
-            }
-            if let Some(orphan) = self.orphan.take() {
-                out.push(orphan);
-            }
-            self.synced = true;
-            self.in_record = true;
-            self.record_offset = offset;
-        }
-        if push_capped(&mut self.raw, line, max_bytes) {
-            self.cut = true;
-        }
-        for &byte in line.as_bytes() {
-            match (self.state, byte) {
-                (State::FieldStart, b'"') => self.state = State::Quoted,
-                (State::Quoted, b'"') => self.state = State::QuoteInQuoted,
-                (State::QuoteInQuoted, b'"') => {
-                    self.push(b'"', max_bytes);
-                    self.state = State::Quoted;
-                }
-                (State::Quoted, _) => self.push(byte, max_bytes),
-                (_, b',') => {
-                    self.end_field();
-                    self.state = State::FieldStart;
-                }
-                (_, b'\n') => {
-                    self.end_field();
-                    self.end_record(file, max_bytes, out);
-                }
-                // PostgreSQL writes `\n` alone; a `\r` outside quotes is line-ending noise.
-                (_, b'\r') => {}
-                // Text after a closing quote is not RFC 4180; keep it rather than fail.
-                (_, _) => {
-                    self.push(byte, max_bytes);
-                    self.state = State::Unquoted;
-                }
-            }
-        }
-        // A last line without its newline (the host promises whole lines, but be lenient).
-        if !line.ends_with('\n') && self.in_record && self.state != State::Quoted {
-            self.end_field();
-            self.end_record(file, max_bytes, out);
-        }
-    }
-
-    fn push(&mut self, byte: u8, max_bytes: usize) {
-        if self.field.len() < max_bytes {
-            self.field.push(byte);
-        } else {
-            self.cut = true;
-        }
+    /// Appends `text` to the current field, within `max_bytes`.
+    fn push(&mut self, text: &str, max_bytes: usize) {
+        let start = self.ends.last().copied().unwrap_or(0);
+        let room = max_bytes.saturating_sub(self.fields.len() - start);
+        let (text, cut) = capped(text, room);
+        self.fields.extend_from_slice(text.as_bytes());
+        self.cut |= cut;
     }
 
     fn end_field(&mut self) {
-        let bytes = std::mem::take(&mut self.field);
-        let text = match String::from_utf8(bytes) {
-            Ok(text) => text,
-            // Cut inside a character at `max_bytes`: drop the partial character.
-            Err(e) => {
-                let valid = e.utf8_error().valid_up_to();
-                let mut bytes = e.into_bytes();
-                bytes.truncate(valid);
-                String::from_utf8(bytes).unwrap_or_default()
-            }
-        };
-        if self.fields.len() < MAX_COLUMNS {
-            self.fields.push(text);
+        if self.ends.len() < MAX_COLUMNS {
+            self.ends.push(self.fields.len());
+        } else {
+            let start = self.ends.last().copied().unwrap_or(0);
+            self.fields.truncate(start);
         }
         self.columns += 1;
+        self.state = State::FieldStart;
     }
 
-    fn end_record(&mut self, file: &str, max_bytes: usize, out: &mut Vec<Entry>) {
+    /// Passes on the record just ended; `raw` is its text within the current data.
+    fn end_record(&mut self, file: &str, raw: &str, max_bytes: usize, sink: &mut impl Sink) {
         let mut entry = Entry::at(file, self.record_offset);
         entry.truncated = self.cut;
         if self.columns < MIN_COLUMNS {
-            entry.level = UNKNOWN_LEVEL.to_owned();
+            push_capped(&mut self.raw, raw, max_bytes);
             let raw = self.raw.strip_suffix('\n').unwrap_or(&self.raw);
-            entry.message = raw[..floor_char_boundary(raw, max_bytes)].to_owned();
-            entry.parse_error = Some(format!(
+            entry.level = Cow::Borrowed(UNKNOWN_LEVEL);
+            entry.message = Cow::Borrowed(&raw[..floor_char_boundary(raw, max_bytes)]);
+            entry.parse_error = Some(Cow::Owned(format!(
                 "csvlog record has {} columns, expected {MIN_COLUMNS} to 26",
                 self.columns
-            ));
+            )));
             self.synced = false;
+            sink.entry(entry);
         } else {
-            fill(&mut entry, &self.fields);
+            // Whole fields of a `str`, cut at char boundaries: this does not fail.
+            let text = std::str::from_utf8(&self.fields).unwrap_or_default();
+            let ends = &self.ends;
+            let field = |i: usize| -> &str {
+                let start = if i == 0 {
+                    0
+                } else {
+                    ends.get(i - 1).copied().unwrap_or(0)
+                };
+                ends.get(i)
+                    .and_then(|&end| text.get(start..end))
+                    .unwrap_or("")
+            };
+            fill(&mut entry, field, &mut self.clock);
+            sink.entry(entry);
         }
-        out.push(entry);
         self.fields.clear();
+        self.ends.clear();
         self.columns = 0;
         self.raw.clear();
         self.cut = false;
@@ -259,32 +311,28 @@ fn starts_a_record(line: &str) -> bool {
 }
 
 /// An entry from the columns of a record of at least [`MIN_COLUMNS`] (already cut to
-/// `max_bytes` while read).
-fn fill(entry: &mut Entry, fields: &[String]) {
-    let get = |i: usize| fields.get(i).map(String::as_str).unwrap_or("");
+/// `max_bytes` while read); `get(i)` is column `i`, `""` when absent.
+fn fill<'b>(entry: &mut Entry<'b>, get: impl Fn(usize) -> &'b str, clock: &mut Clock) {
     let text = |i: usize| known(get(i));
     let number = |i: usize| get(i).parse::<u64>().ok();
 
-    match timestamp::convert(get(column::LOG_TIME)) {
-        Some(converted) => {
-            entry.timestamp = converted.rfc3339;
-            entry.zone = converted.zone;
-        }
+    match clock.convert(get(column::LOG_TIME)) {
+        Some(converted) => entry.set_time(converted),
         None => {
-            entry.parse_error = Some(format!(
+            entry.parse_error = Some(Cow::Owned(format!(
                 "`log_time` `{}` is not a time",
                 get(column::LOG_TIME)
-            ))
+            )))
         }
     }
-    entry.level = text(column::ERROR_SEVERITY).unwrap_or_else(|| UNKNOWN_LEVEL.to_owned());
-    entry.message = get(column::MESSAGE).to_owned();
+    entry.level = text(column::ERROR_SEVERITY).unwrap_or(Cow::Borrowed(UNKNOWN_LEVEL));
+    entry.message = Cow::Borrowed(get(column::MESSAGE));
     entry.pid = number(column::PROCESS_ID);
     entry.user = text(column::USER_NAME);
     entry.database = text(column::DATABASE_NAME);
     entry.remote_host = remote_host_without_port(get(column::CONNECTION_FROM));
     entry.session_id = text(column::SESSION_ID);
-    entry.sqlstate = text(column::SQL_STATE_CODE).filter(|code| code != NO_ERROR_SQLSTATE);
+    entry.sqlstate = text(column::SQL_STATE_CODE).filter(|code| *code != NO_ERROR_SQLSTATE);
     entry.detail = text(column::DETAIL);
     entry.hint = text(column::HINT);
     entry.query = text(column::INTERNAL_QUERY);
@@ -307,19 +355,19 @@ mod tests {
     const JSONLOG_VERBOSE: &str = include_str!("../tests/data/jsonlog_verbose.json");
     const MAX: usize = 65_536;
 
-    fn parse_with(data: &str, max_bytes: usize) -> Vec<Entry> {
-        let mut parser = CsvParser::default();
+    fn parse_with(data: &str, max_bytes: usize) -> Vec<Entry<'static>> {
+        let mut parser = CsvParser::new(Clock::default());
         let mut out = Vec::new();
         parser.feed("postgresql.csv", 0, data, max_bytes, &mut out);
         parser.finish("postgresql.csv", &mut out);
         out
     }
 
-    fn parse(data: &str) -> Vec<Entry> {
+    fn parse(data: &str) -> Vec<Entry<'static>> {
         parse_with(data, MAX)
     }
 
-    fn find<'e>(entries: &'e [Entry], message: &str) -> &'e Entry {
+    fn find<'e>(entries: &'e [Entry<'static>], message: &str) -> &'e Entry<'static> {
         entries
             .iter()
             .find(|e| e.message.starts_with(message))
@@ -332,10 +380,17 @@ mod tests {
         for (csv, json) in [(CSVLOG, JSONLOG), (VERBOSE, JSONLOG_VERBOSE)] {
             let from_csv = parse(csv);
             let mut from_json = Vec::new();
-            crate::json::parse("postgresql.csv", 0, json, MAX, &mut from_json);
+            crate::json::parse(
+                "postgresql.csv",
+                0,
+                json,
+                MAX,
+                &mut Clock::default(),
+                &mut from_json,
+            );
             assert_eq!(from_csv.len(), from_json.len());
             for (c, j) in from_csv.iter().zip(&from_json) {
-                let comparable = |e: &Entry| Entry {
+                let comparable = |e: &Entry<'static>| Entry {
                     line_offset: 0,
                     ..e.clone()
                 };
@@ -399,7 +454,7 @@ mod tests {
         let whole = parse(CSVLOG);
         for (split, _) in CSVLOG.match_indices('\n') {
             let (first, second) = CSVLOG.split_at(split + 1);
-            let mut parser = CsvParser::default();
+            let mut parser = CsvParser::new(Clock::default());
             let mut out = Vec::new();
             parser.feed("postgresql.csv", 0, first, MAX, &mut out);
             parser.feed("postgresql.csv", first.len() as u64, second, MAX, &mut out);

@@ -4,7 +4,8 @@
 //! The three format parsers all build an [`Entry`]; this module must never know which format
 //! an entry came from. A value that is cut is always flagged (`truncated`), never cut silently.
 
-use serde::Serialize;
+use crate::timestamp::{Converted, LogTime, write_rfc3339};
+use std::borrow::Cow;
 
 /// A PostgreSQL severity, ordered as `log_min_messages` orders them (`LOG` ranks above `ERROR`
 /// there, because a LOG line is something the operator asked to see in the server log).
@@ -87,14 +88,14 @@ pub enum TextField {
 impl TextField {
     /// The field a stderr line label (`DETAIL`, `HINT`, ...) introduces.
     pub fn from_stderr_label(label: &str) -> Option<TextField> {
-        Some(match label {
-            "DETAIL" => TextField::Detail,
-            "HINT" => TextField::Hint,
-            "QUERY" => TextField::Query,
-            "CONTEXT" => TextField::Context,
-            "LOCATION" => TextField::Location,
-            "STATEMENT" => TextField::Statement,
-            "BACKTRACE" => TextField::Backtrace,
+        Some(match label.as_bytes() {
+            b"DETAIL" => TextField::Detail,
+            b"HINT" => TextField::Hint,
+            b"QUERY" => TextField::Query,
+            b"CONTEXT" => TextField::Context,
+            b"LOCATION" => TextField::Location,
+            b"STATEMENT" => TextField::Statement,
+            b"BACKTRACE" => TextField::Backtrace,
             _ => return None,
         })
     }
@@ -102,113 +103,139 @@ impl TextField {
 
 /// One entry of a `pg_log` item. Field names are the backend contract (`timestamp`, `level`,
 /// `message` are required; the rest appear only when known).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Entry {
-    /// RFC 3339 UTC. Empty while parsing when the line carries no time; the run then fills in
-    /// the collection time and sets `timestamp_estimated`.
-    pub timestamp: String,
-    /// The zone name of a timestamp whose zone could not be resolved without tzdata: the
-    /// timestamp is then the wall-clock time written as if it were UTC.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-    #[serde(skip_serializing_if = "is_false")]
-    pub timestamp_estimated: bool,
-    pub level: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+///
+/// Text borrows from the log data wherever it can (`'a` is the chunk being parsed): a field is
+/// copied only when continuation lines are joined to it, or when the entry must outlive its
+/// chunk (see [`Entry::into_owned`]). [`write_json`] writes it straight into the output buffer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Entry<'a> {
+    /// `None` while parsing when the line carries no time; the run then writes the collection
+    /// time and `timestamp_estimated`.
+    pub time: Option<LogTime>,
+    /// The zone text of a time that could not be resolved ([`LogTime::Local`]): the timestamp
+    /// is then wall-clock time without an offset.
+    pub zone: Option<Cow<'a, str>>,
+    pub level: Cow<'a, str>,
+    pub message: Cow<'a, str>,
     pub pid: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub application: Option<String>,
+    pub user: Option<Cow<'a, str>>,
+    pub database: Option<Cow<'a, str>>,
+    pub application: Option<Cow<'a, str>>,
     /// The client's address without its port (`[local]` for a Unix socket).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend_type: Option<String>,
+    pub remote_host: Option<Cow<'a, str>>,
+    pub session_id: Option<Cow<'a, str>>,
+    pub backend_type: Option<Cow<'a, str>>,
     /// Absent for `00000` (see [`NO_ERROR_SQLSTATE`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sqlstate: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub context: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
-    /// 1-based character position of the error in `query` (csvlog and jsonlog only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<Cow<'a, str>>,
+    pub detail: Option<Cow<'a, str>>,
+    pub hint: Option<Cow<'a, str>>,
+    pub context: Option<Cow<'a, str>>,
+    pub query: Option<Cow<'a, str>>,
+    /// 1-based character position of the error in `query` (the internal query).
     pub query_position: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub statement: Option<String>,
-    /// 1-based character position of the error in `statement` (csvlog and jsonlog only; stderr
-    /// appends "at character N" to the message instead).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement: Option<Cow<'a, str>>,
+    /// 1-based character position of the error in `statement` (the cursor position: csvlog's
+    /// `query_pos`, jsonlog's `cursor_position`, stderr's "at character N").
     pub position: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backtrace: Option<String>,
-    pub file: String,
+    pub location: Option<Cow<'a, str>>,
+    pub backtrace: Option<Cow<'a, str>>,
+    pub file: Cow<'a, str>,
     /// Byte offset of the entry's first line in `file`.
     pub line_offset: u64,
     /// Some text field was cut at `max_message_bytes`.
-    #[serde(skip_serializing_if = "is_false")]
     pub truncated: bool,
     /// The entry continues one from before this run (or before a rotation), whose first line
     /// was read by an earlier run: its severity and message are unknown.
-    #[serde(skip_serializing_if = "is_false")]
     pub orphan: bool,
     /// Why the record did not parse; `message` then holds the raw text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parse_error: Option<String>,
+    pub parse_error: Option<Cow<'a, str>>,
 }
 
-fn is_false(value: &bool) -> bool {
-    !*value
-}
-
-impl Entry {
+impl<'a> Entry<'a> {
     /// An entry of `file` starting at byte `line_offset`, with everything else unknown.
-    pub fn at(file: &str, line_offset: u64) -> Entry {
+    pub fn at(file: &'a str, line_offset: u64) -> Entry<'a> {
         Entry {
-            file: file.to_owned(),
+            file: Cow::Borrowed(file),
             line_offset,
             ..Entry::default()
         }
     }
 
-    /// The text of `field`, created empty if absent.
-    fn slot(&mut self, field: TextField) -> &mut String {
-        match field {
-            TextField::Message => &mut self.message,
-            TextField::Detail => self.detail.get_or_insert_with(String::new),
-            TextField::Hint => self.hint.get_or_insert_with(String::new),
-            TextField::Query => self.query.get_or_insert_with(String::new),
-            TextField::Context => self.context.get_or_insert_with(String::new),
-            TextField::Location => self.location.get_or_insert_with(String::new),
-            TextField::Statement => self.statement.get_or_insert_with(String::new),
-            TextField::Backtrace => self.backtrace.get_or_insert_with(String::new),
+    /// The same entry owning all its text, to outlive the data it was parsed from.
+    pub fn into_owned(self) -> Entry<'static> {
+        fn own(text: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(text.into_owned())
+        }
+        let opt = |text: Option<Cow<'_, str>>| text.map(own);
+        Entry {
+            time: self.time,
+            zone: opt(self.zone),
+            level: own(self.level),
+            message: own(self.message),
+            pid: self.pid,
+            user: opt(self.user),
+            database: opt(self.database),
+            application: opt(self.application),
+            remote_host: opt(self.remote_host),
+            session_id: opt(self.session_id),
+            backend_type: opt(self.backend_type),
+            sqlstate: opt(self.sqlstate),
+            detail: opt(self.detail),
+            hint: opt(self.hint),
+            context: opt(self.context),
+            query: opt(self.query),
+            query_position: self.query_position,
+            statement: opt(self.statement),
+            position: self.position,
+            location: opt(self.location),
+            backtrace: opt(self.backtrace),
+            file: own(self.file),
+            line_offset: self.line_offset,
+            truncated: self.truncated,
+            orphan: self.orphan,
+            parse_error: opt(self.parse_error),
         }
     }
 
-    /// Replaces `field` with `text`, cut at `max_bytes`.
-    pub fn set_text(&mut self, field: TextField, text: &str, max_bytes: usize) {
-        let slot = self.slot(field);
-        slot.clear();
-        if push_capped(slot, text, max_bytes) {
-            self.truncated = true;
+    /// The timestamp as written to the output, `""` when the line had none.
+    pub fn timestamp(&self) -> String {
+        self.time.map(crate::timestamp::rfc3339).unwrap_or_default()
+    }
+
+    /// Sets the time and, when it stayed local, the zone text of a converted timestamp.
+    pub fn set_time(&mut self, converted: Converted<'a>) {
+        self.time = Some(converted.time);
+        self.zone = converted.zone.map(Cow::Borrowed);
+    }
+
+    /// The text of `field`, `None` if absent.
+    fn slot(&mut self, field: TextField) -> &mut Option<Cow<'a, str>> {
+        match field {
+            // `message` is required, so it has no absent state; callers go through `message`.
+            TextField::Message => unreachable!("`message` has no slot"),
+            TextField::Detail => &mut self.detail,
+            TextField::Hint => &mut self.hint,
+            TextField::Query => &mut self.query,
+            TextField::Context => &mut self.context,
+            TextField::Location => &mut self.location,
+            TextField::Statement => &mut self.statement,
+            TextField::Backtrace => &mut self.backtrace,
+        }
+    }
+
+    /// Replaces `field` with `text`, cut at `max_bytes`; borrowed, not copied.
+    pub fn set_text(&mut self, field: TextField, text: &'a str, max_bytes: usize) {
+        let (text, cut) = capped(text, max_bytes);
+        self.truncated |= cut;
+        match field {
+            TextField::Message => self.message = Cow::Borrowed(text),
+            field => *self.slot(field) = Some(Cow::Borrowed(text)),
         }
     }
 
     /// Sets `field` to `text` (cut at `max_bytes`) unless `text` is empty, which PostgreSQL
     /// writes for "not set".
-    pub fn set_text_if_present(&mut self, field: TextField, text: &str, max_bytes: usize) {
+    pub fn set_text_if_present(&mut self, field: TextField, text: &'a str, max_bytes: usize) {
         if !text.is_empty() {
             self.set_text(field, text, max_bytes);
         }
@@ -216,16 +243,10 @@ impl Entry {
 
     /// Sets `field` to `text`, or appends `text` as a further line when the field already has
     /// some (so that a label repeated within one entry loses nothing).
-    pub fn add_text(&mut self, field: TextField, text: &str, max_bytes: usize) {
+    pub fn add_text(&mut self, field: TextField, text: &'a str, max_bytes: usize) {
         let has_text = match field {
             TextField::Message => !self.message.is_empty(),
-            TextField::Detail => self.detail.is_some(),
-            TextField::Hint => self.hint.is_some(),
-            TextField::Query => self.query.is_some(),
-            TextField::Context => self.context.is_some(),
-            TextField::Location => self.location.is_some(),
-            TextField::Statement => self.statement.is_some(),
-            TextField::Backtrace => self.backtrace.is_some(),
+            field => self.slot(field).is_some(),
         };
         if has_text {
             self.append_line(field, text, max_bytes);
@@ -235,14 +256,211 @@ impl Entry {
     }
 
     /// Appends a continuation line to `field` as `"\n" + text`, keeping the field within
-    /// `max_bytes`.
+    /// `max_bytes`. The field becomes owned here: joined lines are not contiguous in the log.
     pub fn append_line(&mut self, field: TextField, text: &str, max_bytes: usize) {
-        let slot = self.slot(field);
+        let slot = match field {
+            TextField::Message => &mut self.message,
+            field => self.slot(field).get_or_insert(Cow::Borrowed("")),
+        };
+        if slot.len() >= max_bytes {
+            // Already full: nothing more fits, not even the newline.
+            self.truncated = true;
+            return;
+        }
+        let slot = slot.to_mut();
         // Short-circuits: when not even the newline fits, the text is left out too.
         if push_capped(slot, "\n", max_bytes) || push_capped(slot, text, max_bytes) {
             self.truncated = true;
         }
     }
+
+    /// The milliseconds of a `duration: 12.345 ms` message (`log_duration`,
+    /// `log_min_duration_statement`, auto_explain), as the JSON number text PostgreSQL wrote.
+    pub fn duration_ms(&self) -> Option<&str> {
+        let rest = self.message.strip_prefix("duration: ")?;
+        let end = rest.find(" ms")?;
+        let number = &rest[..end];
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        // A JSON number has no leading zeros; PostgreSQL writes none either.
+        let json = digits(whole) && digits(fraction) && (whole == "0" || !whole.starts_with('0'));
+        json.then_some(number)
+    }
+}
+
+/// Where the parsers put each finished entry: the run writes it straight into its output; the
+/// tests collect owned copies.
+pub trait Sink {
+    fn entry(&mut self, entry: Entry<'_>);
+}
+
+impl Sink for Vec<Entry<'static>> {
+    fn entry(&mut self, entry: Entry<'_>) {
+        self.push(entry.into_owned());
+    }
+}
+
+/// `text` cut at `max_bytes` (at a char boundary), and whether anything was cut.
+pub fn capped(text: &str, max_bytes: usize) -> (&str, bool) {
+    if text.len() <= max_bytes {
+        (text, false)
+    } else {
+        (&text[..floor_char_boundary(text, max_bytes)], true)
+    }
+}
+
+/// Writes `entry` as a JSON object into `out`, `now` (JSON string text, quoted) standing in for
+/// a missing time. Only what JSON requires is escaped.
+pub fn write_json(out: &mut Vec<u8>, entry: &Entry<'_>, now: &[u8]) {
+    out.extend_from_slice(b"{\"timestamp\":");
+    match entry.time {
+        Some(time) => {
+            out.push(b'"');
+            write_rfc3339(out, time);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(now),
+    }
+    text(out, b",\"zone\":", entry.zone.as_deref());
+    if entry.time.is_none() {
+        out.extend_from_slice(b",\"timestamp_estimated\":true");
+    }
+    text(out, b",\"level\":", Some(&entry.level));
+    text(out, b",\"message\":", Some(&entry.message));
+    if let Some(duration) = entry.duration_ms() {
+        out.extend_from_slice(b",\"duration_ms\":");
+        out.extend_from_slice(duration.as_bytes());
+    }
+    number(out, b",\"pid\":", entry.pid);
+    text(out, b",\"user\":", entry.user.as_deref());
+    text(out, b",\"database\":", entry.database.as_deref());
+    text(out, b",\"application\":", entry.application.as_deref());
+    text(out, b",\"remote_host\":", entry.remote_host.as_deref());
+    text(out, b",\"session_id\":", entry.session_id.as_deref());
+    text(out, b",\"backend_type\":", entry.backend_type.as_deref());
+    text(out, b",\"sqlstate\":", entry.sqlstate.as_deref());
+    text(out, b",\"detail\":", entry.detail.as_deref());
+    text(out, b",\"hint\":", entry.hint.as_deref());
+    text(out, b",\"context\":", entry.context.as_deref());
+    text(out, b",\"query\":", entry.query.as_deref());
+    number(out, b",\"query_position\":", entry.query_position);
+    text(out, b",\"statement\":", entry.statement.as_deref());
+    number(out, b",\"position\":", entry.position);
+    text(out, b",\"location\":", entry.location.as_deref());
+    text(out, b",\"backtrace\":", entry.backtrace.as_deref());
+    text(out, b",\"file\":", Some(&entry.file));
+    number(out, b",\"line_offset\":", Some(entry.line_offset));
+    if entry.truncated {
+        out.extend_from_slice(b",\"truncated\":true");
+    }
+    if entry.orphan {
+        out.extend_from_slice(b",\"orphan\":true");
+    }
+    text(out, b",\"parse_error\":", entry.parse_error.as_deref());
+    out.push(b'}');
+}
+
+/// `key` (`,"name":`, written whole) and the value as a JSON string, when it is present.
+fn text(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
+    if let Some(value) = value {
+        out.extend_from_slice(key);
+        write_json_string(out, value);
+    }
+}
+
+fn number(out: &mut Vec<u8>, key: &[u8], value: Option<u64>) {
+    if let Some(mut n) = value {
+        out.extend_from_slice(key);
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+    }
+}
+
+/// Bytes JSON requires escaped in a string: `"`, `\\` and the controls below 0x20.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// Writes `text` as a JSON string: runs of plain bytes are copied whole.
+pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = next_escape(bytes, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
+            }
+        }
+        start = i + 1;
+        i = next_escape(bytes, start);
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// The index of the first byte at or after `from` that JSON requires escaped, or the length.
+/// Eight bytes at a time (no SIMD in the guest): a word with no control byte, quote or
+/// backslash is skipped whole.
+fn next_escape(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(word) = bytes.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        // High bit set in a byte lane where the byte is below 0x20, or equals `"` or `\\`
+        // (exact for the lowest such lane, which is all that is used).
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let found = (below_space
+            | (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash))
+            & HIGH;
+        if found != 0 {
+            let lane = i + (found.trailing_zeros() / 8) as usize;
+            // The lowest lane flagged is exact; checked anyway, and the scan goes on from it.
+            if NEEDS_ESCAPE[bytes[lane] as usize] {
+                return lane;
+            }
+            i = lane + 1;
+            continue;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !NEEDS_ESCAPE[bytes[i] as usize] {
+        i += 1;
+    }
+    i
 }
 
 /// Appends as much of `text` to `dst` as fits in `max_bytes` in all, cut at a char boundary;
@@ -271,17 +489,17 @@ pub fn floor_char_boundary(text: &str, index: usize) -> usize {
 
 /// `Some(text)` unless PostgreSQL wrote it for "not known": empty, or `[unknown]` (user,
 /// database and application of a session that has not authenticated yet).
-pub fn known(text: &str) -> Option<String> {
-    match text {
-        "" | "[unknown]" => None,
-        text => Some(text.to_owned()),
+pub fn known(text: &str) -> Option<Cow<'_, str>> {
+    match text.as_bytes() {
+        b"" | b"[unknown]" => None,
+        _ => Some(Cow::Borrowed(text)),
     }
 }
 
 /// The host of a client address written as `host(port)` (`%r`) or `host:port` (csvlog's
 /// `connection_from`, which always has a port for TCP), without the port; `[local]` and bare
 /// host names unchanged.
-pub fn remote_host_without_port(address: &str) -> Option<String> {
+pub fn remote_host_without_port(address: &str) -> Option<Cow<'_, str>> {
     let host = if let Some(open) = address.strip_suffix(')').and_then(|s| s.rfind('(')) {
         &address[..open]
     } else if let Some((host, port)) = address.rsplit_once(':')
@@ -383,5 +601,128 @@ mod tests {
         assert_eq!(host("db.example.com").as_deref(), Some("db.example.com"));
         assert_eq!(host("[local]").as_deref(), Some("[local]"));
         assert_eq!(host(""), None);
+    }
+
+    #[test]
+    fn json_strings_escape_exactly_what_json_requires() {
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        for text in [
+            "",
+            "plain",
+            "quote \" backslash \\ newline \n tab \t cr \r",
+            "é ü 😀 ПРЕДУПРЕЖДЕНИЕ",
+            "\u{7f}\u{1}\u{1f}",
+            every_ascii.as_str(),
+        ] {
+            let mut out = Vec::new();
+            write_json_string(&mut out, text);
+            let written = String::from_utf8(out).expect("UTF-8");
+            let back: String = serde_json::from_str(&written).expect("valid JSON");
+            assert_eq!(back, text);
+            // Nothing beyond what JSON requires: non-ASCII and DEL pass through.
+            assert!(!written.contains("\\u00e9") && !written.contains("\\u007f"));
+        }
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_offset_of_a_word() {
+        for special in ["\"", "\\", "\n", "\u{0}", "\u{1f}"] {
+            for at in 0..24 {
+                let text = format!("{}{special}{}", "a".repeat(at), "é".repeat(9));
+                let mut out = Vec::new();
+                write_json_string(&mut out, &text);
+                let back: String = serde_json::from_slice(&out).expect("valid JSON");
+                assert_eq!(back, text, "{special:?} at {at}");
+            }
+        }
+        // Bytes just above the escaped ones, and non-ASCII, pass unescaped.
+        let mut out = Vec::new();
+        write_json_string(&mut out, " !#[]^~\u{7f}ÿ€");
+        assert_eq!(out, "\" !#[]^~\u{7f}ÿ€\"".as_bytes());
+    }
+
+    #[test]
+    fn entries_serialise_as_valid_json_with_numbers_and_flags() {
+        let mut entry = Entry::at("pg.log", 42);
+        entry.time = Some(LogTime::Utc(1_795_739_323_792));
+        entry.level = "LOG".into();
+        entry.message = "duration: 12.345 ms  statement: SELECT \"x\"".into();
+        entry.pid = Some(0);
+        entry.position = Some(u64::MAX);
+        entry.truncated = true;
+        let mut out = Vec::new();
+        write_json(&mut out, &entry, b"\"now\"");
+        let value: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "timestamp": "2026-11-27T00:28:43.792Z",
+                "level": "LOG",
+                "message": "duration: 12.345 ms  statement: SELECT \"x\"",
+                "duration_ms": 12.345,
+                "pid": 0,
+                "position": u64::MAX,
+                "file": "pg.log",
+                "line_offset": 42,
+                "truncated": true,
+            })
+        );
+
+        let orphan = Entry {
+            orphan: true,
+            time: Some(LogTime::Local(0)),
+            zone: Some("CET".into()),
+            ..Entry::at("pg.log", 0)
+        };
+        let mut out = Vec::new();
+        write_json(&mut out, &orphan, b"\"now\"");
+        let value: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(value["timestamp"], "1970-01-01T00:00:00.000");
+        assert_eq!(value["zone"], "CET");
+        assert_eq!(value["orphan"], true);
+
+        let mut out = Vec::new();
+        write_json(&mut out, &Entry::at("pg.log", 0), b"\"now\"");
+        let value: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(value["timestamp"], "now");
+        assert_eq!(value["timestamp_estimated"], true);
+    }
+
+    #[test]
+    fn duration_ms_only_for_duration_messages() {
+        let duration = |message: &str| {
+            Entry {
+                message: message.to_owned().into(),
+                ..Entry::default()
+            }
+            .duration_ms()
+            .map(str::to_owned)
+        };
+        // log_duration, log_min_duration_statement (simple and extended protocol), auto_explain.
+        assert_eq!(duration("duration: 0.052 ms").as_deref(), Some("0.052"));
+        assert_eq!(
+            duration("duration: 1500.123 ms  statement: SELECT pg_sleep(1.5)").as_deref(),
+            Some("1500.123")
+        );
+        assert_eq!(
+            duration("duration: 3.1 ms  execute <unnamed>: SELECT 1").as_deref(),
+            Some("3.1")
+        );
+        assert_eq!(
+            duration("duration: 12 ms  plan:\nQuery Text: SELECT 1").as_deref(),
+            Some("12")
+        );
+        for message in [
+            "statement: SELECT 'duration: 1.0 ms'",
+            "duration: abc ms",
+            "duration: 1. ms",
+            "duration: .5 ms",
+            "duration: 01.5 ms",
+            "duration: -1.5 ms",
+            "duration: 1.5 s",
+            "duration: 1e5 ms",
+        ] {
+            assert_eq!(duration(message), None, "{message}");
+        }
     }
 }

@@ -5,40 +5,61 @@
 //! later versions add keys); a line that is not a JSON object still becomes an entry, of level
 //! `UNKNOWN` with the raw line as its message and a `parse_error`, so that it is never dropped.
 
-use crate::entry::{Entry, NO_ERROR_SQLSTATE, TextField, UNKNOWN_LEVEL, known};
-use crate::timestamp;
+use crate::entry::{Entry, NO_ERROR_SQLSTATE, Sink, TextField, UNKNOWN_LEVEL, known};
+use crate::timestamp::Clock;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// Parses the whole lines of `data`, which start at byte `offset` of `file`.
-pub fn parse(file: &str, offset: u64, data: &str, max_bytes: usize, out: &mut Vec<Entry>) {
+pub fn parse(
+    file: &str,
+    offset: u64,
+    data: &str,
+    max_bytes: usize,
+    clock: &mut Clock,
+    sink: &mut impl Sink,
+) {
     for (line_offset, line) in crate::split_lines(data, offset) {
         // Blank lines carry nothing; PostgreSQL does not write them.
         if !line.trim().is_empty() {
-            out.push(parse_line(file, line_offset, line, max_bytes));
+            parse_line(file, line_offset, line, max_bytes, clock, sink);
         }
     }
 }
 
-/// One jsonlog line as an entry.
-pub fn parse_line(file: &str, offset: u64, line: &str, max_bytes: usize) -> Entry {
+/// One jsonlog line as an entry, passed to `sink`.
+pub fn parse_line(
+    file: &str,
+    offset: u64,
+    line: &str,
+    max_bytes: usize,
+    clock: &mut Clock,
+    sink: &mut impl Sink,
+) {
     let mut entry = Entry::at(file, offset);
     let object = match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(object)) => object,
-        Ok(_) => return malformed(entry, line, "not a JSON object".into(), max_bytes),
-        Err(e) => return malformed(entry, line, e.to_string(), max_bytes),
+        Ok(_) => {
+            return sink.entry(malformed(
+                entry,
+                line,
+                "not a JSON object".into(),
+                max_bytes,
+            ));
+        }
+        Err(e) => return sink.entry(malformed(entry, line, e.to_string(), max_bytes)),
     };
     let text = |key: &str| object.get(key).and_then(Value::as_str);
     let number = |key: &str| number(&object, key);
 
-    match text("timestamp").map(|t| (t, timestamp::convert(t))) {
-        Some((_, Some(converted))) => {
-            entry.timestamp = converted.rfc3339;
-            entry.zone = converted.zone;
+    match text("timestamp").map(|t| (t, clock.convert(t))) {
+        Some((_, Some(converted))) => entry.set_time(converted),
+        Some((raw, None)) => {
+            entry.parse_error = Some(Cow::Owned(format!("`timestamp` `{raw}` is not a time")))
         }
-        Some((raw, None)) => entry.parse_error = Some(format!("`timestamp` `{raw}` is not a time")),
         None => {}
     }
-    entry.level = text("error_severity").unwrap_or(UNKNOWN_LEVEL).to_owned();
+    entry.level = Cow::Borrowed(text("error_severity").unwrap_or(UNKNOWN_LEVEL));
     entry.pid = number("pid");
     entry.user = text("user").and_then(known);
     entry.database = text("dbname").and_then(known);
@@ -48,7 +69,7 @@ pub fn parse_line(file: &str, offset: u64, line: &str, max_bytes: usize) -> Entr
     entry.backend_type = text("backend_type").and_then(known);
     entry.sqlstate = text("state_code")
         .and_then(known)
-        .filter(|code| code != NO_ERROR_SQLSTATE);
+        .filter(|code| *code != NO_ERROR_SQLSTATE);
     entry.query_position = number("internal_position");
     entry.position = number("cursor_position");
     for (key, field) in [
@@ -64,14 +85,15 @@ pub fn parse_line(file: &str, offset: u64, line: &str, max_bytes: usize) -> Entr
             entry.set_text_if_present(field, value, max_bytes);
         }
     }
-    if let Some(location) = location(
+    let location = location(
         text("func_name"),
         text("file_name"),
         number("file_line_num"),
-    ) {
-        entry.set_text(TextField::Location, &location, max_bytes);
+    );
+    if let Some(location) = &location {
+        entry.set_text(TextField::Location, location, max_bytes);
     }
-    entry
+    sink.entry(entry);
 }
 
 /// A number, or a string of digits (a value that lost its type in transit).
@@ -97,10 +119,15 @@ fn location(function: Option<&str>, file: Option<&str>, line: Option<u64>) -> Op
     }
 }
 
-fn malformed(mut entry: Entry, line: &str, error: String, max_bytes: usize) -> Entry {
-    entry.level = UNKNOWN_LEVEL.to_owned();
+fn malformed<'a>(
+    mut entry: Entry<'a>,
+    line: &'a str,
+    error: String,
+    max_bytes: usize,
+) -> Entry<'a> {
+    entry.level = Cow::Borrowed(UNKNOWN_LEVEL);
     entry.set_text(TextField::Message, line, max_bytes);
-    entry.parse_error = Some(format!("jsonlog line: {error}"));
+    entry.parse_error = Some(Cow::Owned(format!("jsonlog line: {error}")));
     entry
 }
 
@@ -112,13 +139,27 @@ mod tests {
     const VERBOSE: &str = include_str!("../tests/data/jsonlog_verbose.json");
     const MAX: usize = 65_536;
 
-    fn parse_all(data: &str) -> Vec<Entry> {
+    fn parse_all(data: &str) -> Vec<Entry<'static>> {
         let mut out = Vec::new();
-        parse("postgresql.json", 0, data, MAX, &mut out);
+        parse(
+            "postgresql.json",
+            0,
+            data,
+            MAX,
+            &mut Clock::default(),
+            &mut out,
+        );
         out
     }
 
-    fn find<'e>(entries: &'e [Entry], message: &str) -> &'e Entry {
+    fn one(line: &str, max_bytes: usize) -> Entry<'static> {
+        let mut out = Vec::new();
+        parse_line("f", 0, line, max_bytes, &mut Clock::default(), &mut out);
+        assert_eq!(out.len(), 1);
+        out.remove(0)
+    }
+
+    fn find<'e>(entries: &'e [Entry<'static>], message: &str) -> &'e Entry<'static> {
         entries
             .iter()
             .find(|e| e.message.starts_with(message))
@@ -131,7 +172,7 @@ mod tests {
         assert_eq!(entries.len(), JSONLOG.lines().count());
         assert!(entries.iter().all(|e| e.parse_error.is_none()));
         let first = &entries[0];
-        assert_eq!(first.timestamp, "2026-11-27T00:25:16.612Z");
+        assert_eq!(first.timestamp(), "2026-11-27T00:25:16.612Z");
         assert_eq!(first.level, "LOG");
         assert_eq!(first.pid, Some(19991));
         assert_eq!(first.backend_type.as_deref(), Some("postmaster"));
@@ -195,7 +236,7 @@ mod tests {
         let entries = parse_all(VERBOSE);
         assert!(entries.iter().all(|e| e.parse_error.is_none()));
         let first = &entries[0];
-        assert_eq!(first.timestamp, "2026-11-27T00:28:29.989Z");
+        assert_eq!(first.timestamp(), "2026-11-27T00:28:29.989Z");
         assert_eq!(
             first.location.as_deref(),
             Some("PostmasterMain, postmaster.c:1203")
@@ -233,23 +274,22 @@ mod tests {
         assert_eq!(entries[2].level, UNKNOWN_LEVEL, "no error_severity");
         assert_eq!(entries[2].message, "x");
         assert_eq!(
-            entries[2].timestamp, "",
+            entries[2].timestamp(),
+            "",
             "the run fills in the collection time"
         );
     }
 
     #[test]
     fn lenient_types_and_bad_timestamps() {
-        let e = parse_line(
-            "f",
-            0,
+        let e = one(
             r#"{"timestamp":"yesterday","pid":"42","error_severity":"LOG","message":"m","user":"","func_name":"f"}"#,
             MAX,
         );
         assert_eq!(e.pid, Some(42));
         assert_eq!(e.user, None);
         assert_eq!(e.location.as_deref(), Some("f"));
-        assert_eq!(e.timestamp, "");
+        assert_eq!(e.timestamp(), "");
         assert_eq!(
             e.parse_error.as_deref(),
             Some("`timestamp` `yesterday` is not a time")
@@ -262,7 +302,7 @@ mod tests {
             r#"{{"error_severity":"LOG","message":"{}","statement":"short"}}"#,
             "é".repeat(40)
         );
-        let e = parse_line("f", 0, &line, 33);
+        let e = one(&line, 33);
         assert_eq!(e.message.len(), 32);
         assert!(e.truncated);
         assert_eq!(e.statement.as_deref(), Some("short"));

@@ -146,6 +146,7 @@ enum Token {
 /// A compiled `log_line_prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinePrefix {
+    source: String,
     tokens: Vec<Token>,
 }
 
@@ -233,7 +234,15 @@ impl LinePrefix {
         if !literal.is_empty() {
             tokens.push(Token::Literal(literal));
         }
-        Ok(LinePrefix { tokens })
+        Ok(LinePrefix {
+            source: prefix.to_owned(),
+            tokens,
+        })
+    }
+
+    /// The setting as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
     }
 
     /// Whether the prefix starts with a TAB, which would make a prefixed line look like a
@@ -250,76 +259,128 @@ impl LinePrefix {
         rest_ok: &dyn Fn(&str) -> bool,
     ) -> Option<(PrefixFields<'a>, &'a str)> {
         let mut fields = PrefixFields::default();
-        let end = self.match_from(0, line, 0, &mut fields, rest_ok)?;
+        let mut matcher = Matcher {
+            tokens: &self.tokens,
+            line,
+            separator: None,
+            rest_ok,
+        };
+        let end = matcher.match_from(0, 0, &mut fields)?;
         Some((fields, &line[end..]))
+    }
+}
+
+/// One attempt to match a prefix against one line.
+struct Matcher<'t, 'a, 'r> {
+    tokens: &'t [Token],
+    line: &'a str,
+    /// `(from, at)`: the severity separator `":  "` found at `at` when searching from `from`,
+    /// so that each field of the prefix does not search the line again.
+    separator: Option<(usize, usize)>,
+    rest_ok: &'r dyn Fn(&str) -> bool,
+}
+
+impl<'a> Matcher<'_, 'a, '_> {
+    /// The first `":  "` at or after `pos`, or `pos + MAX_FIELD_BYTES` (at most the line's end)
+    /// when there is none before that.
+    fn separator_from(&mut self, pos: usize) -> usize {
+        let len = self.line.len();
+        let end = (pos + MAX_FIELD_BYTES).min(len);
+        // There is none in `from..at`, so none in `pos..at` either; `at` is one, or the end.
+        if let Some((from, at)) = self.separator
+            && from <= pos
+            && pos <= at
+            && (at == len || self.line.as_bytes()[at..].starts_with(b":  "))
+        {
+            return at.min(end);
+        }
+        let at =
+            memchr::memmem::find(&self.line.as_bytes()[pos..end], b":  ").map_or(end, |i| pos + i);
+        self.separator = Some((pos, at));
+        at
     }
 
     /// Matches tokens `index..` at byte `pos`; the end of the prefix on success.
-    fn match_from<'a>(
-        &self,
+    fn match_from(
+        &mut self,
         index: usize,
-        line: &'a str,
         pos: usize,
         fields: &mut PrefixFields<'a>,
-        rest_ok: &dyn Fn(&str) -> bool,
     ) -> Option<usize> {
+        let line = self.line;
         let Some(token) = self.tokens.get(index) else {
-            return rest_ok(&line[pos..]).then_some(pos);
+            return (self.rest_ok)(&line[pos..]).then_some(pos);
         };
         match token {
             Token::Literal(literal) => {
-                if line[pos..].starts_with(literal.as_str()) {
-                    self.match_from(index + 1, line, pos + literal.len(), fields, rest_ok)
+                if has_prefix(&line.as_bytes()[pos..], literal.as_bytes()) {
+                    self.match_from(index + 1, pos + literal.len(), fields)
                 } else {
                     None
                 }
             }
             Token::SessionOnly => {
                 let saved = *fields;
-                if let Some(end) = self.match_from(index + 1, line, pos, fields, rest_ok) {
+                if let Some(end) = self.match_from(index + 1, pos, fields) {
                     return Some(end);
                 }
                 // A process without a session: PostgreSQL stopped writing the prefix here.
                 *fields = saved;
-                rest_ok(&line[pos..]).then_some(pos)
+                (self.rest_ok)(&line[pos..]).then_some(pos)
             }
             &Token::Field { escape, padding } => {
-                let next_literal = match self.tokens.get(index + 1) {
-                    Some(Token::Literal(l)) => Some(l.as_str()),
-                    _ => None,
-                };
                 let rest = &line[pos..];
-                // A field never runs into the severity separator; only the first
+                // A field never runs into the severity separator, and only the first
                 // MAX_FIELD_BYTES are searched, so a long line costs no more than a short one.
-                let searched = &rest.as_bytes()[..rest.len().min(MAX_FIELD_BYTES)];
-                let window = searched
-                    .windows(3)
-                    .position(|w| w == b":  ")
-                    .unwrap_or(searched.len());
-                for len in 0..=window {
-                    if !rest.is_char_boundary(len)
-                        || next_literal.is_some_and(|l| !rest[len..].starts_with(l))
-                    {
-                        continue;
-                    }
-                    let Some(value) = unpad(&rest[..len], padding) else {
-                        continue;
-                    };
+                let window = self.separator_from(pos) - pos;
+                let attempt = |this: &mut Self, len: usize, fields: &mut PrefixFields<'a>| {
+                    let value = unpad(&rest[..len], padding)?;
                     if !escape.accepts(value) {
-                        continue;
+                        return None;
                     }
                     let saved = *fields;
                     fields.set(escape, value);
-                    if let Some(end) = self.match_from(index + 1, line, pos + len, fields, rest_ok)
-                    {
-                        return Some(end);
+                    let end = this.match_from(index + 1, pos + len, fields);
+                    if end.is_none() {
+                        *fields = saved;
                     }
-                    *fields = saved;
+                    end
+                };
+                match self.tokens.get(index + 1) {
+                    // The field ends where the literal after it starts: only those places
+                    // are tried, shortest first.
+                    Some(Token::Literal(next)) => {
+                        let searched = &rest.as_bytes()[..(window + 1).min(rest.len())];
+                        for len in memchr::memchr_iter(next.as_bytes()[0], searched) {
+                            // A literal starts with a whole character, so `len` is a boundary.
+                            if has_prefix(&rest.as_bytes()[len..], next.as_bytes())
+                                && let Some(end) = attempt(self, len, fields)
+                            {
+                                return Some(end);
+                            }
+                        }
+                        None
+                    }
+                    _ => {
+                        for len in 0..=window {
+                            if rest.is_char_boundary(len)
+                                && let Some(end) = attempt(self, len, fields)
+                            {
+                                return Some(end);
+                            }
+                        }
+                        None
+                    }
                 }
-                None
             }
         }
     }
+}
+
+/// `text.starts_with(prefix)` for the few bytes of a prefix literal, compared in place rather
+/// than through a `memcmp` call per literal per line.
+fn has_prefix(text: &[u8], prefix: &[u8]) -> bool {
+    text.len() >= prefix.len() && text.iter().zip(prefix).all(|(a, b)| a == b)
 }
 
 /// The value inside a field padded as `%*s` pads it (right-aligned for a positive width,

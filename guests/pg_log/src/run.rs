@@ -11,9 +11,10 @@
 //! calls the host: the wasm glue feeds it, and the tests feed it real log files.
 
 use crate::csv::CsvParser;
-use crate::entry::Entry;
+use crate::entry::{Entry, Sink, write_json, write_json_string};
 use crate::settings::{Format, Settings};
 use crate::stderr::StderrParser;
+use crate::timestamp::Clock;
 use pganalytics_guest::Error;
 use std::collections::BTreeMap;
 
@@ -29,6 +30,9 @@ const MIN_READ_BYTES: u64 = 64 * 1024;
 
 /// `{"type":"pg_log","timestamp":` `,"database":` `,"entries":[` `]}` and a separating comma.
 const ITEM_FRAME_BYTES: usize = 29 + 12 + 12 + 2 + 1;
+
+/// Capacity a new item's buffer starts with.
+const ITEM_INITIAL_BYTES: usize = 64 * 1024;
 
 /// One chunk of a `read-new` answer: whole lines of `path` starting at byte `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +69,7 @@ pub fn collect(
 enum FileParser<'s> {
     Stderr(StderrParser<'s>),
     Csv(CsvParser),
-    Json,
+    Json(Clock),
 }
 
 #[derive(Debug)]
@@ -99,33 +103,83 @@ pub struct Output {
 #[derive(Debug)]
 pub struct Run<'s> {
     settings: &'s Settings,
-    now: String,
     files: BTreeMap<String, FileState<'s>>,
-    /// Entries finished by the last parser call, not yet serialised.
-    finished: Vec<Entry>,
+    out: Items<'s>,
+    read_bytes: u64,
+}
+
+/// The entries serialised so far, by item: the sink every parser writes into.
+#[derive(Debug)]
+struct Items<'s> {
+    settings: &'s Settings,
+    /// The collection time as a JSON string, for items and for entries without a time.
+    now: Vec<u8>,
     /// Items by database (`""` for entries without one), sorted by name.
     items: BTreeMap<String, Vec<ItemEntries>>,
     entries: usize,
     filtered: usize,
-    read_bytes: u64,
     /// The length the output has so far (exact for the finished entries).
     output_bytes: usize,
+}
+
+impl Sink for Items<'_> {
+    fn entry(&mut self, entry: Entry<'_>) {
+        if !self.settings.keeps(&entry.level) {
+            self.filtered += 1;
+            return;
+        }
+        let database = entry.database.as_deref().unwrap_or("");
+        if !self.items.contains_key(database) {
+            self.items.insert(database.to_owned(), Vec::new());
+        }
+        let Some(items) = self.items.get_mut(database) else {
+            return;
+        };
+        if items
+            .last()
+            .is_none_or(|item| item.count >= self.settings.max_entries_per_item)
+        {
+            // The frame of a new item; the first item of the output has no comma before it.
+            let mut name = Vec::new();
+            write_json_string(&mut name, database);
+            self.output_bytes +=
+                ITEM_FRAME_BYTES + self.now.len() + name.len() - usize::from(self.entries == 0);
+            // Grown by doubling from a size that skips the many small reallocations.
+            items.push(ItemEntries {
+                json: Vec::with_capacity(ITEM_INITIAL_BYTES),
+                count: 0,
+            });
+        }
+        let item = items.last_mut().expect("pushed above");
+        let before = item.json.len();
+        if item.count > 0 {
+            item.json.push(b',');
+        }
+        write_json(&mut item.json, &entry, &self.now);
+        self.output_bytes += item.json.len() - before;
+        item.count += 1;
+        self.entries += 1;
+    }
 }
 
 impl<'s> Run<'s> {
     /// A run at time `now` (RFC 3339): the items' timestamp, and the entries' for lines that
     /// carry no time.
     pub fn new(settings: &'s Settings, now: String) -> Self {
+        let mut now_json = Vec::new();
+        write_json_string(&mut now_json, &now);
         Run {
             settings,
-            now,
             files: BTreeMap::new(),
-            finished: Vec::new(),
-            items: BTreeMap::new(),
-            entries: 0,
-            filtered: 0,
+            out: Items {
+                settings,
+                now: now_json,
+                items: BTreeMap::new(),
+                entries: 0,
+                filtered: 0,
+                output_bytes: 2,
+            },
             read_bytes: 0,
-            output_bytes: 2,
         }
     }
 
@@ -140,7 +194,7 @@ impl<'s> Run<'s> {
         let input_left = settings.max_bytes_per_run.saturating_sub(self.read_bytes);
         let output_left = settings
             .max_output_bytes
-            .saturating_sub(self.output_bytes as u64);
+            .saturating_sub(self.out.output_bytes as u64);
         let by_output = output_left / OUTPUT_PER_INPUT_BYTE;
         if input_left == 0 || self.read_bytes > 0 && by_output < MIN_READ_BYTES {
             return None;
@@ -153,65 +207,73 @@ impl<'s> Run<'s> {
         )
     }
 
-    /// Parses one chunk: whole lines of `path` starting at byte `offset`.
+    /// Parses one chunk: whole lines of `path` starting at byte `offset`. Fails when the lines
+    /// of a stderr file do not fit `log_line_prefix` (see [`crate::stderr::PrefixFit`]): the
+    /// run must then send nothing, so that the host keeps the offsets where they were.
     pub fn feed(&mut self, path: &str, offset: u64, data: &str) -> Result<(), Error> {
         let settings = self.settings;
         let max_bytes = settings.max_message_bytes;
-        let state = self
-            .files
-            .entry(path.to_owned())
-            .or_insert_with(|| FileState {
-                parser: match settings.format.for_path(path) {
-                    Format::Csvlog => FileParser::Csv(CsvParser::default()),
-                    Format::Jsonlog => FileParser::Json,
-                    Format::Stderr | Format::Auto => {
-                        FileParser::Stderr(StderrParser::new(&settings.log_line_prefix))
-                    }
-                },
+        if !self.files.contains_key(path) {
+            let clock = Clock::new(settings.log_timezone.clone());
+            let parser = match settings.format.for_path(path) {
+                Format::Csvlog => FileParser::Csv(CsvParser::new(clock)),
+                Format::Jsonlog => FileParser::Json(clock),
+                Format::Stderr | Format::Auto => {
+                    FileParser::Stderr(StderrParser::new(&settings.log_line_prefix, clock))
+                }
+            };
+            let state = FileState {
+                parser,
                 next_offset: offset,
-            });
+            };
+            self.files.insert(path.to_owned(), state);
+        }
+        let Some(state) = self.files.get_mut(path) else {
+            return Ok(());
+        };
         if state.next_offset != offset {
-            finish_parser(&mut state.parser, path, &mut self.finished);
+            finish_parser(&mut state.parser, path, &mut self.out);
         }
         match &mut state.parser {
             FileParser::Stderr(parser) => {
-                parser.feed(path, offset, data, max_bytes, &mut self.finished)
+                parser.feed(path, offset, data, max_bytes, &mut self.out);
+                if parser.fit().mismatched() {
+                    return Err(prefix_mismatch(settings, path, parser));
+                }
             }
-            FileParser::Csv(parser) => {
-                parser.feed(path, offset, data, max_bytes, &mut self.finished)
-            }
-            FileParser::Json => {
-                crate::json::parse(path, offset, data, max_bytes, &mut self.finished)
+            FileParser::Csv(parser) => parser.feed(path, offset, data, max_bytes, &mut self.out),
+            FileParser::Json(clock) => {
+                crate::json::parse(path, offset, data, max_bytes, clock, &mut self.out)
             }
         }
         state.next_offset = offset + data.len() as u64;
         self.read_bytes += data.len() as u64;
-        self.serialise_finished()
+        Ok(())
     }
 
     /// Ends every file's pending entry and returns the items.
     pub fn finish(mut self) -> Result<Output, Error> {
         for (path, state) in &mut self.files {
-            finish_parser(&mut state.parser, path, &mut self.finished);
+            finish_parser(&mut state.parser, path, &mut self.out);
         }
-        self.serialise_finished()?;
-
-        let now = json_string(&self.now)?;
-        let mut json = Vec::with_capacity(self.output_bytes);
+        let out = self.out;
+        let mut json = Vec::with_capacity(out.output_bytes);
         json.push(b'[');
         let mut items = 0;
+        let mut name = Vec::new();
         // Each item's text is freed as soon as it is copied.
-        for (database, entries) in std::mem::take(&mut self.items) {
-            let database = json_string(&database)?;
+        for (database, entries) in out.items {
+            name.clear();
+            write_json_string(&mut name, &database);
             for item in entries {
                 if items > 0 {
                     json.push(b',');
                 }
                 items += 1;
                 json.extend_from_slice(b"{\"type\":\"pg_log\",\"timestamp\":");
-                json.extend_from_slice(now.as_bytes());
+                json.extend_from_slice(&out.now);
                 json.extend_from_slice(b",\"database\":");
-                json.extend_from_slice(database.as_bytes());
+                json.extend_from_slice(&name);
                 json.extend_from_slice(b",\"entries\":[");
                 json.extend_from_slice(&item.json);
                 json.extend_from_slice(b"]}");
@@ -220,66 +282,40 @@ impl<'s> Run<'s> {
         json.push(b']');
         let json = String::from_utf8(json)
             .map_err(|e| Error::Invalid(format!("pg_log output is not UTF-8: {e}")))?;
-        debug_assert_eq!(json.len(), self.output_bytes);
+        debug_assert_eq!(json.len(), out.output_bytes);
         Ok(Output {
             json,
             items,
-            entries: self.entries,
-            filtered: self.filtered,
+            entries: out.entries,
+            filtered: out.filtered,
             read_bytes: self.read_bytes,
         })
     }
-
-    fn serialise_finished(&mut self) -> Result<(), Error> {
-        for mut entry in self.finished.drain(..) {
-            if !self.settings.keeps(&entry.level) {
-                self.filtered += 1;
-                continue;
-            }
-            if entry.timestamp.is_empty() {
-                entry.timestamp.clone_from(&self.now);
-                entry.timestamp_estimated = true;
-            }
-            let database = entry.database.clone().unwrap_or_default();
-            let items = self.items.entry(database).or_default();
-            if items
-                .last()
-                .is_none_or(|item| item.count >= self.settings.max_entries_per_item)
-            {
-                // The frame of a new item; the first item of the output has no comma before it.
-                self.output_bytes += ITEM_FRAME_BYTES
-                    + json_string(&self.now)?.len()
-                    + json_string(entry.database.as_deref().unwrap_or(""))?.len()
-                    - usize::from(self.entries == 0);
-                items.push(ItemEntries::default());
-            }
-            let last = items.len() - 1;
-            let item = &mut items[last];
-            let before = item.json.len();
-            if item.count > 0 {
-                item.json.push(b',');
-            }
-            serde_json::to_writer(&mut item.json, &entry)
-                .map_err(|e| Error::Invalid(format!("serialising a pg_log entry: {e}")))?;
-            self.output_bytes += item.json.len() - before;
-            item.count += 1;
-            self.entries += 1;
-        }
-        Ok(())
-    }
 }
 
-fn finish_parser(parser: &mut FileParser<'_>, path: &str, out: &mut Vec<Entry>) {
+fn finish_parser(parser: &mut FileParser<'_>, path: &str, out: &mut Items<'_>) {
     match parser {
         FileParser::Stderr(parser) => parser.finish(out),
         FileParser::Csv(parser) => parser.finish(path, out),
-        FileParser::Json => {}
+        FileParser::Json(_) => {}
     }
 }
 
-fn json_string(text: &str) -> Result<String, Error> {
-    serde_json::to_string(text)
-        .map_err(|e| Error::Invalid(format!("serialising `{text}` for pg_log: {e}")))
+/// The run's error for a stderr file whose lines do not fit the configured prefix: the setting,
+/// its value, a line of the file and what to do.
+fn prefix_mismatch(settings: &Settings, path: &str, parser: &StderrParser<'_>) -> Error {
+    let fit = parser.fit();
+    Error::Invalid(format!(
+        "pg_log setting `log_line_prefix` = `{}` does not match the lines of `{path}`: {} \
+         line(s) matched it, {} look like log lines written under another prefix, e.g. `{}`; \
+         set `log_line_prefix` in this plugin's settings to the server's value (`SHOW \
+         log_line_prefix;` in psql). Nothing of this run was sent and the log offsets were not \
+         committed: these lines are read again once the setting is fixed",
+        settings.log_line_prefix.as_str(),
+        fit.matched,
+        fit.foreign,
+        fit.sample.as_deref().unwrap_or(""),
+    ))
 }
 
 #[cfg(test)]
@@ -727,17 +763,239 @@ mod tests {
     }
 
     #[test]
-    fn named_zones_are_reported() {
-        let s = settings(r#"{"log_line_prefix":"%m [%p] "}"#);
-        let all = entries(&run(
-            &s,
-            &[(
-                "pg.log",
-                0,
-                "2026-11-27 01:28:43.690 CET [9] LOG:  checkpoint starting: time\n",
-            )],
+    fn named_zones_never_claim_utc_and_resolve_with_log_timezone() {
+        let line = "2026-11-27 01:28:43.690 CET [9] LOG:  checkpoint starting: time\n";
+        let unresolved = entries(&run(
+            &settings(r#"{"log_line_prefix":"%m [%p] "}"#),
+            &[("pg.log", 0, line)],
         ));
-        assert_eq!(all[0]["timestamp"], "2026-11-27T01:28:43.690Z");
+        assert_eq!(unresolved[0]["timestamp"], "2026-11-27T01:28:43.690");
+        assert_eq!(unresolved[0]["zone"], "CET");
+
+        let berlin = settings(r#"{"log_line_prefix":"%m [%p] ","log_timezone":"Europe/Berlin"}"#);
+        let summer = "2026-07-01 12:00:00.000 CEST [9] LOG:  checkpoint starting: time\n";
+        let resolved = entries(&run(
+            &berlin,
+            &[("pg.log", 0, line), ("pg.log", 66, summer)],
+        ));
+        assert_eq!(resolved[0]["timestamp"], "2026-11-27T00:28:43.690Z");
+        assert_eq!(resolved[1]["timestamp"], "2026-07-01T10:00:00.000Z");
+        assert!(resolved.iter().all(|e| e.get("zone").is_none()));
+
+        // The server's zone is not the one configured: no guess.
+        let wrong = settings(r#"{"log_line_prefix":"%m [%p] ","log_timezone":"America/New_York"}"#);
+        let all = entries(&run(&wrong, &[("pg.log", 0, line)]));
+        assert_eq!(all[0]["timestamp"], "2026-11-27T01:28:43.690");
         assert_eq!(all[0]["zone"], "CET");
+
+        // csvlog and jsonlog go through the same zone.
+        let csv = "2026-07-01 12:00:00.000 CEST,,,9,,s.1,1,,,,0,LOG,00000,\"hello\",,,,,,,,,\"\",\"checkpointer\",,0\n";
+        let json = "{\"timestamp\":\"2026-07-01 12:00:00.000 CEST\",\"pid\":9,\"error_severity\":\"LOG\",\"message\":\"hello\"}\n";
+        let auto = settings(r#"{"format":"auto","log_timezone":"Europe/Berlin"}"#);
+        for e in entries(&run(&auto, &[("pg.csv", 0, csv), ("pg.json", 0, json)])) {
+            assert_eq!(e["timestamp"], "2026-07-01T10:00:00.000Z", "{e}");
+        }
+    }
+
+    #[test]
+    fn duration_and_position_are_numbers_in_every_format() {
+        let s = settings(r#"{"format":"auto","log_line_prefix":"%m [%p] %q%u@%d "}"#);
+        let stderr = "2026-11-27 00:25:25.356 UTC [7] a@b LOG:  duration: 12.345 ms  statement: SELECT 1\n\
+                      2026-11-27 00:25:25.357 UTC [7] a@b LOG:  duration: 0.052 ms\n\
+                      2026-11-27 00:25:25.358 UTC [7] a@b ERROR:  syntax error at or near \"SELEC\" at character 1\n\
+                      2026-11-27 00:25:25.358 UTC [7] a@b STATEMENT:  SELEC 1\n";
+        let csv = "2026-11-27 00:25:25.356 UTC,\"a\",\"b\",7,,s.1,1,,,,0,LOG,00000,\"duration: 12.345 ms  statement: SELECT 1\",,,,,,,,,\"\",\"client backend\",,0\n\
+                   2026-11-27 00:25:25.357 UTC,\"a\",\"b\",7,,s.1,2,,,,0,LOG,00000,\"duration: 0.052 ms\",,,,,,,,,\"\",\"client backend\",,0\n\
+                   2026-11-27 00:25:25.358 UTC,\"a\",\"b\",7,,s.1,3,,,,0,ERROR,42601,\"syntax error at or near \"\"SELEC\"\"\",,,,,,\"SELEC 1\",1,,\"\",\"client backend\",,0\n";
+        let json = "{\"timestamp\":\"2026-11-27 00:25:25.356 UTC\",\"user\":\"a\",\"dbname\":\"b\",\"pid\":7,\"error_severity\":\"LOG\",\"message\":\"duration: 12.345 ms  statement: SELECT 1\"}\n\
+                    {\"timestamp\":\"2026-11-27 00:25:25.357 UTC\",\"user\":\"a\",\"dbname\":\"b\",\"pid\":7,\"error_severity\":\"LOG\",\"message\":\"duration: 0.052 ms\"}\n\
+                    {\"timestamp\":\"2026-11-27 00:25:25.358 UTC\",\"user\":\"a\",\"dbname\":\"b\",\"pid\":7,\"error_severity\":\"ERROR\",\"state_code\":\"42601\",\"message\":\"syntax error at or near \\\"SELEC\\\"\",\"statement\":\"SELEC 1\",\"cursor_position\":1}\n";
+        for (path, data) in [("pg.log", stderr), ("pg.csv", csv), ("pg.json", json)] {
+            let all = entries(&run(&s, &[(path, 0, data)]));
+            assert_eq!(all.len(), 3, "{path}");
+            assert_eq!(all[0]["duration_ms"], serde_json::json!(12.345), "{path}");
+            assert!(all[0]["duration_ms"].is_f64(), "{path}: a number, not text");
+            assert_eq!(all[1]["duration_ms"], serde_json::json!(0.052), "{path}");
+            assert!(all[2].get("duration_ms").is_none(), "{path}");
+            assert_eq!(
+                all[2]["message"], "syntax error at or near \"SELEC\"",
+                "{path}"
+            );
+            assert_eq!(all[2]["position"], 1, "{path}");
+            assert_eq!(all[2]["statement"], "SELEC 1", "{path}");
+        }
+    }
+
+    const TCP_VERBOSE: &str = include_str!("../tests/data/stderr_tcp_verbose.log");
+    const PADDED: &str = include_str!("../tests/data/stderr_padded_prefix.log");
+    const DEBIAN_PREFIX: &str = "%m [%p] %q%u@%d ";
+    const TCP_PREFIX: &str = "%t:%r:%u@%d:[%p]: ";
+    const PADDED_PREFIX: &str = "%m %q[%10p] %-8u %d %a|%h|%c|%l|%v|%x|%e|%i|%b|%Q|%s|%n %%%% ";
+
+    fn with_prefix(prefix: &str) -> Settings {
+        settings(&serde_json::json!({ "log_line_prefix": prefix }).to_string())
+    }
+
+    /// The message of the run's error for `data` read under `prefix`, `None` if it succeeded.
+    fn mismatch(prefix: &str, data: &str) -> Option<String> {
+        let s = with_prefix(prefix);
+        let mut run = Run::new(&s, NOW.into());
+        match run.feed("/var/log/postgresql/postgresql-15-main.log", 0, data) {
+            Ok(()) => {
+                run.finish().expect("finish");
+                None
+            }
+            Err(Error::Invalid(message)) => Some(message),
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_prefix_that_is_not_the_servers_fails_the_run_and_says_why() {
+        // Every pair of the three real logs and their prefixes, plus PostgreSQL's default
+        // `%m [%p] ` against Debian's (only the background lines match), and an empty prefix.
+        let logs = [
+            (DEBIAN_PREFIX, STDERR),
+            (TCP_PREFIX, TCP_VERBOSE),
+            (PADDED_PREFIX, PADDED),
+        ];
+        for (prefix, _) in logs {
+            for (right, data) in logs {
+                if prefix == right {
+                    assert_eq!(mismatch(prefix, data), None, "{prefix}");
+                    continue;
+                }
+                let message = mismatch(prefix, data)
+                    .unwrap_or_else(|| panic!("`{prefix}` on the log of `{right}`"));
+                assert!(
+                    message.starts_with(&format!(
+                        "pg_log setting `log_line_prefix` = `{prefix}` does not match the lines \
+                         of `/var/log/postgresql/postgresql-15-main.log`"
+                    )),
+                    "{message}"
+                );
+                let first_line = data.lines().next().expect("a line");
+                assert!(
+                    message.contains(&format!("e.g. `{first_line}`"))
+                        || message.contains("e.g. `2026-11-27 "),
+                    "{message}"
+                );
+                assert!(message.contains("SHOW log_line_prefix;"), "{message}");
+                assert!(message.contains("offsets were not committed"), "{message}");
+            }
+        }
+        assert!(
+            mismatch("%m [%p] ", STDERR).is_some(),
+            "session lines do not match"
+        );
+        assert!(mismatch("", STDERR).is_some());
+        assert!(mismatch("%m ", STDERR).is_some());
+    }
+
+    #[test]
+    fn a_mismatched_prefix_commits_nothing_and_a_fixed_one_reads_it_all() {
+        // The reported case: megabytes of a busy log, every line under another prefix.
+        let log = repeated(TCP_VERBOSE, 3 << 20);
+        let mut host = SimulatedHost::new(vec![("pg.log", log.clone())]);
+        let wrong = with_prefix(DEBIAN_PREFIX);
+        let cursor = host.committed.clone();
+        let files = &host.files;
+        let result = collect(&wrong, NOW.into(), |max_bytes| {
+            let data = &files[0].1;
+            let end = data[..max_bytes as usize].rfind('\n').map_or(0, |i| i + 1);
+            Ok(vec![Chunk {
+                path: "pg.log".into(),
+                offset: 0,
+                data: data[..end].to_owned(),
+            }])
+        });
+        let Err(Error::Invalid(message)) = result else {
+            panic!("expected the prefix error, got {result:?}");
+        };
+        assert!(message.contains("`log_line_prefix`"), "{message}");
+        assert_eq!(host.committed, cursor, "nothing committed");
+
+        let right = with_prefix(TCP_PREFIX);
+        let mut entries = 0;
+        while !host.done() {
+            let output = host.run(&right, 4 << 20).expect("accepted");
+            entries += output.entries;
+        }
+        let per_copy = {
+            let s = with_prefix(TCP_PREFIX);
+            let mut run = Run::new(&s, NOW.into());
+            run.feed("pg.log", 0, TCP_VERBOSE).expect("feed");
+            run.finish().expect("finish").entries
+        };
+        let copies = log.len() / TCP_VERBOSE.len();
+        assert!(
+            entries >= per_copy * copies,
+            "{entries} entries for {copies} copies of {per_copy}"
+        );
+    }
+
+    #[test]
+    fn continuation_lines_and_other_text_are_not_a_mismatch() {
+        // Multi-line statements, DETAIL/HINT/CONTEXT lines, a memory context dump (written
+        // without prefix by the server on out-of-memory) and a crash report: many lines that
+        // start no entry, none of them a log line under another prefix.
+        let mut log = String::new();
+        for i in 0..200 {
+            log += &format!(
+                "2026-11-27 00:25:25.356 UTC [{i}] app@shop LOG:  statement: SELECT a,\n\
+                 \t       b,\n\t       c\n\tFROM t\n\tWHERE x = 'LOG:  not a label'\n\
+                 \tAND y = 1\n\
+                 2026-11-27 00:25:25.357 UTC [{i}] app@shop ERROR:  boom\n\
+                 2026-11-27 00:25:25.357 UTC [{i}] app@shop DETAIL:  line one\n\
+                 \tline two\n\
+                 2026-11-27 00:25:25.357 UTC [{i}] app@shop HINT:  try again\n\
+                 2026-11-27 00:25:25.357 UTC [{i}] app@shop CONTEXT:  PL/pgSQL function f() line 3\n\
+                 \tSQL statement \"SELECT 1\"\n"
+            );
+        }
+        log += "TopMemoryContext: 97664 total in 5 blocks; 14376 free (9 chunks); 83288 used\n";
+        for i in 0..300 {
+            log += &format!(
+                "  CachedPlan: 2048 total in 2 blocks; 520 free (0 chunks); 1528 used: SELECT {i}\n"
+            );
+        }
+        log += "Grand total: 1523712 bytes in 254 blocks; 490720 free (108 chunks); 1032992 used\n";
+        log += "TRAP: failed Assert(\"false\"), File: \"x.c\", Line: 1, PID: 7\n";
+        log += "2026-11-27 00:25:26.000 UTC [7] app@shop ERROR:  out of memory\n";
+        assert_eq!(mismatch(DEBIAN_PREFIX, &log), None);
+        // The dump alone (a run that reads just it) is no mismatch either.
+        let dump_start = log.find("TopMemoryContext").expect("dump");
+        assert_eq!(mismatch(DEBIAN_PREFIX, &log[dump_start..]), None);
+    }
+
+    #[test]
+    fn a_few_stray_lines_do_not_fail_a_run() {
+        let log = format!("{STDERR}some tool wrote WARNING:  this without a prefix\n{STDERR}");
+        assert_eq!(mismatch(DEBIAN_PREFIX, &log), None);
+    }
+
+    #[test]
+    fn lines_of_postgresqls_default_prefix_fit_debians() {
+        // `%m [%p] ` (PostgreSQL's default) is Debian's `%m [%p] %q%u@%d ` without the session
+        // part, which `%q` allows to be absent: a server left at the default is read fine.
+        let default_prefix: String = STDERR
+            .lines()
+            .map(|line| {
+                let (head, rest) = line.split_once("] ").unwrap_or(("", line));
+                match rest.split_once(' ') {
+                    Some((who, tail)) if who.contains('@') && !head.is_empty() => {
+                        format!("{head}] {tail}\n")
+                    }
+                    _ => format!("{line}\n"),
+                }
+            })
+            .collect();
+        assert!(!default_prefix.contains("alice@app"));
+        assert_eq!(mismatch(DEBIAN_PREFIX, &default_prefix), None);
+        let entries = entries(&run(
+            &with_prefix(DEBIAN_PREFIX),
+            &[("pg.log", 0, &default_prefix)],
+        ));
+        assert!(entries.iter().all(|e| e.get("orphan").is_none()));
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::entry::Level;
 use crate::prefix::LinePrefix;
+use jiff::tz::TimeZone;
 use pganalytics_guest::{Error, Value};
 use serde_json::Map;
 
@@ -33,6 +34,10 @@ pub const DEFAULT_MAX_ENTRIES_PER_ITEM: u64 = 10_000;
 
 /// Debian's packaging default (`postgresql-common`); PostgreSQL's own is `'%m [%p] '`.
 pub const DEFAULT_LOG_LINE_PREFIX: &str = "%m [%p] %q%u@%d ";
+
+/// Longest `log_timezone` accepted: IANA names are far shorter (the longest is 32 bytes), and
+/// the name is echoed in error messages.
+const MAX_TIMEZONE_NAME_BYTES: usize = 64;
 
 /// Which log format the files are in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +67,9 @@ impl Format {
 pub struct Settings {
     pub format: Format,
     pub log_line_prefix: LinePrefix,
+    /// The server's `log_timezone` (an IANA zone from the zone table carried in this plugin),
+    /// which resolves zone abbreviations such as `CET`; `None` leaves them unresolved.
+    pub log_timezone: Option<TimeZone>,
     pub read_bytes: u64,
     pub max_bytes_per_run: u64,
     pub max_output_bytes: u64,
@@ -72,9 +80,10 @@ pub struct Settings {
 }
 
 /// The settings this collector knows, for the message about an unknown one.
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     "format",
     "log_line_prefix",
+    "log_timezone",
     "read_bytes",
     "max_bytes_per_run",
     "max_output_bytes",
@@ -110,6 +119,10 @@ impl Settings {
         let log_line_prefix =
             LinePrefix::compile(prefix.as_deref().unwrap_or(DEFAULT_LOG_LINE_PREFIX))
                 .map_err(|e| invalid("log_line_prefix", e.to_string()))?;
+        let log_timezone = match string(&map, "log_timezone")? {
+            None => None,
+            Some(name) => Some(time_zone(&name)?),
+        };
         let min_level = match string(&map, "min_level")? {
             None => None,
             Some(value) => Some(Level::from_setting(&value).ok_or_else(|| {
@@ -125,6 +138,7 @@ impl Settings {
         Ok(Settings {
             format,
             log_line_prefix,
+            log_timezone,
             read_bytes: positive(&map, "read_bytes", DEFAULT_READ_BYTES)?,
             max_bytes_per_run: positive(&map, "max_bytes_per_run", DEFAULT_MAX_BYTES_PER_RUN)?,
             max_output_bytes: positive(&map, "max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES)?,
@@ -137,15 +151,35 @@ impl Settings {
     /// Whether an entry of severity `level` (as written in the log) is kept. Severities this
     /// collector cannot rank (`UNKNOWN`, translated ones) are always kept.
     pub fn keeps(&self, level: &str) -> bool {
-        match (self.min_level, Level::from_log_word(level)) {
-            (Some(min), Some(level)) => level >= min,
-            _ => true,
-        }
+        let Some(min) = self.min_level else {
+            return true;
+        };
+        Level::from_log_word(level).is_none_or(|level| level >= min)
     }
 }
 
 fn invalid(key: &str, message: String) -> Error {
     Error::Invalid(format!("pg_log setting `{key}`: {message}"))
+}
+
+/// The IANA zone `name` from the bundled zone table.
+fn time_zone(name: &str) -> Result<TimeZone, Error> {
+    let shown: String = name.chars().take(MAX_TIMEZONE_NAME_BYTES).collect();
+    if name.len() > MAX_TIMEZONE_NAME_BYTES {
+        return Err(invalid(
+            "log_timezone",
+            format!("`{shown}...` is not a time zone name (too long)"),
+        ));
+    }
+    jiff::tz::db().get(name).map_err(|_| {
+        invalid(
+            "log_timezone",
+            format!(
+                "unknown time zone `{shown}` (expected an IANA name as in postgresql.conf, e.g. \
+                 `Europe/Berlin` or `UTC`; `SHOW log_timezone;` in psql prints the server's)"
+            ),
+        )
+    })
 }
 
 fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>, Error> {
@@ -197,6 +231,7 @@ mod tests {
         assert_eq!(s.max_bytes_per_run, 16_777_216);
         assert_eq!(s.max_output_bytes, 3_145_728);
         assert_eq!(s.min_level, None);
+        assert!(s.log_timezone.is_none());
         assert_eq!(s.max_message_bytes, 65_536);
         assert_eq!(s.max_entries_per_item, 10_000);
         assert!(s.keeps("DEBUG") && s.keeps("UNKNOWN"));
@@ -205,12 +240,16 @@ mod tests {
     #[test]
     fn every_setting() {
         let s = Settings::from_json(
-            r#"{"format":"auto","log_line_prefix":"%t:%r:%u@%d:[%p]: ","read_bytes":1024,
+            r#"{"format":"auto","log_line_prefix":"%t:%r:%u@%d:[%p]: ","read_bytes":1024,"log_timezone":"Europe/Berlin",
                 "max_bytes_per_run":4096,"max_output_bytes":8192,"min_level":"WARNING","max_message_bytes":100,
                 "max_entries_per_item":5}"#,
         )
         .expect("valid");
         assert_eq!(s.format, Format::Auto);
+        assert_eq!(
+            s.log_timezone.as_ref().and_then(|z| z.iana_name()),
+            Some("Europe/Berlin")
+        );
         assert_eq!(s.read_bytes, 1024);
         assert_eq!(s.max_bytes_per_run, 4096);
         assert_eq!(s.max_output_bytes, 8192);
@@ -258,6 +297,26 @@ mod tests {
             error(r#"{"formt":"csvlog"}"#).starts_with("pg_log setting `formt`: unknown setting")
         );
         assert!(error("[]").starts_with("pg_log settings: not a JSON object"));
+        for zone in [
+            "Mars/Olympus_Mons",
+            "Europe/Berlln",
+            "../../etc/passwd",
+            "/usr/share/zoneinfo/UTC",
+            "",
+        ] {
+            let message = error(&serde_json::json!({ "log_timezone": zone }).to_string());
+            assert!(
+                message.starts_with(&format!(
+                    "pg_log setting `log_timezone`: unknown time zone `{zone}`"
+                )),
+                "{message}"
+            );
+        }
+        assert!(
+            error(&serde_json::json!({ "log_timezone": "x".repeat(65) }).to_string())
+                .contains("too long")
+        );
+        assert!(error(r#"{"log_timezone":3}"#).starts_with("pg_log setting `log_timezone`"));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! PostgreSQL 15 writes every newline inside a message, detail or statement as a newline
 //! followed by a TAB (`append_with_tabs` in `elog.c`), so a line starting with a TAB continues
 //! the field before it. A line that is neither prefixed nor TAB-indented (output of something
-//! other than `elog.c` in the same file, or a prefix that does not match) is kept as a further
-//! line of that field too. Lines that continue an entry whose first line was read before this
+//! other than `elog.c` in the same file, such as a memory context dump) is kept as a further
+//! line of that field too. Lines that do not match the prefix but carry a severity label after
+//! other text are counted ([`PrefixFit`]): when they outnumber the lines that match, the
+//! configured `log_line_prefix` is not the server's, and the run fails rather than send them. Lines that continue an entry whose first line was read before this
 //! run become an `orphan` entry of level `UNKNOWN`: nothing is dropped. A prefixed line whose
 //! label is some other word in capitals (a severity translated by `lc_messages`) starts an entry
 //! of that level, so that a non-English log is not glued into one entry.
@@ -15,83 +17,134 @@
 //! split across two `read-new` answers is still joined. It must never reorder entries.
 
 use crate::entry::{
-    Entry, Level, NO_ERROR_SQLSTATE, TextField, UNKNOWN_LEVEL, known, remote_host_without_port,
+    Entry, NO_ERROR_SQLSTATE, Sink, TextField, UNKNOWN_LEVEL, known, remote_host_without_port,
 };
 use crate::prefix::{Escape, LinePrefix, PrefixFields};
-use crate::timestamp;
+use crate::timestamp::{self, Clock};
+use std::borrow::Cow;
+
+/// How far into a line that does not match the prefix a severity label is looked for (telling a
+/// log line under another prefix from other text): a megabyte-long unprefixed line must cost no
+/// more than a short one.
+const MAX_FOREIGN_PREFIX_BYTES: usize = 256;
+
+/// Bytes of a line quoted in the error about a prefix that does not match: a giant line must
+/// not become a giant error message in the host log.
+const SAMPLE_LINE_BYTES: usize = 200;
 
 /// The entry being assembled and the field that continuation lines extend.
 #[derive(Debug)]
-struct Pending {
-    entry: Entry,
+struct Pending<'a> {
+    entry: Entry<'a>,
     field: TextField,
+}
+
+/// How the lines of one file fitted the configured `log_line_prefix` so far.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PrefixFit {
+    /// Lines that matched the prefix and a label after it.
+    pub matched: u64,
+    /// Lines that did not match, yet carry a severity label after some other text: what a
+    /// server writing another `log_line_prefix` produces. TAB continuation lines and other
+    /// text (a memory context dump, a crash report) are neither.
+    pub foreign: u64,
+    /// The first foreign line, cut at `SAMPLE_LINE_BYTES`.
+    pub sample: Option<String>,
+}
+
+impl PrefixFit {
+    /// Whether the configured prefix is not the server's: more lines look like log lines under
+    /// another prefix than match this one. A genuine log has next to no foreign lines (its
+    /// continuation lines start with a TAB), so one run with more of them than of its own is
+    /// evidence enough; a run it fails is read again, so a stray line can only delay, never
+    /// drop, what follows it.
+    pub fn mismatched(&self) -> bool {
+        self.foreign > self.matched
+    }
 }
 
 /// Parses one file in the stderr format.
 #[derive(Debug)]
 pub struct StderrParser<'p> {
     prefix: &'p LinePrefix,
-    pending: Option<Pending>,
+    clock: Clock,
+    pending: Option<Pending<'static>>,
+    fit: PrefixFit,
 }
 
 impl<'p> StderrParser<'p> {
-    pub fn new(prefix: &'p LinePrefix) -> Self {
+    pub fn new(prefix: &'p LinePrefix, clock: Clock) -> Self {
         StderrParser {
             prefix,
+            clock,
             pending: None,
+            fit: PrefixFit::default(),
         }
     }
 
-    /// Parses the whole lines of `data`, which start at byte `offset` of `file`, pushing every
-    /// entry that is complete to `out`. The last entry stays pending: its continuation lines
-    /// may come with the next data.
-    pub fn feed(
+    /// How the lines parsed so far fitted the prefix.
+    pub fn fit(&self) -> &PrefixFit {
+        &self.fit
+    }
+
+    /// Parses the whole lines of `data`, which start at byte `offset` of `file`, passing every
+    /// entry that is complete to `sink`. The last entry stays pending: its continuation lines
+    /// may come with the next data (it is copied out of `data` then).
+    pub fn feed<'d>(
         &mut self,
-        file: &str,
+        file: &'d str,
         offset: u64,
-        data: &str,
+        data: &'d str,
         max_bytes: usize,
-        out: &mut Vec<Entry>,
+        sink: &mut impl Sink,
     ) {
+        let mut pending: Option<Pending<'d>> = self.pending.take();
         for (line_offset, line) in crate::split_lines(data, offset) {
-            self.line(file, line_offset, line, max_bytes, out);
+            self.line(&mut pending, file, line_offset, line, max_bytes, sink);
         }
+        self.pending = pending.map(|p| Pending {
+            entry: p.entry.into_owned(),
+            field: p.field,
+        });
     }
 
-    /// Pushes the pending entry: the data ends here (end of the run, or the file was rotated).
-    pub fn finish(&mut self, out: &mut Vec<Entry>) {
+    /// Passes on the pending entry: the data ends here (end of the run, or the file was
+    /// rotated).
+    pub fn finish(&mut self, sink: &mut impl Sink) {
         if let Some(pending) = self.pending.take() {
-            out.push(pending.entry);
+            emit(pending.entry, sink);
         }
     }
 
-    fn line(
+    fn line<'d>(
         &mut self,
-        file: &str,
+        pending: &mut Option<Pending<'d>>,
+        file: &'d str,
         offset: u64,
-        line: &str,
+        line: &'d str,
         max_bytes: usize,
-        out: &mut Vec<Entry>,
+        sink: &mut impl Sink,
     ) {
         if let Some(text) = line.strip_prefix('\t')
             && !self.prefix.starts_with_tab()
         {
-            return self.continuation(file, offset, text, max_bytes);
+            return continuation(pending, file, offset, text, max_bytes);
         }
-        let Some((fields, rest)) = self
+        let matched = self
             .prefix
-            .match_line(line, &|rest| split_label(rest).is_some())
+            .match_line(line, &|rest| split_label(rest).is_some());
+        let Some((fields, (label, text))) =
+            matched.and_then(|(fields, rest)| Some((fields, split_label(rest)?)))
         else {
-            return self.continuation(file, offset, line, max_bytes);
+            self.unmatched(line);
+            return continuation(pending, file, offset, line, max_bytes);
         };
-        let Some((label, text)) = split_label(rest) else {
-            return self.continuation(file, offset, line, max_bytes);
-        };
+        self.fit.matched += 1;
         let level = match label {
             Label::Entry(level) => level,
             Label::Field(field) => {
                 let pid = fields.get(Escape::Pid).and_then(|p| p.parse().ok());
-                if let Some(pending) = &mut self.pending
+                if let Some(pending) = pending
                     && same_process(pending.entry.pid, pid)
                 {
                     pending.entry.add_text(field, text, max_bytes);
@@ -100,41 +153,98 @@ impl<'p> StderrParser<'p> {
                 }
                 // The entry this line belongs to started before this run (or in another
                 // process).
-                self.finish(out);
-                let mut entry = entry_from_prefix(file, offset, &fields);
-                entry.level = UNKNOWN_LEVEL.to_owned();
+                if let Some(done) = pending.take() {
+                    emit(done.entry, sink);
+                }
+                let mut entry = entry_from_prefix(&mut self.clock, file, offset, &fields);
+                entry.level = Cow::Borrowed(UNKNOWN_LEVEL);
                 entry.orphan = true;
                 entry.set_text(field, text, max_bytes);
-                self.pending = Some(Pending { entry, field });
+                *pending = Some(Pending { entry, field });
                 return;
             }
         };
-        self.finish(out);
-        let mut entry = entry_from_prefix(file, offset, &fields);
-        entry.level = level.to_owned();
+        if let Some(done) = pending.take() {
+            emit(done.entry, sink);
+        }
+        let mut entry = entry_from_prefix(&mut self.clock, file, offset, &fields);
+        entry.level = Cow::Borrowed(level);
         let message = take_verbose_sqlstate(&mut entry, text);
         entry.set_text(TextField::Message, message, max_bytes);
-        self.pending = Some(Pending {
+        *pending = Some(Pending {
             entry,
             field: TextField::Message,
         });
     }
 
-    /// A line that extends the field before it, or starts an orphan when there is none.
-    fn continuation(&mut self, file: &str, offset: u64, text: &str, max_bytes: usize) {
-        if let Some(pending) = &mut self.pending {
-            pending.entry.append_line(pending.field, text, max_bytes);
-            return;
-        }
-        let mut entry = Entry::at(file, offset);
-        entry.level = UNKNOWN_LEVEL.to_owned();
-        entry.orphan = true;
-        entry.set_text(TextField::Message, text, max_bytes);
-        self.pending = Some(Pending {
-            entry,
-            field: TextField::Message,
+    /// Counts a line that did not match the prefix, if it looks like a log line written under
+    /// another one: some text, a space, then a label and `":  "`.
+    fn unmatched(&mut self, line: &str) {
+        let searched = &line.as_bytes()[..line.len().min(MAX_FOREIGN_PREFIX_BYTES)];
+        let foreign = memchr::memmem::find_iter(searched, b":  ").any(|colon| {
+            let word_start = line[..colon]
+                .rfind([' ', '\t'])
+                .map_or(0, |space| space + 1);
+            split_label(&line[word_start..]).is_some()
         });
+        if foreign {
+            self.fit.foreign += 1;
+            if self.fit.sample.is_none() {
+                let (sample, _) = crate::entry::capped(line, SAMPLE_LINE_BYTES);
+                self.fit.sample = Some(sample.to_owned());
+            }
+        }
     }
+}
+
+/// A line that extends the field before it, or starts an orphan when there is none.
+fn continuation<'d>(
+    pending: &mut Option<Pending<'d>>,
+    file: &'d str,
+    offset: u64,
+    text: &'d str,
+    max_bytes: usize,
+) {
+    if let Some(pending) = pending {
+        pending.entry.append_line(pending.field, text, max_bytes);
+        return;
+    }
+    let mut entry = Entry::at(file, offset);
+    entry.level = Cow::Borrowed(UNKNOWN_LEVEL);
+    entry.orphan = true;
+    entry.set_text(TextField::Message, text, max_bytes);
+    *pending = Some(Pending {
+        entry,
+        field: TextField::Message,
+    });
+}
+
+/// Passes a finished entry on, with stderr's "at character N" moved out of the message into
+/// the field csvlog and jsonlog give it: `position` (the cursor position in the statement), or
+/// `query_position` when the entry has an internal query. PostgreSQL writes the cursor
+/// position when there is one and the internal one otherwise; an error with both (rare) is
+/// taken as having the internal one.
+fn emit(mut entry: Entry<'_>, sink: &mut impl Sink) {
+    if let Some((kept, position)) = split_cursor_position(&entry.message) {
+        match &mut entry.message {
+            Cow::Borrowed(message) => *message = &message[..kept],
+            Cow::Owned(message) => message.truncate(kept),
+        }
+        if entry.query.is_some() {
+            entry.query_position = Some(position);
+        } else {
+            entry.position = Some(position);
+        }
+    }
+    sink.entry(entry);
+}
+
+/// The length of `message` without a final `" at character N"`, and N.
+fn split_cursor_position(message: &str) -> Option<(usize, u64)> {
+    let digits = message.len() - message.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let head = message[..message.len() - digits].strip_suffix(" at character ")?;
+    let position = message[head.len() + 14..].parse().ok()?;
+    Some((head.len(), position))
 }
 
 /// Lines of two processes never belong to one entry; without `%p` in the prefix there is no
@@ -171,28 +281,37 @@ fn split_label(rest: &str) -> Option<(Label<'_>, &str)> {
     if let Some(field) = TextField::from_stderr_label(word) {
         return Some((Label::Field(field), text));
     }
+    // Every English severity (`LOG`, `DEBUG1`, ...) is such a word too.
     let capitals = !word.is_empty()
         && word
-            .chars()
-            .all(|c| c.is_ascii_digit() || c.is_alphabetic() && !c.is_lowercase());
-    (Level::from_log_word(word).is_some() || capitals).then_some((Label::Entry(word), text))
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        || !word.is_empty()
+            && !word.is_ascii()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_alphabetic() && !c.is_lowercase());
+    capitals.then_some((Label::Entry(word), text))
 }
 
 /// An entry with what the prefix told about it.
-fn entry_from_prefix(file: &str, offset: u64, fields: &PrefixFields<'_>) -> Entry {
+fn entry_from_prefix<'d>(
+    clock: &mut Clock,
+    file: &'d str,
+    offset: u64,
+    fields: &PrefixFields<'d>,
+) -> Entry<'d> {
     let mut entry = Entry::at(file, offset);
     let converted = fields
         .get(Escape::TimeMillis)
         .or_else(|| fields.get(Escape::Time))
-        .and_then(timestamp::convert)
-        .or_else(|| {
-            fields
-                .get(Escape::EpochMillis)
-                .and_then(timestamp::convert_epoch)
-        });
+        .and_then(|text| clock.convert(text));
     if let Some(converted) = converted {
-        entry.timestamp = converted.rfc3339;
-        entry.zone = converted.zone;
+        entry.set_time(converted);
+    } else {
+        entry.time = fields
+            .get(Escape::EpochMillis)
+            .and_then(timestamp::convert_epoch);
     }
     entry.pid = fields.get(Escape::Pid).and_then(|p| p.parse().ok());
     let text = |escape| fields.get(escape).and_then(known);
@@ -206,14 +325,14 @@ fn entry_from_prefix(file: &str, offset: u64, fields: &PrefixFields<'_>) -> Entr
     });
     entry.session_id = text(Escape::SessionId);
     entry.backend_type = text(Escape::BackendType);
-    entry.sqlstate = text(Escape::SqlState).filter(|code| code != NO_ERROR_SQLSTATE);
+    entry.sqlstate = text(Escape::SqlState).filter(|code| *code != NO_ERROR_SQLSTATE);
     entry
 }
 
 /// With `log_error_verbosity = verbose` PostgreSQL writes the SQLSTATE before the message
 /// (`ERROR:  22012: division by zero`). Moves it to `sqlstate` when it is one (a known SQLSTATE
 /// class, so that a message like `HELLO: world` stays whole), and returns the message.
-fn take_verbose_sqlstate<'t>(entry: &mut Entry, text: &'t str) -> &'t str {
+fn take_verbose_sqlstate<'t>(entry: &mut Entry<'t>, text: &'t str) -> &'t str {
     let Some(code) = text.get(..5) else {
         return text;
     };
@@ -227,10 +346,10 @@ fn take_verbose_sqlstate<'t>(entry: &mut Entry, text: &'t str) -> &'t str {
         return text;
     }
     match &entry.sqlstate {
-        Some(known) if known != code => text,
+        Some(known) if known.as_ref() != code => text,
         _ if code == NO_ERROR_SQLSTATE => message,
         _ => {
-            entry.sqlstate = Some(code.to_owned());
+            entry.sqlstate = Some(Cow::Borrowed(code));
             message
         }
     }
@@ -255,20 +374,20 @@ mod tests {
     const PADDED: &str = include_str!("../tests/data/stderr_padded_prefix.log");
     const MAX: usize = 65_536;
 
-    fn parse_with(prefix: &str, data: &str, max_bytes: usize) -> Vec<Entry> {
+    fn parse_with(prefix: &str, data: &str, max_bytes: usize) -> Vec<Entry<'static>> {
         let prefix = LinePrefix::compile(prefix).expect("the prefix compiles");
-        let mut parser = StderrParser::new(&prefix);
+        let mut parser = StderrParser::new(&prefix, Clock::default());
         let mut out = Vec::new();
         parser.feed("postgresql.log", 0, data, max_bytes, &mut out);
         parser.finish(&mut out);
         out
     }
 
-    fn parse(prefix: &str, data: &str) -> Vec<Entry> {
+    fn parse(prefix: &str, data: &str) -> Vec<Entry<'static>> {
         parse_with(prefix, data, MAX)
     }
 
-    fn find<'e>(entries: &'e [Entry], message: &str) -> &'e Entry {
+    fn find<'e>(entries: &'e [Entry<'static>], message: &str) -> &'e Entry<'static> {
         entries
             .iter()
             .find(|e| e.message.starts_with(message))
@@ -314,7 +433,7 @@ mod tests {
     fn background_process_line() {
         let entries = parse("%m [%p] %q%u@%d ", DEBIAN);
         let first = &entries[0];
-        assert_eq!(first.timestamp, "2026-11-27T00:25:16.612Z");
+        assert_eq!(first.timestamp(), "2026-11-27T00:25:16.612Z");
         assert_eq!(first.level, "LOG");
         assert_eq!(first.pid, Some(19991));
         assert_eq!(first.user, None);
@@ -340,7 +459,7 @@ mod tests {
             e.statement.as_deref(),
             Some("INSERT INTO accounts VALUES (1, 'b');")
         );
-        assert_eq!(e.timestamp, "2026-11-27T00:25:25.356Z");
+        assert_eq!(e.timestamp(), "2026-11-27T00:25:25.356Z");
     }
 
     #[test]
@@ -407,7 +526,11 @@ mod tests {
         let entries = parse("%t:%r:%u@%d:[%p]: ", TCP_VERBOSE);
         assert!(entries.iter().all(|e| !e.orphan));
         let first = &entries[0];
-        assert_eq!(first.timestamp, "2026-11-27T00:28:29.000Z", "+0545 applied");
+        assert_eq!(
+            first.timestamp(),
+            "2026-11-27T00:28:29.000Z",
+            "+0545 applied"
+        );
         assert_eq!(first.zone, None);
         assert_eq!(first.sqlstate, None, "00000 is left out, as jsonlog does");
         assert!(first.message.starts_with("starting PostgreSQL"));
@@ -424,10 +547,9 @@ mod tests {
 
         let e = find(&entries, "column \"nosuchcol\" does not exist");
         assert_eq!(e.sqlstate.as_deref(), Some("42703"));
-        assert_eq!(
-            e.message,
-            "column \"nosuchcol\" does not exist at character 8"
-        );
+        assert_eq!(e.message, "column \"nosuchcol\" does not exist");
+        assert_eq!(e.query_position, Some(8), "\"at character 8\" of the QUERY");
+        assert_eq!(e.position, None);
         assert_eq!(e.query.as_deref(), Some("SELECT nosuchcol FROM accounts"));
         assert_eq!(
             e.location.as_deref(),
@@ -460,7 +582,11 @@ mod tests {
             .count();
         assert_eq!(entries.len(), entry_lines);
         let first = &entries[0];
-        assert_eq!(first.timestamp, "2026-11-27T01:28:43.690Z");
+        assert_eq!(
+            first.timestamp(),
+            "2026-11-27T01:28:43.690",
+            "CET without `log_timezone`: local time, never claimed as UTC"
+        );
         assert_eq!(first.zone.as_deref(), Some("CET"));
         assert_eq!(first.pid, None, "%p comes after %q");
 
@@ -482,6 +608,40 @@ mod tests {
         assert!(debug.iter().all(|e| e.user.as_deref() == Some("alice")));
     }
 
+    /// Every line of the padded log carries its time twice: `%m` in CET and `%n` as epoch
+    /// seconds. Resolved through `log_timezone`, the two agree on every entry.
+    #[test]
+    fn log_timezone_resolves_cet_to_the_same_instant_as_epoch_seconds() {
+        let prefix =
+            LinePrefix::compile("%m %q[%10p] %-8u %d %a|%h|%c|%l|%v|%x|%e|%i|%b|%Q|%s|%n %%%% ")
+                .expect("compiles");
+        let berlin = jiff::tz::db().get("Europe/Berlin").expect("zone");
+        let mut parser = StderrParser::new(&prefix, Clock::new(Some(berlin)));
+        let mut entries = Vec::new();
+        parser.feed("postgresql.log", 0, PADDED, MAX, &mut entries);
+        parser.finish(&mut entries);
+        let mut checked = 0;
+        for (entry, line) in entries
+            .iter()
+            .zip(PADDED.lines().filter(|l| !l.contains(" STATEMENT:  ")))
+        {
+            assert_eq!(entry.zone, None, "{line}");
+            // `%n` is the last field before `%%`.
+            let Some(epoch) = line
+                .split(" %% ")
+                .next()
+                .and_then(|head| head.rsplit('|').next())
+            else {
+                continue;
+            };
+            if let Some(time) = timestamp::convert_epoch(epoch) {
+                assert_eq!(entry.time, Some(time), "{line}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 10, "{checked} lines with `%n`");
+    }
+
     #[test]
     fn continuation_lines_without_an_entry_become_one_orphan() {
         let data = "\tFROM accounts\n\
@@ -493,7 +653,8 @@ mod tests {
         assert_eq!(entries[0].level, UNKNOWN_LEVEL);
         assert_eq!(entries[0].message, "FROM accounts\nWHERE id = 1/0;");
         assert_eq!(
-            entries[0].timestamp, "",
+            entries[0].timestamp(),
+            "",
             "the run fills in the collection time"
         );
         assert_eq!(entries[1].line_offset, data.find("2026").unwrap() as u64);
@@ -516,7 +677,7 @@ mod tests {
             Some("INSERT INTO accounts VALUES (1, 'b');")
         );
         assert_eq!(e.database.as_deref(), Some("app"));
-        assert_eq!(e.timestamp, "2026-11-27T00:25:25.356Z");
+        assert_eq!(e.timestamp(), "2026-11-27T00:25:25.356Z");
     }
 
     #[test]
@@ -545,7 +706,7 @@ mod tests {
     #[test]
     fn an_entry_split_across_feeds_is_joined() {
         let prefix = LinePrefix::compile("%m [%p] %q%u@%d ").expect("compiles");
-        let mut parser = StderrParser::new(&prefix);
+        let mut parser = StderrParser::new(&prefix, Clock::default());
         let mut out = Vec::new();
         let first = "2026-11-27 00:25:25.356 UTC [20044] alice@app ERROR:  division by zero\n\
                      2026-11-27 00:25:25.356 UTC [20044] alice@app STATEMENT:  SELECT name,\n";
@@ -586,7 +747,7 @@ mod tests {
                     2026-11-27 00:25:25.358 UTC [1] a@b ПРЕДУПРЕЖДЕНИЕ:  осторожно\n\
                     2026-11-27 00:25:25.359 UTC [1] a@b lower:  not a label\n";
         let entries = parse("%m [%p] %q%u@%d ", data);
-        let levels: Vec<&str> = entries.iter().map(|e| e.level.as_str()).collect();
+        let levels: Vec<&str> = entries.iter().map(|e| e.level.as_ref()).collect();
         assert_eq!(levels, ["FEHLER", "ANWEISUNG", "LOG", "ПРЕДУПРЕЖДЕНИЕ"]);
         assert_eq!(entries[1].message, "SELECT 1/0;");
         assert_eq!(
@@ -620,7 +781,7 @@ mod tests {
     #[test]
     fn epoch_prefix_gives_the_timestamp() {
         let entries = parse("%n [%p] ", "1795739323.792 [7] LOG:  hello\n");
-        assert_eq!(entries[0].timestamp, "2026-11-27T00:28:43.792Z");
+        assert_eq!(entries[0].timestamp(), "2026-11-27T00:28:43.792Z");
         assert_eq!(entries[0].zone, None);
     }
 

@@ -36,7 +36,7 @@
 
 mod time;
 
-pub use time::{format_rfc3339_millis, now_rfc3339};
+pub use time::{civil_from_days, format_rfc3339_millis, now_rfc3339};
 
 /// The generated bindings. Collectors use the re-exports below; this module is public only
 /// because [`export_collector!`] expands to paths inside it.

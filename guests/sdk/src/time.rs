@@ -31,12 +31,13 @@ pub fn format_rfc3339_millis(time: SystemTime) -> String {
     )
 }
 
-/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01.
+/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01: for collectors that
+/// write timestamps into their own output buffer.
 ///
 /// Howard Hinnant's `civil_from_days` (<https://howardhinnant.github.io/date_algorithms.html>):
 /// shift the epoch to 0000-03-01 so that the leap day is the last day of a "year", then split
 /// into 400-year eras of exactly 146 097 days.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097); // [0, 146096]
