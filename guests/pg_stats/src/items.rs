@@ -21,10 +21,6 @@ pub struct DatabaseCounters {
     pub tuples_inserted: Option<i64>,
     pub tuples_updated: Option<i64>,
     pub tuples_deleted: Option<i64>,
-    /// All user tables of the database; `tables` holds only the largest `top_tables`.
-    pub tables_total: Option<i64>,
-    /// All user indexes of the database; `indexes` holds only the largest `top_indexes`.
-    pub indexes_total: Option<i64>,
 }
 
 /// The database counters, and the installed pg_stat_statements version (`None` when the
@@ -40,8 +36,6 @@ pub fn database_counters(table: &Table) -> Result<(DatabaseCounters, Option<Stri
         tuples_inserted: row.int("tuples_inserted")?,
         tuples_updated: row.int("tuples_updated")?,
         tuples_deleted: row.int("tuples_deleted")?,
-        tables_total: row.int("tables_total")?,
-        indexes_total: row.int("indexes_total")?,
     };
     Ok((counters, row.text("pg_stat_statements_version")?))
 }
@@ -66,9 +60,25 @@ pub struct TableStats {
     pub autovacuum_count: Option<i64>,
 }
 
-/// The tables of [`crate::sql::TABLES`], largest first as the server ordered them.
-pub fn tables(table: &Table) -> Result<Vec<TableStats>, Error> {
-    table.rows().map(|row| table_stats(&row)).collect()
+/// The first `keep` tables of [`crate::sql::TABLES`], largest first as the server ordered
+/// them, and the number of user tables (0 when the statement returned no row, which it does
+/// only when there is none).
+pub fn tables(table: &Table, keep: usize) -> Result<(Vec<TableStats>, i64), Error> {
+    let total = total(table, "tables_total")?;
+    let tables = table
+        .rows()
+        .take(keep)
+        .map(|row| table_stats(&row))
+        .collect::<Result<_, _>>()?;
+    Ok((tables, total))
+}
+
+/// The count every row of a ranking statement carries in `column`.
+fn total(table: &Table, column: &str) -> Result<i64, Error> {
+    match table.rows().next() {
+        Some(row) => Ok(row.int(column)?.unwrap_or(0)),
+        None => Ok(0),
+    }
 }
 
 fn table_stats(row: &Row) -> Result<TableStats, Error> {
@@ -130,9 +140,16 @@ pub fn index_status(valid: bool, unique: bool, primary: bool, scans: Option<i64>
     }
 }
 
-/// The indexes of [`crate::sql::INDEXES`], largest first as the server ordered them.
-pub fn indexes(table: &Table) -> Result<Vec<IndexStats>, Error> {
-    table.rows().map(|row| index_stats(&row)).collect()
+/// The first `keep` indexes of [`crate::sql::INDEXES`], largest first as the server ordered
+/// them, and the number of user indexes.
+pub fn indexes(table: &Table, keep: usize) -> Result<(Vec<IndexStats>, i64), Error> {
+    let total = total(table, "indexes_total")?;
+    let indexes = table
+        .rows()
+        .take(keep)
+        .map(|row| index_stats(&row))
+        .collect::<Result<_, _>>()?;
+    Ok((indexes, total))
 }
 
 fn index_stats(row: &Row) -> Result<IndexStats, Error> {
@@ -160,6 +177,10 @@ pub struct DatabaseStats {
     pub database: String,
     #[serde(flatten)]
     pub counters: DatabaseCounters,
+    /// All user tables of the database; `tables` holds only the largest `top_tables`.
+    pub tables_total: i64,
+    /// All user indexes of the database; `indexes` holds only the largest `top_indexes`.
+    pub indexes_total: i64,
     pub tables: Vec<TableStats>,
     pub indexes: Vec<IndexStats>,
 }
@@ -471,8 +492,6 @@ mod tests {
         assert_eq!(counters.size_bytes, Some(9_362_791));
         assert_eq!(counters.transactions_committed, Some(27));
         assert_eq!(counters.tuples_deleted, Some(142));
-        assert_eq!(counters.tables_total, Some(2));
-        assert_eq!(counters.indexes_total, Some(3));
 
         let rows = fixtures::database(None);
         let (_, version) = database_counters(&Table::new("counters", &rows)).expect("maps");
@@ -487,11 +506,15 @@ mod tests {
             fixtures::tables(),
             fixtures::indexes(),
         );
+        let (tables, tables_total) = tables(&Table::new("t", &tbl), 100).expect("maps");
+        let (indexes, indexes_total) = indexes(&Table::new("i", &idx), 100).expect("maps");
         let stats = DatabaseStats {
             database: "app".into(),
             counters: database_counters(&Table::new("c", &db)).expect("maps").0,
-            tables: tables(&Table::new("t", &tbl)).expect("maps"),
-            indexes: indexes(&Table::new("i", &idx)).expect("maps"),
+            tables_total,
+            indexes_total,
+            tables,
+            indexes,
         };
         let json = serde_json::to_value(&stats).expect("serialises");
         let expected: BTreeSet<&str> = [
@@ -544,7 +567,8 @@ mod tests {
     #[test]
     fn tables_keep_server_order_and_nulls() {
         let rows = fixtures::tables();
-        let tables = tables(&Table::new("tables", &rows)).expect("maps");
+        let (tables, total) = tables(&Table::new("tables", &rows), 100).expect("maps");
+        assert_eq!(total, 2);
         assert_eq!(tables.len(), 2);
         assert_eq!(tables[0].name.as_deref(), Some("t1"));
         assert_eq!(tables[0].size_bytes, Some(1_671_168));
@@ -587,7 +611,8 @@ mod tests {
     #[test]
     fn indexes_map_idx_columns_and_status() {
         let rows = fixtures::indexes();
-        let indexes = indexes(&Table::new("indexes", &rows)).expect("maps");
+        let (indexes, total) = indexes(&Table::new("indexes", &rows), 100).expect("maps");
+        assert_eq!(total, 5);
         let statuses: Vec<_> = indexes
             .iter()
             .map(|i| (i.name.as_deref().unwrap_or(""), i.status))
@@ -622,6 +647,7 @@ mod tests {
                 "is_valid",
                 "is_unique",
                 "is_primary",
+                "indexes_total",
             ],
             vec![vec![
                 text("s"),
@@ -634,9 +660,10 @@ mod tests {
                 null(),
                 null(),
                 boolean(false),
+                int(1),
             ]],
         );
-        let indexes = indexes(&Table::new("indexes", &rows)).expect("maps");
+        let (indexes, _) = indexes(&Table::new("indexes", &rows), 100).expect("maps");
         assert_eq!(indexes[0].status, IndexStatus::Active);
     }
 
@@ -719,6 +746,25 @@ mod tests {
         assert_eq!(keys(&json["queries"][0]), expected);
         assert_eq!(json["queries"][0]["total_time"], 57.1);
         assert_eq!(json["queries"][0]["blk_read_time"], 0.5);
+    }
+
+    #[test]
+    fn ranked_lists_keep_the_top_n_and_the_total() {
+        let rows = fixtures::tables();
+        let (kept, total) = tables(&Table::new("tables", &rows), 1).expect("maps");
+        assert_eq!(total, 2);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].name.as_deref(), Some("t1"));
+        // `top_tables = 0`: the statement still returns one row, for the total.
+        let (kept, total) = tables(&Table::new("tables", &rows), 0).expect("maps");
+        assert!(kept.is_empty());
+        assert_eq!(total, 2);
+        // No user table at all: no row.
+        let mut none = fixtures::indexes();
+        none.rows.clear();
+        let (kept, total) = indexes(&Table::new("indexes", &none), 10).expect("maps");
+        assert!(kept.is_empty());
+        assert_eq!(total, 0);
     }
 
     #[test]
