@@ -248,8 +248,8 @@ pub fn indexes() -> Rows {
     )
 }
 
-/// pg_stat_statements rows: `(hash, text, whole text's bytes, total_time)`.
-pub fn statements(queries: &[(&str, &str, i64, f64)]) -> Rows {
+/// pg_stat_statements rows: `(queryid, text, whole text's bytes, total_time)`.
+pub fn statements(queries: &[(i64, &str, i64, f64)]) -> Rows {
     let columns = [
         "hash",
         "text",
@@ -280,7 +280,7 @@ pub fn statements(queries: &[(&str, &str, i64, f64)]) -> Rows {
         .iter()
         .map(|&(hash, query, bytes, total_time)| {
             let mut row = vec![
-                text(hash),
+                int(hash),
                 text(query),
                 int(bytes),
                 int(3),
@@ -319,8 +319,8 @@ pub fn healthy(_database: &str, statement: &str, _params: &[Value]) -> Result<Ro
         Ok(indexes())
     } else if statement.contains("FROM pg_stat_statements") {
         Ok(statements(&[
-            ("3756413316754916125", "select $1", 9, 57.1),
-            ("-1739183385080879393", "analyze t1", 10, 11.6),
+            (3_756_413_316_754_916_125, "select $1", 9, 57.1),
+            (-1_739_183_385_080_879_393, "analyze t1", 10, 11.6),
         ]))
     } else {
         panic!("unexpected statement: {statement}")

@@ -189,8 +189,10 @@ pub struct DatabaseStats {
 /// [`crate::sql::statements`]). Times are in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueryStat {
-    /// The queryid as a decimal string (it is a signed 64-bit hash; JSON numbers lose bits).
-    pub hash: String,
+    /// The queryid, a signed 64-bit hash, written as a JSON integer: exact on the wire (never
+    /// through a float), and the `int64` the backend decodes `hash` into (a string there makes
+    /// it drop the whole item).
+    pub hash: i64,
     pub text: String,
     /// Present (and true) only when `text` was cut to `max_query_text` bytes.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -250,7 +252,7 @@ pub fn query_stats(
 
 fn query_stat(row: &Row, max_text_bytes: usize) -> Result<QueryStat, Error> {
     let hash = row
-        .text("hash")?
+        .int("hash")?
         .ok_or_else(|| Error::Invalid("pg_stat_statements: a row has no queryid".into()))?;
     let text = row.text("text")?.unwrap_or_default();
     let (text, text_truncated) = cut_text(text, row.int("text_bytes")?, max_text_bytes);
@@ -699,9 +701,9 @@ mod tests {
     #[test]
     fn query_stats_flags_truncation_only_when_cut() {
         let rows = fixtures::statements(&[
-            ("3756413316754916125", "select $1", 9, 57.1),
+            (3_756_413_316_754_916_125, "select $1", 9, 57.1),
             (
-                "-1739183385080879393",
+                -1_739_183_385_080_879_393,
                 "select * from a_long_table_name",
                 5000,
                 11.6,
@@ -710,7 +712,7 @@ mod tests {
         let stats = query_stats("app", &Table::new("pss", &rows), 20).expect("maps");
         assert_eq!(stats.database, "app");
         assert_eq!(stats.queries_total, 12);
-        assert_eq!(stats.queries[0].hash, "3756413316754916125");
+        assert_eq!(stats.queries[0].hash, 3_756_413_316_754_916_125);
         assert!(!stats.queries[0].text_truncated);
         assert_eq!(stats.queries[1].text, "select * from a_long");
         assert!(stats.queries[1].text_truncated);
@@ -718,7 +720,7 @@ mod tests {
         let json = serde_json::to_value(&stats).expect("serialises");
         assert!(json["queries"][0].get("text_truncated").is_none(), "{json}");
         assert_eq!(json["queries"][1]["text_truncated"], true);
-        assert_eq!(json["queries"][1]["hash"], "-1739183385080879393");
+        assert_eq!(json["queries"][1]["hash"], -1_739_183_385_080_879_393_i64);
         let expected: BTreeSet<&str> = [
             "hash",
             "text",
@@ -746,6 +748,71 @@ mod tests {
         assert_eq!(keys(&json["queries"][0]), expected);
         assert_eq!(json["queries"][0]["total_time"], 57.1);
         assert_eq!(json["queries"][0]["blk_read_time"], 0.5);
+    }
+
+    /// The backend decodes `hash` into an `int64`: it must be a JSON integer, written with all
+    /// its digits (a float would round a 64-bit queryid; a string drops the whole item there).
+    #[test]
+    fn hash_is_an_exact_json_integer() {
+        let ids = [
+            i64::MIN,
+            i64::MAX,
+            -1,
+            0,
+            9_007_199_254_740_993, // 2^53 + 1: the first integer a float64 cannot hold
+            3_756_413_316_754_916_125,
+        ];
+        let queries: Vec<_> = ids.iter().map(|&id| (id, "select 1", 8, 1.0)).collect();
+        let rows = fixtures::statements(&queries);
+        let stats = query_stats("app", &Table::new("pss", &rows), 4096).expect("maps");
+        let text = serde_json::to_string(&stats).expect("serialises");
+        for id in ids {
+            assert!(text.contains(&format!("\"hash\":{id},")), "{id} in {text}");
+        }
+        let json: Value = serde_json::from_str(&text).expect("parses");
+        for (query, id) in json["queries"].as_array().expect("queries").iter().zip(ids) {
+            assert_eq!(query["hash"].as_i64(), Some(id));
+        }
+    }
+
+    /// Every `int64` field of the backend's `QueryInfo` is a JSON integer or null, and every
+    /// `float64` one a number or null: never a string.
+    #[test]
+    fn query_fields_have_the_backends_go_types() {
+        let rows = fixtures::statements(&[(42, "select 1", 8, 1.0)]);
+        let stats = query_stats("app", &Table::new("pss", &rows), 4096).expect("maps");
+        let json = serde_json::to_value(&stats).expect("serialises");
+        let query = &json["queries"][0];
+        for field in [
+            "hash",
+            "calls",
+            "rows",
+            "shared_blks_hit",
+            "shared_blks_read",
+            "shared_blks_dirtied",
+            "shared_blks_written",
+            "local_blks_hit",
+            "local_blks_read",
+            "local_blks_dirtied",
+            "local_blks_written",
+            "temp_blks_read",
+            "temp_blks_written",
+        ] {
+            assert!(query[field].is_i64(), "{field}: {}", query[field]);
+        }
+        for field in [
+            "total_time",
+            "mean_time",
+            "min_time",
+            "max_time",
+            "stddev_time",
+            "blk_read_time",
+            "blk_write_time",
+        ] {
+            assert!(query[field].is_f64(), "{field}: {}", query[field]);
+        }
+        assert!(query["text"].is_string());
+        assert!(json["database"].is_string());
     }
 
     #[test]
@@ -777,7 +844,7 @@ mod tests {
 
     #[test]
     fn a_statement_without_queryid_is_refused() {
-        let mut rows = fixtures::statements(&[("1", "select 1", 8, 1.0)]);
+        let mut rows = fixtures::statements(&[(1, "select 1", 8, 1.0)]);
         rows.rows[0][0] = null();
         let err = query_stats("app", &Table::new("pss", &rows), 4096).expect_err("no hash");
         assert_eq!(err.kind(), "invalid");

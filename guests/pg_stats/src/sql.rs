@@ -284,7 +284,7 @@ pub fn statements(columns: &StatementColumns) -> String {
         blk_write_time,
     } = columns;
     format!(
-        "SELECT queryid::text AS hash, \
+        "SELECT queryid::bigint AS hash, \
 left(min(query), $2::bigint::int)::text AS text, \
 octet_length(min(query))::bigint AS text_bytes, \
 sum(calls)::bigint AS calls, \
