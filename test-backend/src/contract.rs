@@ -98,10 +98,10 @@ pub enum DecodeError {
         go_type: &'static str,
     },
     /// A `time.Time` field holding a string that is not RFC 3339.
-    #[error("Go struct field `{field}`: {input:?} is not an RFC 3339 time")]
+    #[error("struct field `{field}`: {input:?} is not an RFC 3339 time")]
     Time { field: String, input: String },
     /// A `time.Time` field holding something other than a string.
-    #[error("Go struct field `{field}` of type `time.Time` needs a JSON string, got {value}")]
+    #[error("struct field `{field}` of type `time.Time` needs a JSON string, got {value}")]
     TimeNotString { field: String, value: String },
     /// gin's validator: a field tagged `binding:"required"` holds its zero value.
     #[error(
@@ -123,8 +123,20 @@ pub struct PushRequest {
     pub timestamp: OffsetDateTime,
     pub version: String,
     pub metrics_count: i64,
+    /// The key `metrics` was read from (field names match case-insensitively); `None` when
+    /// absent or `null`.
+    metrics_key: Option<String>,
+}
+
+impl PushRequest {
     /// `metrics`: empty when absent or `null`.
-    pub metrics: Vec<Value>,
+    pub fn metrics(&self) -> &[Value] {
+        self.metrics_key
+            .as_ref()
+            .and_then(|key| self.envelope.get(key))
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// One row the real backend would insert into its query statistics table.
@@ -230,7 +242,9 @@ pub fn decode_push(body: &[u8]) -> Result<PushRequest, DecodeError> {
     let timestamp = go.time("timestamp")?;
     let version = go.string("version")?;
     let metrics_count = go.int("metrics_count", "int")?;
-    let metrics = go.list("metrics", "[]interface {}", |_, v| Ok(v.clone()))?;
+    // Type-checked only: the items stay in `envelope` rather than being copied.
+    go.list("metrics", "[]interface {}", |_, _| Ok(()))?;
+    let metrics_key = go.key_of("metrics");
     for (value, field, go_field) in [
         (collector_id.is_empty(), "collector_id", "CollectorID"),
         (hostname.is_empty(), "hostname", "Hostname"),
@@ -250,7 +264,7 @@ pub fn decode_push(body: &[u8]) -> Result<PushRequest, DecodeError> {
         timestamp: timestamp.unwrap_or_else(go_zero_time),
         version,
         metrics_count: metrics_count.unwrap_or(0),
-        metrics: metrics.unwrap_or_default(),
+        metrics_key,
         envelope,
     })
 }
@@ -258,7 +272,7 @@ pub fn decode_push(body: &[u8]) -> Result<PushRequest, DecodeError> {
 /// Runs the handler's loop over the items (step 4 of the module docs).
 pub fn process_items(request: &PushRequest) -> ItemOutcome {
     let mut outcome = ItemOutcome::default();
-    for (index, item) in request.metrics.iter().enumerate() {
+    for (index, item) in request.metrics().iter().enumerate() {
         let Value::Object(fields) = item else {
             continue;
         };
@@ -491,6 +505,19 @@ impl<'a> GoStruct<'a> {
             .collect();
         matching.sort_by_key(|(key, _)| key.as_str() == field);
         matching.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The key [`GoStruct::values`] takes the value of `field` from, if the value is an array.
+    fn key_of(&self, field: &str) -> Option<String> {
+        let wanted = go_fold(field);
+        let mut matching: Vec<&String> = self
+            .fields
+            .iter()
+            .filter(|(key, value)| go_fold(key) == wanted && value.is_array())
+            .map(|(key, _)| key)
+            .collect();
+        matching.sort_by_key(|key| key.as_str() == field);
+        matching.pop().cloned()
     }
 
     fn decode<T>(
@@ -737,7 +764,7 @@ mod tests {
         let request = decode(&envelope(json!([{"type": "sysstat"}]))).expect("decodes");
         assert_eq!(request.collector_id, "c1");
         assert_eq!(request.metrics_count, 1);
-        assert_eq!(request.metrics.len(), 1);
+        assert_eq!(request.metrics().len(), 1);
         assert_eq!(request.timestamp.unix_timestamp(), 1_793_613_600);
     }
 
@@ -837,6 +864,15 @@ mod tests {
         let request = decode(&env).expect("Go folds case");
         assert_eq!(request.collector_id, "c1");
         assert_eq!(request.hostname, "h");
+        let mut env = envelope(json!([]));
+        env.as_object_mut().map(|o| o.remove("metrics"));
+        env["METRICS"] = json!([query_item(json!([query(json!(5))]))]);
+        let outcome = process_items(&decode(&env).expect("decodes"));
+        assert_eq!(
+            outcome.stored.len(),
+            1,
+            "items under `METRICS` are processed"
+        );
         // Every spelling is decoded: a badly typed one fails even beside a good one.
         let mut env = envelope(json!([]));
         env["Hostname"] = json!(1);
