@@ -327,7 +327,10 @@ mod tests {
             .expect("statements queried");
         assert!(sql.contains("sum(total_exec_time)"), "{sql}");
         assert!(sql.contains("sum(blk_read_time)"), "{sql}");
-        assert_eq!(items[2]["queries"][0]["hash"], 3_756_413_316_754_916_125_i64);
+        assert_eq!(
+            items[2]["queries"][0]["hash"],
+            3_756_413_316_754_916_125_i64
+        );
         assert_eq!(items[1]["tables_total"], 2);
         assert_eq!(items[1]["indexes_total"], 5);
         assert_eq!(items[1]["indexes"][1]["status"], "unused");
