@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use throwaway_pg::TestCluster;
 
-use crate::measure::{Samples, human, mib, rss_bytes};
+use crate::measure::{Samples, cpu_time, human, mib, postmaster_pid, ratio, rss_bytes, server_cpu};
 use crate::report::{Report, Verdict};
 use crate::setup::{self, Loaded, Plugin};
 
@@ -57,7 +57,7 @@ pub async fn run(
         + &Plugin::Sysstat.section("1s")
         + &Plugin::Disk.section("1s");
     let ours = Loaded::new(setup::parse(&text, dir));
-    let (theirs, mine) = compare(&node, port, &ours, &["sysstat", "disk"], scrapes).await;
+    let (theirs, mine) = compare(&node, port, &ours, &["sysstat", "disk"], scrapes, None).await;
     details += &record(
         report,
         "vs prometheus-node-exporter 1.5 (same /proc and filesystem data), per collection",
@@ -87,7 +87,34 @@ pub async fn run(
         }
         .section("1s");
     let ours = Loaded::new(setup::parse(&text, dir));
-    let (theirs, mine) = compare(&exporter, port, &ours, &["pg_stats"], scrapes).await;
+    let postmaster = postmaster_pid(&cluster.data());
+    let (theirs, mine) = compare(
+        &exporter,
+        port,
+        &ours,
+        &["pg_stats"],
+        scrapes,
+        Some(postmaster),
+    )
+    .await;
+    let (their_server, my_server) = (theirs.server_cpu, mine.server_cpu);
+    report.row(
+        &format!(
+            "pg_stats: PostgreSQL's CPU per collection vs prometheus-postgres-exporter's, database `{database}`"
+        ),
+        "≤ postgres_exporter's",
+        &format!(
+            "{} vs {} for theirs ({:+.0} %)",
+            human(my_server),
+            human(their_server),
+            (ratio(my_server, their_server) - 1.0) * 100.0
+        ),
+        if my_server <= their_server {
+            Verdict::Met
+        } else {
+            Verdict::Missed
+        },
+    );
     details += &record(
         report,
         &format!(
@@ -103,7 +130,10 @@ pub async fn run(
         &format!(
             "Alternating one scrape of the exporter's /metrics with one sandboxed run of ours, \
              {scrapes} times each. CPU is per collection, from the process's utime + stime over \
-             all of them (10 ms ticks); our process also runs the benchmark's own loop. The \
+             all of them (10 ms ticks); our process also runs the benchmark's own loop. \
+             PostgreSQL's CPU is that of all the server's processes (backends, parallel workers, \
+             exited children, background processes) over the same collections, so autovacuum \
+             and the checkpointer land on either side by chance. The \
              exporters answer over HTTP with Prometheus text, we return validated JSON; the data \
              overlap but are not identical (postgres_exporter reports settings and per-database \
              counters, pg_stats also top tables, indexes and statements).\n\n{details}"
@@ -114,6 +144,8 @@ pub async fn run(
 struct Measured {
     wall: Samples,
     cpu: Duration,
+    /// PostgreSQL's CPU per collection (zero when no server is involved).
+    server_cpu: Duration,
     bytes: usize,
     /// The exporter's RSS after the scrapes (ours is in the steady-RSS section).
     rss: u64,
@@ -139,16 +171,25 @@ fn record(
         ),
         Verdict::Measured,
     );
+    let server = |m: &Measured| {
+        if m.server_cpu.is_zero() {
+            String::new()
+        } else {
+            format!(", PostgreSQL's CPU {}", human(m.server_cpu))
+        }
+    };
     format!(
-        "- {theirs_name}: wall {}, CPU {} per scrape, {} bytes of text, RSS {}\n\
-         - ours, {ours_name}: wall {}, CPU {} per collection, {} bytes of JSON (the agent's \
+        "- {theirs_name}: wall {}, CPU {} per scrape{}, {} bytes of text, RSS {}\n\
+         - ours, {ours_name}: wall {}, CPU {} per collection{}, {} bytes of JSON (the agent's \
          RSS: see Steady RSS)\n",
         theirs.wall.describe(),
         human(theirs.cpu),
+        server(theirs),
         theirs.bytes,
         mib(theirs.rss),
         mine.wall.describe(),
         human(mine.cpu),
+        server(mine),
         mine.bytes,
     )
 }
@@ -159,7 +200,9 @@ async fn compare(
     ours: &Loaded,
     plugins: &[&str],
     scrapes: usize,
+    postmaster: Option<u32>,
 ) -> (Measured, Measured) {
+    let server = || postmaster.map_or(Duration::ZERO, server_cpu);
     let started = Instant::now();
     while test_backend::agent_get(port, "/metrics").is_none() {
         assert!(
@@ -175,18 +218,20 @@ async fn compare(
     }
     let (mut theirs, mut mine) = (Samples::default(), Samples::default());
     let (mut their_cpu, mut my_cpu) = (Duration::ZERO, Duration::ZERO);
+    let (mut their_server, mut my_server) = (Duration::ZERO, Duration::ZERO);
     let (mut their_bytes, mut my_bytes) = (0, 0);
     for _ in 0..scrapes {
-        let cpu = cpu_time(exporter.id());
+        let (cpu, server_before) = (cpu_time(exporter.id()), server());
         let at = Instant::now();
         let body = test_backend::agent_get(port, "/metrics").expect("scrape");
         theirs.push(at.elapsed());
         their_cpu += cpu_time(exporter.id()) - cpu;
+        their_server += server().saturating_sub(server_before);
         their_bytes = body.len();
 
         // Run and validation, as everywhere in this suite; saving the state afterwards is not
         // counted (CPU time includes it).
-        let cpu = cpu_time(std::process::id());
+        let (cpu, server_before) = (cpu_time(std::process::id()), server());
         let mut wall = Duration::ZERO;
         my_bytes = 0;
         for name in plugins {
@@ -196,43 +241,25 @@ async fn compare(
         }
         mine.push(wall);
         my_cpu += cpu_time(std::process::id()) - cpu;
+        my_server += server().saturating_sub(server_before);
     }
     let n = scrapes.max(1) as u32;
     (
         Measured {
             wall: theirs,
             cpu: their_cpu / n,
+            server_cpu: their_server / n,
             bytes: their_bytes,
             rss: rss_bytes(exporter.id()),
         },
         Measured {
             wall: mine,
             cpu: my_cpu / n,
+            server_cpu: my_server / n,
             bytes: my_bytes,
             rss: 0,
         },
     )
-}
-
-/// utime + stime of a process.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may contain spaces and parentheses; the fields after it do not.
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split(' ').collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 counting `state` as 0.
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let ticks = field(11) + field(12);
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_micros(ticks * 1_000_000 / per_second)
 }
 
 fn stop(mut child: Child) {

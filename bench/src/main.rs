@@ -5,7 +5,9 @@
 //! `pganalytics-bench --agent PATH [--quick] [--out FILE]`: `--agent` is the release
 //! `pganalytics` binary (the agent benchmarks run it as operators do); `--quick` shrinks every
 //! size and count for a smoke run of the suite itself (its numbers are not the ones to quote);
-//! `--only collect|logs|cycle|scale|compare|cold|rss` runs one part and prints it.
+//! `--only collect|logs|cycle|scale|compare|cold|rss` (or several, comma-separated, e.g.
+//! `scale,compare` to compare with postgres_exporter on the large database) runs those parts and
+//! prints them.
 
 mod agent;
 mod compare;
@@ -74,7 +76,7 @@ fn main() {
             "--out" => out = args.next().map(PathBuf::from).expect("--out FILE"),
             other => {
                 eprintln!(
-                    "usage: pganalytics-bench --agent PATH [--quick] [--out FILE] [--only SECTION] (not {other:?})"
+                    "usage: pganalytics-bench --agent PATH [--quick] [--out FILE] [--only SECTION[,SECTION...]] (not {other:?})"
                 );
                 std::process::exit(2);
             }
@@ -99,7 +101,10 @@ fn main() {
             std::fs::create_dir_all(&path).expect("bench dir");
             path
         };
-        let wants = |section: &str| only.as_deref().is_none_or(|o| o == section);
+        let wants = |section: &str| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|part| part.trim() == section))
+        };
         if wants("collect") {
             eprintln!("bench: per-plugin collect, sandboxed vs native");
             sandbox::run(&mut report, &part("collect"), plan.collect_iterations).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use throwaway_pg::TestCluster;
 
-use crate::measure::{Samples, human};
+use crate::measure::{Samples, human, postmaster_pid, server_cpu};
 use crate::report::{Report, Verdict};
 use crate::setup::{self, Loaded, Plugin};
 
@@ -138,25 +138,38 @@ pub async fn scale(
         }
         .section("1s");
     let loaded = Loaded::new(setup::parse(&text, dir));
+    let postmaster = postmaster_pid(&cluster.data());
+    // One run to warm the connection and the server's catalog caches, as every later cycle of
+    // a running agent finds them.
+    loaded.collect("pg_stats").await;
     let mut wall = Samples::default();
     let mut server = Samples::default();
+    let mut server_cpu_total = Duration::ZERO;
     let mut payload = 0;
     for _ in 0..runs {
+        let before = server_cpu(postmaster);
         let (accepted, time) = loaded.collect("pg_stats").await;
+        server_cpu_total += server_cpu(postmaster).saturating_sub(before);
         wall.push(time);
         server.push(accepted.timing.postgres);
         payload = serde_json::to_string(&accepted.items)
             .expect("items serialise")
             .len();
     }
-    let met = wall.median() <= Duration::from_secs(1) && payload < 4 << 20;
+    let server_cpu_per_run = server_cpu_total / runs.max(1) as u32;
+    let met = wall.median() <= Duration::from_millis(150) && payload < 4 << 20;
     report.row(
         &format!(
             "pg_stats on a database with {tables} tables and {} indexes",
             indexes.trim()
         ),
-        "≤ 1 s per cycle, bounded payload",
-        &format!("{}, {} KiB payload", human(wall.median()), payload / 1024),
+        "≤ 150 ms per cycle, bounded payload",
+        &format!(
+            "{}, PostgreSQL's CPU {} per cycle, {} KiB payload",
+            human(wall.median()),
+            human(server_cpu_per_run),
+            payload / 1024
+        ),
         if met { Verdict::Met } else { Verdict::Missed },
     );
     report.section(
@@ -165,11 +178,13 @@ pub async fn scale(
             "Database `scale`: {tables} tables with a primary key and one more index each, 100 of \
              them with rows and analyzed (created in {}). The plugin's defaults: top 100 tables, \
              indexes and statements.\n\n- run (along the agent's path): {}\n- of which inside \
-             `postgres` host calls: {}\n- payload: {payload} bytes (bounded by the top-N settings, \
-             not by the number of tables)\n",
+             `postgres` host calls: {}\n- PostgreSQL's CPU per run (all server processes, \
+             {runs} runs after one warm-up, 10 ms ticks): {}\n- payload: {payload} bytes \
+             (bounded by the top-N settings, not by the number of tables)\n",
             human(created),
             wall.describe(),
-            server.describe()
+            server.describe(),
+            human(server_cpu_per_run)
         ),
     );
 }

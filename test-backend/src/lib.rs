@@ -8,12 +8,31 @@
 //! | --- | --- | --- |
 //! | `POST /api/v1/collectors/register` (header `X-Registration-Secret`, body `{name, hostname, address?, version?}`) | 200 `{collector_id, token, certificate, private_key, expires_at}` | 401 secret missing, 403 secret wrong, 400 bad body |
 //! | `POST /api/v1/collectors/refresh-token` (`Authorization: Bearer <valid token>`) | 200 `{token, expires_at}` | 401 |
-//! | `POST /api/v1/metrics/push` (Bearer, `Content-Type: application/json`, optional `Content-Encoding: gzip`) | 201 (configurable) `{status, metrics_count}`; the envelope is recorded | 401 bad/expired/revoked token, 400 invalid envelope / gzip / content type / collector id mismatch / rejected by a test predicate, 413 too large |
+//! | `POST /api/v1/metrics/push` (Bearer, `Content-Type: application/json`, a plain JSON body; gzip only with [`BackendConfig::accept_gzip`]) | 200 (configurable) `{status: "success", collector_id, metrics_inserted, ...}`; the envelope is recorded, `pg_query_stats` rows stored or dropped as the real backend would | 401 bad/expired/revoked token or collector id mismatch, 400 body the real backend cannot decode (a gzip body included) / envelope against DESIGN.md / content type / rejected by a test predicate, 413 too large, 500 a metric whose `type` is not a string (with `contract_checks` off) |
 //! | `GET /api/v1/config/{collector_id}` (Bearer) | 200, TOML text, header `X-Config-Version` | 401 bad token, 403 token of another collector, 404 no config set |
 //! | `GET /health` | 200 `{"status":"ok"}` | |
 //!
-//! Every error body is JSON `{"error": "..."}`; bad request data never panics the server.
+//! Every error body is JSON with an `"error"` string (push errors the real backend would give
+//! also carry its `code`, `message` and `details`); bad request data never panics the server.
 //! HTTP/1.1 and HTTP/2 are both served (ALPN `h2`, `http/1.1`).
+//!
+//! # The push contract
+//! A push is decoded the way the real backend's Go handler decodes it, rule for rule: see
+//! [`contract`], which describes that handler (torresglauco/pganalytics-v3,
+//! `handleMetricsPush`). In short: it does not decode `Content-Encoding: gzip` (a gzip body
+//! answers 400; [`BackendConfig::accept_gzip`] is the lenient mode for tests that need it);
+//! the envelope's fields must have their Go types (`collector_id`, `hostname`, `version`
+//! strings, `timestamp` RFC 3339, `metrics_count` an integer, `metrics` an array), else 400;
+//! a token for another collector is 401; of the items it stores only `pg_query_stats`, decoding
+//! each into Go structs (`queries[].hash` an `int64`, counters `int64`, times `float64`), and an
+//! item that does not decode is dropped while the push still answers 200. Stored rows are in
+//! [`TestBackend::query_stats`], dropped items in [`TestBackend::dropped_items`]: a test that
+//! pushes query statistics should check that nothing was dropped.
+//!
+//! On top of the real decoding, with [`BackendConfig::contract_checks`] (the default), the
+//! checks of DESIGN.md that the real backend does not make: `Content-Type: application/json`,
+//! a known `Content-Encoding`, and [`validate_envelope`] (count equal to the array, UTC
+//! timestamp, every item an object with a string `type` and an RFC 3339 `timestamp`).
 //!
 //! # Tokens
 //! HS256 JWTs signed with [`BackendConfig::jwt_secret`], claims `collector_id, hostname,
@@ -58,6 +77,7 @@
 //! # }
 //! ```
 
+pub mod contract;
 mod pki;
 mod server;
 mod tokens;
@@ -73,6 +93,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use contract::{DecodeError, DropReason, DroppedItem, StoredQueryStat};
 pub use pki::Pki;
 pub use server::validate_envelope;
 pub use tokens::{access_claims, sign_hs256};
@@ -107,8 +128,14 @@ pub struct BackendConfig {
     /// Require `type:"access"`, `sub:"collector:<collector_id>"` and `iat` in tokens
     /// (signature, `exp`, `nbf` and `collector_id` are always checked). Default true.
     pub strict_claims: bool,
-    /// Status of an accepted push: 201 (default) or 200.
+    /// Status of an accepted push: 200 (default, the real backend's) or 201.
     pub push_success_status: u16,
+    /// Lenient mode: gunzip bodies sent with `Content-Encoding: gzip`. The real backend does
+    /// not, so by default a gzip body is decoded as it is and answers 400 (default false).
+    pub accept_gzip: bool,
+    /// Also enforce DESIGN.md's stricter rules (content type, known encoding,
+    /// [`validate_envelope`]); false leaves exactly the real backend's decoding (default true).
+    pub contract_checks: bool,
     /// Limit of a request body, compressed and after gunzip (413 beyond). Default 64 MiB.
     pub max_body_bytes: usize,
     /// Certificates to reuse (e.g. from [`TestBackend::pki`] of an earlier instance);
@@ -126,7 +153,9 @@ impl Default for BackendConfig {
             tls12_only: false,
             accept_unregistered: true,
             strict_claims: true,
-            push_success_status: 201,
+            push_success_status: 200,
+            accept_gzip: false,
+            contract_checks: true,
             max_body_bytes: 64 << 20,
             pki: None,
         }
@@ -150,6 +179,10 @@ pub struct RecordedBatch {
     pub headers: Vec<(String, String)>,
     /// When it arrived.
     pub received_at: SystemTime,
+    /// `pg_query_stats` rows the real backend would have stored from this batch.
+    pub stored_rows: usize,
+    /// `pg_query_stats` items the real backend would have dropped (while answering 2xx).
+    pub dropped_items: Vec<DroppedItem>,
 }
 
 impl RecordedBatch {
@@ -242,6 +275,8 @@ pub(crate) type Predicate = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 #[derive(Default)]
 pub(crate) struct State {
     pub batches: Vec<RecordedBatch>,
+    /// Rows stored from every push, including those of a push that then answered 500.
+    pub query_stats: Vec<StoredQueryStat>,
     pub requests: Vec<RecordedRequest>,
     pub registrations: Vec<Registration>,
     pub tls_failures: Vec<TlsFailure>,
@@ -526,6 +561,23 @@ impl TestBackend {
             .collect()
     }
 
+    /// The `pg_query_stats` rows the real backend would have stored, in order (see
+    /// [`contract`]: the hash is the queryid after Go's trip through `float64`).
+    pub fn query_stats(&self) -> Vec<StoredQueryStat> {
+        self.shared.lock().query_stats.clone()
+    }
+
+    /// The `pg_query_stats` items of accepted batches that the real backend would have dropped
+    /// (it answers 200 all the same): `(batch index, item)`. Empty is what a test wants.
+    pub fn dropped_items(&self) -> Vec<(usize, DroppedItem)> {
+        let st = self.shared.lock();
+        st.batches
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.dropped_items.iter().map(move |d| (i, d.clone())))
+            .collect()
+    }
+
     /// Every answered request in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
@@ -541,11 +593,12 @@ impl TestBackend {
         self.shared.lock().tls_failures.clone()
     }
 
-    /// Forgets recorded batches, requests, registrations and TLS failures (settings, faults and
-    /// known collectors stay).
+    /// Forgets recorded batches, stored rows, requests, registrations and TLS failures
+    /// (settings, faults and known collectors stay).
     pub fn clear_records(&self) {
         let mut st = self.shared.lock();
         st.batches.clear();
+        st.query_stats.clear();
         st.requests.clear();
         st.registrations.clear();
         st.tls_failures.clear();

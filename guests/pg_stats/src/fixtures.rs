@@ -140,8 +140,6 @@ pub fn database(statements_version: Option<&str>) -> Rows {
             "tuples_inserted",
             "tuples_updated",
             "tuples_deleted",
-            "tables_total",
-            "indexes_total",
             "pg_stat_statements_version",
         ],
         vec![vec![
@@ -153,8 +151,6 @@ pub fn database(statements_version: Option<&str>) -> Rows {
             int(10_289),
             int(25),
             int(142),
-            int(2),
-            int(3),
             statements_version.map_or(null(), text),
         ]],
     )
@@ -175,6 +171,7 @@ pub fn tables() -> Rows {
             "last_autoanalyze",
             "vacuum_count",
             "autovacuum_count",
+            "tables_total",
         ],
         vec![
             vec![
@@ -190,6 +187,7 @@ pub fn tables() -> Rows {
                 text("2026-11-27T00:28:46.61872Z"),
                 int(0),
                 int(1),
+                int(2),
             ],
             vec![
                 text("public"),
@@ -204,6 +202,7 @@ pub fn tables() -> Rows {
                 null(),
                 int(0),
                 int(0),
+                int(2),
             ],
         ],
     )
@@ -222,6 +221,7 @@ pub fn indexes() -> Rows {
             boolean(valid),
             boolean(unique),
             boolean(primary),
+            int(5),
         ]
     };
     rows(
@@ -236,6 +236,7 @@ pub fn indexes() -> Rows {
             "is_valid",
             "is_unique",
             "is_primary",
+            "indexes_total",
         ],
         vec![
             index("t1_vu", 0, true, true, false),
@@ -247,8 +248,8 @@ pub fn indexes() -> Rows {
     )
 }
 
-/// pg_stat_statements rows: `(hash, text, whole text's bytes, total_time)`.
-pub fn statements(queries: &[(&str, &str, i64, f64)]) -> Rows {
+/// pg_stat_statements rows: `(queryid, text, whole text's bytes, total_time)`.
+pub fn statements(queries: &[(i64, &str, i64, f64)]) -> Rows {
     let columns = [
         "hash",
         "text",
@@ -279,7 +280,7 @@ pub fn statements(queries: &[(&str, &str, i64, f64)]) -> Rows {
         .iter()
         .map(|&(hash, query, bytes, total_time)| {
             let mut row = vec![
-                text(hash),
+                int(hash),
                 text(query),
                 int(bytes),
                 int(3),
@@ -318,8 +319,8 @@ pub fn healthy(_database: &str, statement: &str, _params: &[Value]) -> Result<Ro
         Ok(indexes())
     } else if statement.contains("FROM pg_stat_statements") {
         Ok(statements(&[
-            ("3756413316754916125", "select $1", 9, 57.1),
-            ("-1739183385080879393", "analyze t1", 10, 11.6),
+            (3_756_413_316_754_916_125, "select $1", 9, 57.1),
+            (-1_739_183_385_080_879_393, "analyze t1", 10, 11.6),
         ]))
     } else {
         panic!("unexpected statement: {statement}")

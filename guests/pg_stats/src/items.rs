@@ -21,10 +21,6 @@ pub struct DatabaseCounters {
     pub tuples_inserted: Option<i64>,
     pub tuples_updated: Option<i64>,
     pub tuples_deleted: Option<i64>,
-    /// All user tables of the database; `tables` holds only the largest `top_tables`.
-    pub tables_total: Option<i64>,
-    /// All user indexes of the database; `indexes` holds only the largest `top_indexes`.
-    pub indexes_total: Option<i64>,
 }
 
 /// The database counters, and the installed pg_stat_statements version (`None` when the
@@ -40,8 +36,6 @@ pub fn database_counters(table: &Table) -> Result<(DatabaseCounters, Option<Stri
         tuples_inserted: row.int("tuples_inserted")?,
         tuples_updated: row.int("tuples_updated")?,
         tuples_deleted: row.int("tuples_deleted")?,
-        tables_total: row.int("tables_total")?,
-        indexes_total: row.int("indexes_total")?,
     };
     Ok((counters, row.text("pg_stat_statements_version")?))
 }
@@ -66,9 +60,25 @@ pub struct TableStats {
     pub autovacuum_count: Option<i64>,
 }
 
-/// The tables of [`crate::sql::TABLES`], largest first as the server ordered them.
-pub fn tables(table: &Table) -> Result<Vec<TableStats>, Error> {
-    table.rows().map(|row| table_stats(&row)).collect()
+/// The first `keep` tables of [`crate::sql::TABLES`], largest first as the server ordered
+/// them, and the number of user tables (0 when the statement returned no row, which it does
+/// only when there is none).
+pub fn tables(table: &Table, keep: usize) -> Result<(Vec<TableStats>, i64), Error> {
+    let total = total(table, "tables_total")?;
+    let tables = table
+        .rows()
+        .take(keep)
+        .map(|row| table_stats(&row))
+        .collect::<Result<_, _>>()?;
+    Ok((tables, total))
+}
+
+/// The count every row of a ranking statement carries in `column`.
+fn total(table: &Table, column: &str) -> Result<i64, Error> {
+    match table.rows().next() {
+        Some(row) => Ok(row.int(column)?.unwrap_or(0)),
+        None => Ok(0),
+    }
 }
 
 fn table_stats(row: &Row) -> Result<TableStats, Error> {
@@ -130,9 +140,16 @@ pub fn index_status(valid: bool, unique: bool, primary: bool, scans: Option<i64>
     }
 }
 
-/// The indexes of [`crate::sql::INDEXES`], largest first as the server ordered them.
-pub fn indexes(table: &Table) -> Result<Vec<IndexStats>, Error> {
-    table.rows().map(|row| index_stats(&row)).collect()
+/// The first `keep` indexes of [`crate::sql::INDEXES`], largest first as the server ordered
+/// them, and the number of user indexes.
+pub fn indexes(table: &Table, keep: usize) -> Result<(Vec<IndexStats>, i64), Error> {
+    let total = total(table, "indexes_total")?;
+    let indexes = table
+        .rows()
+        .take(keep)
+        .map(|row| index_stats(&row))
+        .collect::<Result<_, _>>()?;
+    Ok((indexes, total))
 }
 
 fn index_stats(row: &Row) -> Result<IndexStats, Error> {
@@ -160,6 +177,10 @@ pub struct DatabaseStats {
     pub database: String,
     #[serde(flatten)]
     pub counters: DatabaseCounters,
+    /// All user tables of the database; `tables` holds only the largest `top_tables`.
+    pub tables_total: i64,
+    /// All user indexes of the database; `indexes` holds only the largest `top_indexes`.
+    pub indexes_total: i64,
     pub tables: Vec<TableStats>,
     pub indexes: Vec<IndexStats>,
 }
@@ -168,8 +189,10 @@ pub struct DatabaseStats {
 /// [`crate::sql::statements`]). Times are in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueryStat {
-    /// The queryid as a decimal string (it is a signed 64-bit hash; JSON numbers lose bits).
-    pub hash: String,
+    /// The queryid, a signed 64-bit hash, written as a JSON integer: exact on the wire (never
+    /// through a float), and the `int64` the backend decodes `hash` into (a string there makes
+    /// it drop the whole item).
+    pub hash: i64,
     pub text: String,
     /// Present (and true) only when `text` was cut to `max_query_text` bytes.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -229,7 +252,7 @@ pub fn query_stats(
 
 fn query_stat(row: &Row, max_text_bytes: usize) -> Result<QueryStat, Error> {
     let hash = row
-        .text("hash")?
+        .int("hash")?
         .ok_or_else(|| Error::Invalid("pg_stat_statements: a row has no queryid".into()))?;
     let text = row.text("text")?.unwrap_or_default();
     let (text, text_truncated) = cut_text(text, row.int("text_bytes")?, max_text_bytes);
@@ -471,8 +494,6 @@ mod tests {
         assert_eq!(counters.size_bytes, Some(9_362_791));
         assert_eq!(counters.transactions_committed, Some(27));
         assert_eq!(counters.tuples_deleted, Some(142));
-        assert_eq!(counters.tables_total, Some(2));
-        assert_eq!(counters.indexes_total, Some(3));
 
         let rows = fixtures::database(None);
         let (_, version) = database_counters(&Table::new("counters", &rows)).expect("maps");
@@ -487,11 +508,15 @@ mod tests {
             fixtures::tables(),
             fixtures::indexes(),
         );
+        let (tables, tables_total) = tables(&Table::new("t", &tbl), 100).expect("maps");
+        let (indexes, indexes_total) = indexes(&Table::new("i", &idx), 100).expect("maps");
         let stats = DatabaseStats {
             database: "app".into(),
             counters: database_counters(&Table::new("c", &db)).expect("maps").0,
-            tables: tables(&Table::new("t", &tbl)).expect("maps"),
-            indexes: indexes(&Table::new("i", &idx)).expect("maps"),
+            tables_total,
+            indexes_total,
+            tables,
+            indexes,
         };
         let json = serde_json::to_value(&stats).expect("serialises");
         let expected: BTreeSet<&str> = [
@@ -544,7 +569,8 @@ mod tests {
     #[test]
     fn tables_keep_server_order_and_nulls() {
         let rows = fixtures::tables();
-        let tables = tables(&Table::new("tables", &rows)).expect("maps");
+        let (tables, total) = tables(&Table::new("tables", &rows), 100).expect("maps");
+        assert_eq!(total, 2);
         assert_eq!(tables.len(), 2);
         assert_eq!(tables[0].name.as_deref(), Some("t1"));
         assert_eq!(tables[0].size_bytes, Some(1_671_168));
@@ -587,7 +613,8 @@ mod tests {
     #[test]
     fn indexes_map_idx_columns_and_status() {
         let rows = fixtures::indexes();
-        let indexes = indexes(&Table::new("indexes", &rows)).expect("maps");
+        let (indexes, total) = indexes(&Table::new("indexes", &rows), 100).expect("maps");
+        assert_eq!(total, 5);
         let statuses: Vec<_> = indexes
             .iter()
             .map(|i| (i.name.as_deref().unwrap_or(""), i.status))
@@ -622,6 +649,7 @@ mod tests {
                 "is_valid",
                 "is_unique",
                 "is_primary",
+                "indexes_total",
             ],
             vec![vec![
                 text("s"),
@@ -634,9 +662,10 @@ mod tests {
                 null(),
                 null(),
                 boolean(false),
+                int(1),
             ]],
         );
-        let indexes = indexes(&Table::new("indexes", &rows)).expect("maps");
+        let (indexes, _) = indexes(&Table::new("indexes", &rows), 100).expect("maps");
         assert_eq!(indexes[0].status, IndexStatus::Active);
     }
 
@@ -672,9 +701,9 @@ mod tests {
     #[test]
     fn query_stats_flags_truncation_only_when_cut() {
         let rows = fixtures::statements(&[
-            ("3756413316754916125", "select $1", 9, 57.1),
+            (3_756_413_316_754_916_125, "select $1", 9, 57.1),
             (
-                "-1739183385080879393",
+                -1_739_183_385_080_879_393,
                 "select * from a_long_table_name",
                 5000,
                 11.6,
@@ -683,7 +712,7 @@ mod tests {
         let stats = query_stats("app", &Table::new("pss", &rows), 20).expect("maps");
         assert_eq!(stats.database, "app");
         assert_eq!(stats.queries_total, 12);
-        assert_eq!(stats.queries[0].hash, "3756413316754916125");
+        assert_eq!(stats.queries[0].hash, 3_756_413_316_754_916_125);
         assert!(!stats.queries[0].text_truncated);
         assert_eq!(stats.queries[1].text, "select * from a_long");
         assert!(stats.queries[1].text_truncated);
@@ -691,7 +720,7 @@ mod tests {
         let json = serde_json::to_value(&stats).expect("serialises");
         assert!(json["queries"][0].get("text_truncated").is_none(), "{json}");
         assert_eq!(json["queries"][1]["text_truncated"], true);
-        assert_eq!(json["queries"][1]["hash"], "-1739183385080879393");
+        assert_eq!(json["queries"][1]["hash"], -1_739_183_385_080_879_393_i64);
         let expected: BTreeSet<&str> = [
             "hash",
             "text",
@@ -721,6 +750,90 @@ mod tests {
         assert_eq!(json["queries"][0]["blk_read_time"], 0.5);
     }
 
+    /// The backend decodes `hash` into an `int64`: it must be a JSON integer, written with all
+    /// its digits (a float would round a 64-bit queryid; a string drops the whole item there).
+    #[test]
+    fn hash_is_an_exact_json_integer() {
+        let ids = [
+            i64::MIN,
+            i64::MAX,
+            -1,
+            0,
+            9_007_199_254_740_993, // 2^53 + 1: the first integer a float64 cannot hold
+            3_756_413_316_754_916_125,
+        ];
+        let queries: Vec<_> = ids.iter().map(|&id| (id, "select 1", 8, 1.0)).collect();
+        let rows = fixtures::statements(&queries);
+        let stats = query_stats("app", &Table::new("pss", &rows), 4096).expect("maps");
+        let text = serde_json::to_string(&stats).expect("serialises");
+        for id in ids {
+            assert!(text.contains(&format!("\"hash\":{id},")), "{id} in {text}");
+        }
+        let json: Value = serde_json::from_str(&text).expect("parses");
+        for (query, id) in json["queries"].as_array().expect("queries").iter().zip(ids) {
+            assert_eq!(query["hash"].as_i64(), Some(id));
+        }
+    }
+
+    /// Every `int64` field of the backend's `QueryInfo` is a JSON integer or null, and every
+    /// `float64` one a number or null: never a string.
+    #[test]
+    fn query_fields_have_the_backends_go_types() {
+        let rows = fixtures::statements(&[(42, "select 1", 8, 1.0)]);
+        let stats = query_stats("app", &Table::new("pss", &rows), 4096).expect("maps");
+        let json = serde_json::to_value(&stats).expect("serialises");
+        let query = &json["queries"][0];
+        for field in [
+            "hash",
+            "calls",
+            "rows",
+            "shared_blks_hit",
+            "shared_blks_read",
+            "shared_blks_dirtied",
+            "shared_blks_written",
+            "local_blks_hit",
+            "local_blks_read",
+            "local_blks_dirtied",
+            "local_blks_written",
+            "temp_blks_read",
+            "temp_blks_written",
+        ] {
+            assert!(query[field].is_i64(), "{field}: {}", query[field]);
+        }
+        for field in [
+            "total_time",
+            "mean_time",
+            "min_time",
+            "max_time",
+            "stddev_time",
+            "blk_read_time",
+            "blk_write_time",
+        ] {
+            assert!(query[field].is_f64(), "{field}: {}", query[field]);
+        }
+        assert!(query["text"].is_string());
+        assert!(json["database"].is_string());
+    }
+
+    #[test]
+    fn ranked_lists_keep_the_top_n_and_the_total() {
+        let rows = fixtures::tables();
+        let (kept, total) = tables(&Table::new("tables", &rows), 1).expect("maps");
+        assert_eq!(total, 2);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].name.as_deref(), Some("t1"));
+        // `top_tables = 0`: the statement still returns one row, for the total.
+        let (kept, total) = tables(&Table::new("tables", &rows), 0).expect("maps");
+        assert!(kept.is_empty());
+        assert_eq!(total, 2);
+        // No user table at all: no row.
+        let mut none = fixtures::indexes();
+        none.rows.clear();
+        let (kept, total) = indexes(&Table::new("indexes", &none), 10).expect("maps");
+        assert!(kept.is_empty());
+        assert_eq!(total, 0);
+    }
+
     #[test]
     fn query_stats_of_an_empty_view() {
         let rows = fixtures::statements(&[]);
@@ -731,7 +844,7 @@ mod tests {
 
     #[test]
     fn a_statement_without_queryid_is_refused() {
-        let mut rows = fixtures::statements(&[("1", "select 1", 8, 1.0)]);
+        let mut rows = fixtures::statements(&[(1, "select 1", 8, 1.0)]);
         rows.rows[0][0] = null();
         let err = query_stats("app", &Table::new("pss", &rows), 4096).expect_err("no hash");
         assert_eq!(err.kind(), "invalid");

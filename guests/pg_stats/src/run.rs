@@ -159,12 +159,20 @@ fn database_items(
         items::database_counters(&Table::new(&what("counters"), &counters))?;
     let limit = |n: u32| [SqlValue::Int(i64::from(n))];
     let tables = host.query(database, sql::TABLES, &limit(settings.top_tables))?;
-    let tables = items::tables(&Table::new(&what("tables"), &tables))?;
+    let (tables, tables_total) = items::tables(
+        &Table::new(&what("tables"), &tables),
+        settings.top_tables as usize,
+    )?;
     let indexes = host.query(database, sql::INDEXES, &limit(settings.top_indexes))?;
-    let indexes = items::indexes(&Table::new(&what("indexes"), &indexes))?;
+    let (indexes, indexes_total) = items::indexes(
+        &Table::new(&what("indexes"), &indexes),
+        settings.top_indexes as usize,
+    )?;
     let stats = DatabaseStats {
         database: database.to_owned(),
         counters,
+        tables_total,
+        indexes_total,
         tables,
         indexes,
     };
@@ -301,7 +309,7 @@ mod tests {
         assert_eq!(server_queries, ["postgres"]);
         // Defaults go to the server as the LIMITs and the text cap.
         assert_eq!(
-            params_of(&host, "FROM pg_stat_user_tables ORDER BY")
+            params_of(&host, sql::TABLES)
                 .iter()
                 .map(|p| ints(p))
                 .collect::<Vec<_>>(),
@@ -319,7 +327,12 @@ mod tests {
             .expect("statements queried");
         assert!(sql.contains("sum(total_exec_time)"), "{sql}");
         assert!(sql.contains("sum(blk_read_time)"), "{sql}");
-        assert_eq!(items[2]["queries"][0]["hash"], "3756413316754916125");
+        assert_eq!(
+            items[2]["queries"][0]["hash"],
+            3_756_413_316_754_916_125_i64
+        );
+        assert_eq!(items[1]["tables_total"], 2);
+        assert_eq!(items[1]["indexes_total"], 5);
         assert_eq!(items[1]["indexes"][1]["status"], "unused");
     }
 

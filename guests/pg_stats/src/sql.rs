@@ -5,8 +5,9 @@
 //! maps only those types to WIT values and fails a query with any other column type. Integer
 //! parameters are always declared `$n::bigint`, so the host binds every `int` as `int8`.
 //!
-//! Only catalog views and read-only functions appear here (`current_setting`,
-//! `pg_database_size`, `pg_total_relation_size`, `pg_relation_size`, `pg_is_in_recovery`,
+//! Only catalogs, catalog views and read-only functions appear here (`current_setting`,
+//! `pg_database_size`, `pg_total_relation_size`, `pg_relation_size`, the `pg_stat_get_*`
+//! counters the statistics views are made of, `pg_is_in_recovery`,
 //! `pg_postmaster_start_time`, `pg_last_xact_replay_timestamp`, `pg_current_wal_lsn`,
 //! `pg_wal_lsn_diff`, `host`); this module must never name a function that acts on the server
 //! or on other sessions. The statements need PostgreSQL 10 or later (`backend_type`, the `wal`
@@ -101,9 +102,8 @@ FROM pg_stat_replication ORDER BY application_name, pid"
     }
 }
 
-/// Database-wide counters of the connected database, one row. It also counts the user tables
-/// and indexes (so the backend can tell when the lists were cut to the top N) and reports the
-/// installed pg_stat_statements version, null when the extension is not installed here.
+/// Database-wide counters of the connected database, one row, and the installed
+/// pg_stat_statements version (null when the extension is not installed here).
 pub const DATABASE: &str = "\
 SELECT pg_database_size(d.oid)::bigint AS size_bytes, \
 s.xact_commit::bigint AS transactions_committed, \
@@ -113,36 +113,83 @@ s.tup_fetched::bigint AS tuples_fetched, \
 s.tup_inserted::bigint AS tuples_inserted, \
 s.tup_updated::bigint AS tuples_updated, \
 s.tup_deleted::bigint AS tuples_deleted, \
-(SELECT count(*) FROM pg_stat_user_tables)::bigint AS tables_total, \
-(SELECT count(*) FROM pg_stat_user_indexes)::bigint AS indexes_total, \
 (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'pg_stat_statements')::text \
 AS pg_stat_statements_version \
 FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid \
 WHERE d.datname = current_database()";
 
-/// The largest user tables by total size (heap, indexes and TOAST), at most `$1` rows.
-pub const TABLES: &str = "\
-SELECT schemaname::text AS schema, relname::text AS name, \
-n_live_tup::bigint AS live_tuples, n_dead_tup::bigint AS dead_tuples, \
-n_mod_since_analyze::bigint AS modified_since_analyze, \
-pg_total_relation_size(relid)::bigint AS size_bytes, \
-last_vacuum::timestamptz AS last_vacuum, last_autovacuum::timestamptz AS last_autovacuum, \
-last_analyze::timestamptz AS last_analyze, last_autoanalyze::timestamptz AS last_autoanalyze, \
-vacuum_count::bigint AS vacuum_count, autovacuum_count::bigint AS autovacuum_count \
-FROM pg_stat_user_tables \
-ORDER BY size_bytes DESC NULLS LAST, schema, name LIMIT $1::bigint";
+/// The schemas whose relations pg_stat_user_tables and pg_stat_user_indexes leave out
+/// (`pg_catalog`, `information_schema`, `pg_toast` and the `pg_toast_temp_N` of each session),
+/// as an array computed once per statement, so each pg_class row costs one comparison with a
+/// handful of oids.
+macro_rules! system_schemas {
+    () => {
+        "ARRAY(SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema') \
+OR nspname ~ '^pg_toast')"
+    };
+}
 
-/// The largest user indexes by their own size, at most `$1` rows, with the pg_index flags the
-/// status is computed from.
-pub const INDEXES: &str = "\
-SELECT s.schemaname::text AS schema, s.indexrelname::text AS name, s.relname::text AS \"table\", \
-s.idx_scan::bigint AS scans, s.idx_tup_read::bigint AS tuples_read, \
-s.idx_tup_fetch::bigint AS tuples_returned, \
-pg_relation_size(s.indexrelid)::bigint AS size_bytes, \
+/// The largest user tables, at most `greatest($1, 1)` rows (one at least, for the total), with
+/// `tables_total`, the number of user tables, on each row.
+///
+/// Sizing a table stats every file of its heap, TOAST table and indexes, so on a database
+/// with 10 000 tables `pg_total_relation_size` of them all costs the server about a second.
+/// The tables are therefore ranked by the size PostgreSQL recorded for their heap
+/// (`pg_class.relpages`, set by VACUUM, ANALYZE and CREATE INDEX and kept current by
+/// autovacuum), and only the top `$1` are sized, exactly; those are returned largest first by
+/// that exact total size. The cost: a table whose heap grew since it was last vacuumed or
+/// analyzed ranks by its old size, and one whose heap is small beside its TOAST data or indexes
+/// can rank below tables smaller in total.
+///
+/// The rows are pg_stat_user_tables' (user tables, materialized views, partitioned tables and
+/// TOAST tables outside the system schemas), and each counter is the statistics function that
+/// view is defined with, called for the ranked tables only.
+pub const TABLES: &str = concat!(
+    "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+pg_stat_get_live_tuples(c.oid)::bigint AS live_tuples, \
+pg_stat_get_dead_tuples(c.oid)::bigint AS dead_tuples, \
+pg_stat_get_mod_since_analyze(c.oid)::bigint AS modified_since_analyze, \
+pg_total_relation_size(c.oid)::bigint AS size_bytes, \
+pg_stat_get_last_vacuum_time(c.oid)::timestamptz AS last_vacuum, \
+pg_stat_get_last_autovacuum_time(c.oid)::timestamptz AS last_autovacuum, \
+pg_stat_get_last_analyze_time(c.oid)::timestamptz AS last_analyze, \
+pg_stat_get_last_autoanalyze_time(c.oid)::timestamptz AS last_autoanalyze, \
+pg_stat_get_vacuum_count(c.oid)::bigint AS vacuum_count, \
+pg_stat_get_autovacuum_count(c.oid)::bigint AS autovacuum_count, \
+c.tables_total::bigint AS tables_total \
+FROM (SELECT c.oid, c.relname, c.relnamespace, count(*) OVER () AS tables_total \
+FROM pg_class c WHERE c.relkind IN ('r', 't', 'm', 'p') AND c.relnamespace <> ALL (",
+    system_schemas!(),
+    ") ORDER BY c.relpages DESC, c.oid LIMIT greatest($1::bigint, 1)) c \
+JOIN pg_namespace n ON n.oid = c.relnamespace \
+ORDER BY size_bytes DESC NULLS LAST, schema, name"
+);
+
+/// The largest user indexes, at most `greatest($1, 1)` rows, with `indexes_total`, the number
+/// of user indexes, on each row, and the pg_index flags the status is computed from.
+///
+/// Ranked like [`TABLES`]: by the index's recorded `pg_class.relpages`, and only the top `$1`
+/// are sized (`pg_relation_size`, exact) and returned, largest first by that size. The rows are
+/// pg_stat_user_indexes' (indexes of tables, materialized views and TOAST tables outside the
+/// system schemas, `relkind = 'i'`; an index lives in its table's schema), with that view's
+/// statistics functions.
+pub const INDEXES: &str = concat!(
+    "SELECT n.nspname::text AS schema, c.relname::text AS name, t.relname::text AS \"table\", \
+pg_stat_get_numscans(c.oid)::bigint AS scans, \
+pg_stat_get_tuples_returned(c.oid)::bigint AS tuples_read, \
+pg_stat_get_tuples_fetched(c.oid)::bigint AS tuples_returned, \
+pg_relation_size(c.oid)::bigint AS size_bytes, \
 i.indisvalid::bool AS is_valid, i.indisunique::bool AS is_unique, \
-i.indisprimary::bool AS is_primary \
-FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
-ORDER BY size_bytes DESC NULLS LAST, schema, name LIMIT $1::bigint";
+i.indisprimary::bool AS is_primary, \
+c.indexes_total::bigint AS indexes_total \
+FROM (SELECT c.oid, c.relname, c.relnamespace, count(*) OVER () AS indexes_total \
+FROM pg_class c WHERE c.relkind = 'i' AND c.relnamespace <> ALL (",
+    system_schemas!(),
+    ") ORDER BY c.relpages DESC, c.oid LIMIT greatest($1::bigint, 1)) c \
+JOIN pg_index i ON i.indexrelid = c.oid JOIN pg_class t ON t.oid = i.indrelid \
+JOIN pg_namespace n ON n.oid = c.relnamespace \
+ORDER BY size_bytes DESC NULLS LAST, schema, name"
+);
 
 /// The column names of one pg_stat_statements view layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,7 +284,7 @@ pub fn statements(columns: &StatementColumns) -> String {
         blk_write_time,
     } = columns;
     format!(
-        "SELECT queryid::text AS hash, \
+        "SELECT queryid::bigint AS hash, \
 left(min(query), $2::bigint::int)::text AS text, \
 octet_length(min(query))::bigint AS text_bytes, \
 sum(calls)::bigint AS calls, \
