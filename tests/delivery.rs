@@ -207,6 +207,7 @@ fn ticker(name: &str, interval: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn registers_pushes_over_mtls_refreshes_and_reports_health() {
     let backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
         require_client_cert: true,
         token_lifetime: Duration::from_secs(6),
         ..BackendConfig::default()
@@ -299,7 +300,11 @@ async fn registers_pushes_over_mtls_refreshes_and_reports_health() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outage_loses_and_repeats_nothing_and_retry_after_is_honoured() {
-    let mut backend = TestBackend::start(BackendConfig::default()).await;
+    let mut backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     let setup = Setup::new(&backend);
     let config = setup.config(
         &backend.url(),
@@ -373,7 +378,11 @@ async fn an_outage_loses_and_repeats_nothing_and_retry_after_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_any_moment_loses_no_spooled_batch() {
-    let backend = TestBackend::start(BackendConfig::default()).await;
+    let backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     // Pushes stay in flight a while, so kills land during pushes too.
     backend.set_push_delay(Some(Duration::from_millis(30)));
     let setup = Setup::new(&backend);
@@ -442,7 +451,11 @@ async fn sigkill_at_any_moment_loses_no_spooled_batch() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_spool_drops_the_oldest_counts_it_and_keeps_running() {
-    let mut backend = TestBackend::start(BackendConfig::default()).await;
+    let mut backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     let setup = Setup::new(&backend);
     backend.stop().await;
     let port = free_loopback_port();
@@ -491,7 +504,11 @@ async fn a_full_spool_drops_the_oldest_counts_it_and_keeps_running() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rejected_batch_is_set_aside_and_later_ones_still_arrive() {
-    let backend = TestBackend::start(BackendConfig::default()).await;
+    let backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     backend.reject_batches_where(|envelope| envelope["metrics"][0]["seq"] == 2);
     let setup = Setup::new(&backend);
     let config = setup.config(
@@ -526,7 +543,11 @@ async fn a_rejected_batch_is_set_aside_and_later_ones_still_arrive() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_token_leads_to_registering_again_without_losing_batches() {
-    let backend = TestBackend::start(BackendConfig::default()).await;
+    let backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     let setup = Setup::new(&backend);
     let config = setup.config(
         &backend.url(),
@@ -565,8 +586,16 @@ async fn a_revoked_token_leads_to_registering_again_without_losing_batches() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_problems_are_named_data_is_kept_and_sighup_applies_the_fix() {
     // A backend whose CA the agent does not have.
-    let backend = TestBackend::start(BackendConfig::default()).await;
-    let other = TestBackend::start(BackendConfig::default()).await;
+    let backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
+    let other = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     let setup = Setup::new(&backend);
     std::fs::write(setup.path("ca.pem"), other.ca_pem()).unwrap();
     let config = setup.config(
@@ -613,6 +642,7 @@ async fn tls_problems_are_named_data_is_kept_and_sighup_applies_the_fix() {
 
     // A TLS 1.2-only backend against the default TLS 1.3 minimum.
     let old = TestBackend::start(BackendConfig {
+        accept_gzip: true,
         tls12_only: true,
         ..BackendConfig::default()
     })
@@ -658,7 +688,11 @@ fn agent_log_mentions_the_fix(setup: &Setup) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pulled_config_changes_intervals_and_disables_plugins_live_and_bad_ones_are_refused() {
-    let backend = TestBackend::start(BackendConfig::default()).await;
+    let backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     let setup = Setup::new(&backend);
     let plugins = format!(
         "{}{}",
@@ -730,7 +764,11 @@ async fn a_pulled_config_changes_intervals_and_disables_plugins_live_and_bad_one
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_swapped_plugin_file_is_verified_and_a_bad_one_leaves_the_old_running() {
-    let backend = TestBackend::start(BackendConfig::default()).await;
+    let backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     let setup = Setup::new(&backend);
     let file = setup.path("ticker.wasm");
     std::fs::copy(wasm("ticker"), &file).unwrap();
@@ -771,7 +809,11 @@ async fn a_swapped_plugin_file_is_verified_and_a_bad_one_leaves_the_old_running(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_swapped_plugin_file_with_a_bad_signature_is_refused_and_the_old_keeps_running() {
     use pganalytics::plugin::signature::{SecretKey, SignatureFile, signature_path};
-    let backend = TestBackend::start(BackendConfig::default()).await;
+    let backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     let setup = Setup::new(&backend);
     let key = SecretKey::generate("release").unwrap();
     std::fs::write(setup.path("release.pub"), key.public().to_file_text()).unwrap();

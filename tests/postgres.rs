@@ -191,7 +191,10 @@ async fn pg_stats_matches_sql_across_databases_grants_and_a_restart() {
         .unwrap();
     assert_eq!(counted["calls"].as_i64().unwrap(), expected_calls);
     let queryid = cluster.psql("app1", "SELECT queryid FROM pg_stat_statements WHERE query LIKE 'SELECT count(*) FROM orders WHERE customer =%' LIMIT 1");
-    assert_eq!(counted["hash"], queryid.as_str());
+    assert_eq!(
+        counted["hash"].as_i64(),
+        Some(queryid.parse::<i64>().unwrap())
+    );
     let server = items
         .iter()
         .find(|i| i["type"] == "pg_server")
@@ -226,6 +229,75 @@ async fn pg_stats_matches_sql_across_databases_grants_and_a_restart() {
             .keys()
             .collect::<Vec<_>>(),
         ["app1", "app2", "postgres"]
+    );
+}
+
+/// What pg_stats sends is what the real backend stores: pushed as it is to a stand-in that
+/// decodes like the backend's Go handler, no pg_query_stats item is dropped and each query is a
+/// row whose hash is the queryid as Go keeps it (through a float64).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_query_stats_are_stored_by_a_backend_that_decodes_like_the_real_one() {
+    let cluster = TestCluster::start(&[]);
+    setup_databases(&cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pg_stats_config(&cluster, dir.path(), "[\"app1\", \"app2\"]");
+    let host = host(&config);
+    let collection = pipeline::collect_once(&config, &host, &[]).await;
+    let items = accepted(&collection);
+    let sent: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["type"] == "pg_query_stats")
+        .flat_map(|i| i["queries"].as_array().unwrap())
+        .collect();
+    assert!(!sent.is_empty());
+
+    let backend = test_backend::TestBackend::start(test_backend::BackendConfig::default()).await;
+    let ca = reqwest::Certificate::from_pem(backend.ca_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let token = backend.issue_token(
+        &collection.envelope.collector_id,
+        std::time::Duration::from_secs(60),
+    );
+    let response = client
+        .post(format!("{}/api/v1/metrics/push", backend.url()))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&collection.envelope).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(backend.dropped_items(), []);
+    assert_eq!(answer["metrics_inserted"], sent.len());
+
+    let stored = backend.query_stats();
+    assert_eq!(stored.len(), sent.len());
+    for (row, query) in stored.iter().zip(&sent) {
+        let hash = query["hash"].as_i64().unwrap();
+        assert_eq!(
+            Some(row.hash),
+            test_backend::contract::go_int64_after_float(hash)
+        );
+        assert_eq!(row.calls, query["calls"].as_i64().unwrap());
+        assert_eq!(row.text, query["text"].as_str().unwrap());
+        assert_eq!(row.database, "app1");
+    }
+    let queryid: i64 = cluster
+        .psql("app1", "SELECT queryid FROM pg_stat_statements WHERE query LIKE 'SELECT count(*) FROM orders WHERE customer =%' LIMIT 1")
+        .parse()
+        .unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|r| Some(r.hash) == test_backend::contract::go_int64_after_float(queryid)),
+        "the repeated count(*) query is stored"
     );
 }
 

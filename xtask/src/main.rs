@@ -58,7 +58,17 @@ fn root() -> PathBuf {
 }
 
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // `cargo run` set these for xtask itself; inherited, they differ from what a plain build
+    // sees, and build scripts that watch them (ring's) rerun on every xtask command.
+    for var in [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_PKG_NAME",
+    ] {
+        command.env_remove(var);
+    }
+    command
 }
 
 fn run(what: &str, command: &mut Command) -> Result<(), String> {
@@ -252,7 +262,13 @@ async fn run_agent(
     soak: Option<&throwaway_pg::TestCluster>,
 ) -> Result<(), String> {
     use test_backend::{BackendConfig, TestBackend};
-    let backend = TestBackend::start(BackendConfig::default()).await;
+    // The sender sends gzip; the real backend (and so the test backend by default) does not
+    // decode it. Until the sender falls back by itself, this backend accepts gzip.
+    let backend = TestBackend::start(BackendConfig {
+        accept_gzip: true,
+        ..BackendConfig::default()
+    })
+    .await;
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, bytes)
@@ -506,15 +522,21 @@ fn is_libclang_name(name: &str) -> bool {
 /// directory, in any `/usr/lib/llvm-*/lib/clang/*/include`.
 fn has_clang_headers(dir: &Path) -> bool {
     let mut roots = vec![dir.join("clang")];
-    for entry in std::fs::read_dir("/usr/lib").into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if entry.file_name().to_string_lossy().starts_with("llvm-") {
             roots.push(entry.path().join("lib/clang"));
         }
     }
     roots.iter().any(|root| {
-        std::fs::read_dir(root).into_iter().flatten().flatten().any(|version| {
-            version.path().join("include/stddef.h").is_file()
-        })
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|version| version.path().join("include/stddef.h").is_file())
     })
 }
 
@@ -617,12 +639,24 @@ mod tests {
 
     #[test]
     fn libclang_names_are_what_clang_sys_loads() {
-        for name in ["libclang.so", "libclang.so.1", "libclang-14.so", "libclang-14.so.1", "libclang-14.0.6.so"] {
+        for name in [
+            "libclang.so",
+            "libclang.so.1",
+            "libclang-14.so",
+            "libclang-14.so.1",
+            "libclang-14.0.6.so",
+        ] {
             assert!(is_libclang_name(name), "{name}");
         }
         // llvm-N-dev ships libclang-cpp, which bindgen cannot load: counting it skipped the
         // libclang-dev install on fresh machines.
-        for name in ["libclang-cpp.so.14", "libclang-cpp.so", "libclang.a", "libclangBasic.a", "libclang-14.a"] {
+        for name in [
+            "libclang-cpp.so.14",
+            "libclang-cpp.so",
+            "libclang.a",
+            "libclangBasic.a",
+            "libclang-14.a",
+        ] {
             assert!(!is_libclang_name(name), "{name}");
         }
     }

@@ -13,6 +13,8 @@ use serde_json::Value;
 #[derive(Clone, Copy)]
 enum Kind {
     Number,
+    /// A JSON integer within the signed 64-bit range (the backend decodes it into an `int64`).
+    Int,
     /// A number within 0..=100.
     Percent,
     Text,
@@ -126,12 +128,13 @@ const PG_QUERY_STATS: &[(&str, Kind)] = &[
     (
         "queries",
         ArrayOf(&[
-            ("hash", Text),
+            ("hash", Int),
             ("text", Text),
-            ("calls", Number),
+            // The backend decodes these into int64 and drops the item on a fraction.
+            ("calls", Int),
             ("total_time", Number),
             ("mean_time", Number),
-            ("rows", Number),
+            ("rows", Int),
         ]),
     ),
 ];
@@ -234,6 +237,7 @@ fn check_fields(object: &Value, required: &[(&str, Kind)], at: At<'_>) -> Result
 fn check_kind(value: &Value, kind: Kind, path: At<'_>) -> Result<(), String> {
     let ok = match (kind, value) {
         (Number, Value::Number(_)) | (Text, Value::String(_)) => true,
+        (Int, Value::Number(n)) => n.is_i64(),
         (OptText, Value::String(_) | Value::Null) => true,
         (Percent, Value::Number(n)) => {
             let n = n.as_f64().unwrap_or(f64::NAN);
@@ -270,6 +274,7 @@ fn check_kind(value: &Value, kind: Kind, path: At<'_>) -> Result<(), String> {
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
         Number => "a number",
+        Int => "an integer within the signed 64-bit range",
         Percent => "a percentage",
         Text => "a string",
         OptText => "a string or null",
