@@ -1,12 +1,16 @@
 //! Tests of the spool: the queue, recovery, the queue against a model, and crashes.
 
+mod corruption;
 mod crash;
+mod cursor;
+mod dead_letter;
+mod disk_full;
 mod model;
 mod queue;
 mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -86,4 +90,29 @@ fn three_per_segment(dir: &Path) -> SpoolOptions {
     }
     assert_eq!(segment_files(dir).len(), 3);
     opts
+}
+
+/// Delivers everything as the agent does (oldest, then ack) and returns what was delivered.
+fn drain(spool: &mut Spool) -> Vec<(u64, Vec<u8>)> {
+    let mut delivered = Vec::new();
+    while let Some((id, batch)) = spool.oldest().unwrap() {
+        spool.ack(id).unwrap();
+        delivered.push((id.get(), batch));
+    }
+    delivered
+}
+
+/// The names in `dead-letter/`, sorted.
+fn dead_letter_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = fs::read_dir(dir.join(DEAD_LETTER_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Where the record at `index` (from 0) starts in a segment of records of `payload` bytes each.
+fn record_offset(index: usize, payload: usize) -> usize {
+    SEGMENT_HEADER_LEN + index * (RECORD_HEADER_LEN + payload)
 }
