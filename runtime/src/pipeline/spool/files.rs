@@ -1,7 +1,10 @@
-//! File-system helpers of the spool.
+//! File-system helpers of the spool: atomic replacement, durable truncation, the directory
+//! lock, and telling a full disk from other I/O errors. Files are opened without following
+//! symlinks, so a link planted in the spool directory is never read or written through.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{LOCK_FILE, SpoolError, TMP_SUFFIX};
@@ -15,14 +18,26 @@ pub(super) fn truncate_durably(file: &File, len: u64) -> io::Result<()> {
 /// the old file or the whole new one. The caller fsyncs the directory to make the rename
 /// durable. The error says which step failed.
 pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), (&'static str, io::Error)> {
+    write_replacing_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_replacing`] with the content written by `write` (e.g. streamed from another file).
+pub(super) fn write_replacing_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), (&'static str, io::Error)> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
-    let result = File::create(&tmp)
+    let result = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
         .map_err(|e| ("creating a temp file", e))
         .and_then(|mut file| {
-            file.write_all(bytes)
-                .map_err(|e| ("writing a temp file", e))?;
+            write(&mut file).map_err(|e| ("writing a temp file", e))?;
             file.sync_all().map_err(|e| ("fsync of a temp file", e))
         })
         .and_then(|()| fs::rename(&tmp, path).map_err(|e| ("renaming a temp file into place", e)));
@@ -30,6 +45,30 @@ pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), (&'static
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Opens an existing file without following a symlink in its last component.
+pub(super) fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Reads a whole file without following a symlink in its last component.
+pub(super) fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_nofollow(path, false)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// ENOSPC or EDQUOT: the file system (or the user's quota) has no room for what was written.
+pub(super) fn is_disk_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -97,6 +97,10 @@ fn appends_on_a_full_filesystem_drop_the_oldest_and_count_them() {
     let stats = spool.stats();
     assert!(stats.dropped_batches > 0, "{stats:?}");
     assert_eq!(
+        stats.dropped_for_disk_full, stats.dropped_batches,
+        "{stats:?}"
+    );
+    assert_eq!(
         stats.pending_batches + stats.dropped_batches,
         accepted,
         "{stats:?}"
@@ -144,8 +148,9 @@ fn acks_keep_working_when_the_filesystem_is_full() {
     drop(spool);
 }
 
-/// Only when there is nothing left to drop does an append fail, saying the disk is full; it
-/// works again once there is room.
+/// On a disk filled by something else, the pending batch is dropped to make room for the new
+/// one. Only when there is nothing left to drop does an append fail, saying the disk is full;
+/// it works again once there is room.
 #[test]
 fn append_fails_with_disk_full_only_when_nothing_is_left_to_drop() {
     let fs = Tmpfs::mount("1m");
@@ -153,10 +158,18 @@ fn append_fails_with_disk_full_only_when_nothing_is_left_to_drop() {
     let (mut spool, _) = open(&dir, small_segments());
     spool.append(&batch(1, BATCH)).unwrap();
     let filler = fs.fill();
-    let err = spool.append(&batch(2, BATCH)).unwrap_err();
+    // Batch 1 goes, so that batch 2 fits.
+    assert_eq!(spool.append(&batch(2, BATCH)).unwrap().get(), 2);
+    let stats = spool.stats();
+    assert_eq!((stats.dropped_batches, stats.dropped_for_disk_full), (1, 1));
+    // Larger than all the spool could free.
+    let err = spool.append(&batch(3, 4 * BATCH)).unwrap_err();
+    assert!(matches!(err, SpoolError::DiskFull { .. }), "{err}");
     assert!(err.to_string().contains("the disk is full"), "{err}");
+    let stats = spool.stats();
+    assert_eq!((stats.dropped_batches, stats.pending_batches), (2, 0));
     fs::remove_file(filler).unwrap();
-    let id = spool.append(&batch(3, BATCH)).unwrap();
-    assert_eq!(drain(&mut spool).last().map(|(i, _)| *i), Some(id.get()));
+    let id = spool.append(&batch(4, BATCH)).unwrap();
+    assert_eq!(drain(&mut spool), vec![(id.get(), batch(4, BATCH))]);
     drop(spool);
 }

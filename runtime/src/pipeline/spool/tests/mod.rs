@@ -26,8 +26,8 @@ use super::*;
 
 fn options(max_bytes: u64, segment_bytes: u64) -> SpoolOptions {
     SpoolOptions {
-        max_bytes,
         segment_bytes,
+        ..SpoolOptions::new(max_bytes)
     }
 }
 
@@ -81,9 +81,9 @@ fn set_len(path: &Path, len: u64) {
         .unwrap();
 }
 
-/// Three records of 50 bytes per segment: batches 1-3, 4-6, 7-9.
+/// Three records of 30-byte batches per segment: batches 1-3, 4-6, 7-9.
 fn three_per_segment(dir: &Path) -> SpoolOptions {
-    let opts = options(1 << 20, SEGMENT_HEADER_LEN as u64 + 150);
+    let opts = options(1 << 20, record_offset(3, 30) as u64);
     let (mut spool, _) = open(dir, opts);
     for n in 1..=9 {
         spool.append(&batch(n, 30)).unwrap();

@@ -108,8 +108,9 @@ fn run_against_model(ops: Vec<Op>) {
                 if let Some(last) = segment_files(dir).last() {
                     let bytes = fs::read(last).unwrap();
                     let name = last.file_stem().unwrap().to_str().unwrap();
-                    let scan = scan_segment(&bytes, name.parse().unwrap());
-                    assert!(scan.stop.is_none());
+                    let scan =
+                        scan_segment(&bytes, FORMAT_VERSION, name.parse().unwrap(), u64::MAX);
+                    assert!(scan.tail.is_none() && scan.damaged.is_empty());
                     if let Some(&(seq, offset, len)) = scan.records.last() {
                         torn = u64::from(n) % (RECORD_HEADER_LEN as u64 + u64::from(len));
                         set_len(last, offset + torn);
@@ -128,7 +129,7 @@ fn run_against_model(ops: Vec<Op>) {
                 spool = Some(reopened);
             }
         }
-        let s = spool.as_ref().unwrap();
+        let s = spool.as_mut().unwrap();
         assert_eq!(contents(s), Vec::from(model.pending.clone()));
         assert_eq!(
             s.oldest().unwrap().map(|(id, b)| (id.get(), b)),

@@ -166,7 +166,7 @@ fn full_spool_drops_the_oldest_and_counts_them_across_reopen() {
             pending_bytes: 100,
             dropped_batches: 3,
             dropped_bytes: 120,
-            dead_lettered_batches: 0,
+            ..SpoolStats::default()
         }
     );
     drop(spool);
