@@ -218,8 +218,10 @@ impl Spool {
         })
     }
 
+    /// Sets aside the lost batches at the front that come before `id` (never past a pending
+    /// batch: the cursor only moves past the front).
     fn set_aside_lost_before(&mut self, id: BatchId) -> Result<(), SpoolError> {
-        while self.lost.front().is_some_and(|lost| lost.first_seq < id.0) {
+        while self.lost_is_next() && self.lost.front().is_some_and(|lost| lost.first_seq < id.0) {
             self.set_aside_lost(true)?;
         }
         Ok(())
@@ -250,41 +252,11 @@ impl Spool {
         let Some(lost) = self.lost.front().cloned() else {
             return Ok(());
         };
-        let mut kept = None;
-        if keep_bytes {
-            let text = format!(
-                "batches: {first:020} to {last:020} ({count})\nset aside at (unix seconds): {}\n\
-                 reason: unreadable: {}\n",
-                unix_now(),
-                lost.reason,
-                first = lost.first_seq,
-                last = lost.last_seq,
-                count = lost.count(),
-            );
-            let segment = lost.raw.map(|(segment, offset, len)| {
-                (segment_path(&self.segments_dir, segment), offset, len)
-            });
-            let mut files = Vec::with_capacity(2);
-            if let Some((from, offset, len)) = &segment {
-                files.push((
-                    RAW_SUFFIX,
-                    Content::Copy {
-                        from,
-                        offset: *offset,
-                        len: *len,
-                    },
-                ));
-            }
-            files.push((REASON_SUFFIX, Content::Bytes(text.as_bytes())));
-            match self.write_dead_letter(lost.first_seq, &files) {
-                Ok(()) => kept = Some(self.dead_letters.path(lost.first_seq, REASON_SUFFIX)),
-                Err(e) => tracing::error!(
-                    "spool: cannot keep the bytes of unreadable batches {} to {}: {e}",
-                    lost.first_seq,
-                    lost.last_seq
-                ),
-            }
-        }
+        let kept = if keep_bytes {
+            self.keep_lost(&lost)
+        } else {
+            None
+        };
         let counters = Counters {
             lost_batches: self.cursor.counters.lost_batches + lost.count(),
             ..self.cursor.counters
@@ -299,6 +271,53 @@ impl Spool {
             "spool: unreadable batches set aside as lost; delivery goes on"
         );
         self.prune_dead_letters()
+    }
+
+    /// Writes the dead letter of a run of lost batches: their raw bytes (when there are any)
+    /// and the reason; when the bytes cannot be copied, the reason alone with why. Returns the
+    /// reason file's path, or `None` (logged) when nothing could be written.
+    fn keep_lost(&mut self, lost: &LostBatches) -> Option<PathBuf> {
+        let text = format!(
+            "batches: {first:020} to {last:020} ({count})\nset aside at (unix seconds): {}\n\
+             reason: unreadable: {}\n",
+            unix_now(),
+            lost.reason,
+            first = lost.first_seq,
+            last = lost.last_seq,
+            count = lost.count(),
+        );
+        let reason = (REASON_SUFFIX, Content::Bytes(text.as_bytes()));
+        let written = match lost.raw {
+            Some((segment, offset, len)) => {
+                let from = segment_path(&self.segments_dir, segment);
+                let raw = (
+                    RAW_SUFFIX,
+                    Content::Copy {
+                        from: &from,
+                        offset,
+                        len,
+                    },
+                );
+                self.write_dead_letter(lost.first_seq, &[raw, reason])
+                    .or_else(|e| {
+                        let text = format!("{text}note: its bytes could not be kept: {e}\n");
+                        let reason = (REASON_SUFFIX, Content::Bytes(text.as_bytes()));
+                        self.write_dead_letter(lost.first_seq, &[reason])
+                    })
+            }
+            None => self.write_dead_letter(lost.first_seq, &[reason]),
+        };
+        match written {
+            Ok(()) => Some(self.dead_letters.path(lost.first_seq, REASON_SUFFIX)),
+            Err(e) => {
+                tracing::error!(
+                    "spool: cannot write the dead letter of unreadable batches {} to {}: {e}",
+                    lost.first_seq,
+                    lost.last_seq
+                );
+                None
+            }
+        }
     }
 
     /// Writes a dead letter; on a full disk the oldest dead letters are removed (counted, and

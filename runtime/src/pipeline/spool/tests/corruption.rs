@@ -97,6 +97,7 @@ fn a_corrupt_record_in_the_middle_of_the_active_segment_is_set_aside_and_the_res
             "{context}"
         );
         assert_set_aside(tmp.path(), 4, &raw);
+        assert_eq!(spool.stats().lost_batches, 1, "{context}");
         assert_eq!(spool.append(b"{}").unwrap().get(), 11, "{context}");
         drop(spool);
         let (mut spool, recovery) = open(tmp.path(), options(1 << 20, DEFAULT_SEGMENT_BYTES));
@@ -122,6 +123,7 @@ fn a_corrupt_first_record_loses_only_itself() {
         assert_eq!(recovery.pending_batches, 63, "{context}");
         assert_eq!(drain(&mut spool), expected(2..=64), "{context}");
         assert_set_aside(tmp.path(), 1, &raw);
+        assert_eq!(spool.stats().lost_batches, 1, "{context}");
     }
 }
 
@@ -142,6 +144,7 @@ fn a_corrupt_last_record_is_a_lost_batch_not_a_torn_tail() {
         assert_eq!(recovery.truncated_bytes, 0, "{context}");
         assert_eq!(drain(&mut spool), expected(1..=9), "{context}");
         assert_set_aside(tmp.path(), 10, &raw);
+        assert_eq!(spool.stats().lost_batches, 1, "{context}");
         assert_eq!(spool.append(b"{}").unwrap().get(), 11, "{context}");
         drop(spool);
         let (mut spool, recovery) = open(tmp.path(), options(1 << 20, DEFAULT_SEGMENT_BYTES));
@@ -168,6 +171,7 @@ fn a_corrupt_record_in_an_older_segment_loses_only_itself() {
             expected((1..=4).chain(6..=9)),
             "{context}"
         );
+        assert_eq!(spool.stats().lost_batches, 1, "{context}");
     }
 }
 
@@ -191,6 +195,10 @@ fn damage_across_records_counts_every_batch_in_it() {
         expected((1..=2).chain(6..=10)),
         "{recovery:?}"
     );
+    assert_eq!(spool.stats().lost_batches, 3);
+    // One dead letter, named by the first batch, holding the whole damaged stretch.
+    let raw = &fs::read(&segment).unwrap()[record_offset(2, PAYLOAD)..record_offset(5, PAYLOAD)];
+    assert_set_aside(tmp.path(), 3, raw);
 }
 
 /// A segment that lost its end (here inside batch 5) while a later segment exists: the batches
@@ -209,6 +217,7 @@ fn a_truncated_older_segment_counts_what_it_lost() {
         assert_eq!(recovery.truncated_bytes, 0, "{recovery:?}");
         let survivors: Vec<u64> = (1..=9).filter(|&n| n < 7 - lost || n >= 7).collect();
         assert_eq!(drain(&mut spool), expected(survivors), "{recovery:?}");
+        assert_eq!(spool.stats().lost_batches, lost, "{recovery:?}");
     }
 }
 
@@ -229,5 +238,48 @@ fn corruption_found_while_running_does_not_stop_delivery() {
 
         assert_eq!(drain(&mut spool), expected([1, 3, 4, 5]), "{field:?}");
         assert_set_aside(tmp.path(), 2, &raw);
+        assert_eq!(spool.stats().lost_batches, 1, "{field:?}");
     }
+}
+
+/// An I/O error reading the oldest batch is returned (the caller retries later), but only a few
+/// times in a row: then the batch is set aside as lost, so a bad sector cannot stop delivery
+/// for good. Here the segment file was replaced by a directory (reads fail with EISDIR).
+#[test]
+fn a_batch_that_keeps_failing_to_read_is_set_aside_after_a_few_attempts() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One batch per segment.
+    let (mut spool, _) = open(tmp.path(), options(1 << 20, 1));
+    for n in 1..=2 {
+        spool.append(&batch(n, PAYLOAD)).unwrap();
+    }
+    let first = segment_files(tmp.path())[0].clone();
+    fs::remove_file(&first).unwrap();
+    fs::create_dir(&first).unwrap();
+    for attempt in 1..MAX_READ_ATTEMPTS {
+        let err = spool.oldest().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                SpoolError::Segment {
+                    op: "reading a record",
+                    ..
+                }
+            ),
+            "attempt {attempt}: {err}"
+        );
+        assert_eq!(spool.stats().lost_batches, 0);
+    }
+    assert_eq!(
+        spool.oldest().unwrap(),
+        Some((BatchId(2), batch(2, PAYLOAD)))
+    );
+    assert_eq!(spool.stats().lost_batches, 1);
+    let reason = fs::read_to_string(
+        tmp.path()
+            .join(DEAD_LETTER_DIR)
+            .join("00000000000000000001.reason.txt"),
+    )
+    .unwrap();
+    assert!(reason.contains("failed 3 times"), "{reason}");
 }

@@ -173,3 +173,45 @@ fn append_fails_with_disk_full_only_when_nothing_is_left_to_drop() {
     assert_eq!(drain(&mut spool), vec![(id.get(), batch(4, BATCH))]);
     drop(spool);
 }
+
+/// A rejected batch on a full disk: the oldest dead letters make room for it, counted.
+#[test]
+fn a_dead_letter_on_a_full_disk_removes_the_oldest_dead_letters() {
+    let fs = Tmpfs::mount("1m");
+    let dir = fs.path().join("spool");
+    let (mut spool, _) = open(&dir, small_segments());
+    for n in 1..=3 {
+        spool.append(&batch(n, BATCH)).unwrap();
+    }
+    spool.dead_letter(BatchId(1), "HTTP 400").unwrap();
+    spool.dead_letter(BatchId(2), "HTTP 400").unwrap();
+    fs.fill();
+    let path = spool.dead_letter(BatchId(3), "HTTP 422").unwrap();
+    assert_eq!(fs::read(path).unwrap(), batch(3, BATCH));
+    let stats = spool.stats();
+    assert!(stats.dead_letters_removed >= 1, "{stats:?}");
+    assert_eq!(stats.dead_lettered_batches, 3);
+    assert!(!dead_letter_names(&dir).contains(&"00000000000000000001.json".to_owned()));
+    drop(spool);
+}
+
+/// A record that went bad, found on a full disk: its bytes cannot be kept, but it is still
+/// set aside, counted, and the batches behind it are delivered.
+#[test]
+fn a_corrupt_record_on_a_full_disk_still_does_not_block_delivery() {
+    let fs = Tmpfs::mount("1m");
+    let dir = fs.path().join("spool");
+    let (mut spool, _) = open(&dir, small_segments());
+    for n in 1..=3 {
+        spool.append(&batch(n, BATCH)).unwrap();
+    }
+    let segment = segment_files(&dir)[0].clone();
+    flip_byte(&segment, record_offset(1, BATCH) + RECORD_HEADER_LEN + 9);
+    fs.fill();
+    assert_eq!(
+        drain(&mut spool),
+        vec![(1, batch(1, BATCH)), (3, batch(3, BATCH))]
+    );
+    assert_eq!(spool.stats().lost_batches, 1);
+    drop(spool);
+}
