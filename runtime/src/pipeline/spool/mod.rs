@@ -118,11 +118,13 @@
 //! milliseconds on a disk), so async callers should use it from a blocking thread. The lock
 //! file keeps a second process (a second agent on the same directory) out.
 
+mod bounds;
 mod dead_letter;
 mod files;
 mod format;
 mod queue;
 mod recovery;
+mod segments;
 mod state;
 #[cfg(test)]
 mod tests;

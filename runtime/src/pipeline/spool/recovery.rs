@@ -15,7 +15,7 @@ use super::format::{
     COUNTERS_MAGIC, CURSOR_MAGIC, Cursor, Decode, LEGACY_VERSION, Parsed, RECORD_MAGIC,
     SEGMENT_HEADER_LEN, decode_segment_header, le_u32, parse_record, record_header_len,
 };
-use super::queue::remove_segment_file;
+use super::segments::remove_segment_file;
 use super::state::{self, Loaded, StateFile};
 use super::*;
 
