@@ -77,7 +77,10 @@ impl DeadLetters {
             let entry = entry.map_err(list_error)?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.ends_with(TMP_SUFFIX) {
+            if name
+                .strip_suffix(TMP_SUFFIX)
+                .is_some_and(|stem| parse_name(stem).is_some())
+            {
                 let _ = fs::remove_file(entry.path());
                 continue;
             }

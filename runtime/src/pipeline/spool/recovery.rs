@@ -630,22 +630,26 @@ fn list_segments(segments_dir: &Path) -> Result<Vec<u64>, SpoolError> {
         let entry = entry.map_err(dir_error("listing"))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TMP_SUFFIX) {
-            // Never renamed into place, so never held an accepted batch.
-            let _ = fs::remove_file(entry.path());
+        if let Some(segment) = name.strip_suffix(TMP_SUFFIX) {
+            if segment_name(segment).is_some() {
+                // Never renamed into place, so never held an accepted batch.
+                let _ = fs::remove_file(entry.path());
+            }
             continue;
         }
-        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
-            continue;
-        };
-        if stem.len() == 20
-            && stem.bytes().all(|b| b.is_ascii_digit())
-            && let Ok(seq) = stem.parse::<u64>()
-            && seq > 0
-        {
+        if let Some(seq) = segment_name(name) {
             seqs.push(seq);
         }
     }
     seqs.sort_unstable();
     Ok(seqs)
+}
+
+/// `<20 digits>.seg` → the seq it names (never 0).
+fn segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().filter(|&seq| seq > 0)
 }

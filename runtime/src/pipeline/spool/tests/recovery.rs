@@ -162,16 +162,23 @@ fn leftover_temp_files_are_removed_and_foreign_files_ignored() {
     let segments = tmp.path().join(SEGMENTS_DIR);
     fs::write(segments.join("00000000000000000010.seg.tmp"), b"half").unwrap();
     fs::write(segments.join("notes.txt"), b"hello").unwrap();
+    fs::write(segments.join("notes.tmp"), b"hello").unwrap();
     fs::write(tmp.path().join("cursor.tmp"), b"half").unwrap();
+    fs::write(tmp.path().join("counters.tmp"), b"half").unwrap();
     let dead_tmp = tmp.path().join("dead-letter/00000000000000000001.json.tmp");
     fs::write(&dead_tmp, b"half").unwrap();
+    let foreign_tmp = tmp.path().join("dead-letter/draft.tmp");
+    fs::write(&foreign_tmp, b"mine").unwrap();
     let (spool, recovery) = open(tmp.path(), opts);
     assert!(recovery.is_clean(), "{recovery:?}");
     assert_eq!(ids(&spool), (1..=9).collect::<Vec<_>>());
     assert!(!segments.join("00000000000000000010.seg.tmp").exists());
     assert!(!tmp.path().join("cursor.tmp").exists());
+    assert!(!tmp.path().join("counters.tmp").exists());
     assert!(!dead_tmp.exists());
     assert!(segments.join("notes.txt").exists());
+    assert!(segments.join("notes.tmp").exists());
+    assert!(foreign_tmp.exists());
 }
 
 #[test]
