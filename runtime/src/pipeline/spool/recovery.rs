@@ -42,8 +42,14 @@ impl Spool {
 
         let mut recovery = Recovery::default();
         let listed = list_segments(&segments_dir)?;
+        // Format 1 wrote its cursor only at the first removal: a spool of format 1 segments
+        // alone and no state file at all is one that never removed anything, not a lost cursor.
+        let new_or_legacy = listed.iter().all(|&seq| {
+            read_segment_header(&segment_path(&segments_dir, seq))
+                .is_ok_and(|header| header.is_ok_and(|(version, _)| version == LEGACY_VERSION))
+        });
         let (cursor, cursor_loaded, counters_loaded) =
-            load_state(dir, !listed.is_empty(), &mut recovery)?;
+            load_state(dir, new_or_legacy, &mut recovery)?;
         let scanned = scan_segments(&segments_dir, &listed, cursor.acked_through, &mut recovery)?;
         // Seqs are never reused: a dead letter's seq counts even when the cursor was lost.
         let next_seq = scanned
@@ -138,7 +144,7 @@ impl Spool {
 /// for a missing or corrupt one, and the larger of each counter is kept.
 fn load_state(
     dir: &Path,
-    has_segments: bool,
+    new_or_legacy: bool,
     recovery: &mut Recovery,
 ) -> Result<(Cursor, Loaded, Loaded), SpoolError> {
     for name in [CURSOR_FILE, COUNTERS_FILE] {
@@ -158,8 +164,8 @@ fn load_state(
             };
             return Ok((cursor, cursor_loaded, counters_loaded));
         }
-        // A new spool.
-        (Loaded::Missing, None) if !has_segments => {
+        // A new spool, or a format 1 spool that never removed a batch.
+        (Loaded::Missing, None) if new_or_legacy => {
             return Ok((Cursor::default(), cursor_loaded, counters_loaded));
         }
         (Loaded::Missing, _) => {

@@ -233,3 +233,31 @@ fn newer_format_versions_are_refused() {
         assert!(err.to_string().contains(file), "{err}");
     }
 }
+
+/// Format 1 wrote its cursor at the first removal only: a spool of format 1 segments and no
+/// state file is one that never removed a batch, not a lost cursor.
+#[test]
+fn a_version_1_spool_that_never_removed_a_batch_has_no_cursor_and_that_is_fine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let segments = tmp.path().join(SEGMENTS_DIR);
+    fs::create_dir_all(&segments).unwrap();
+    let mut bytes = legacy::encode_segment_header(1).to_vec();
+    for n in 1..=3 {
+        bytes.extend_from_slice(&legacy::encode_record(n, &batch(n, 30)));
+    }
+    fs::write(segments.join("00000000000000000001.seg"), &bytes).unwrap();
+    let (mut spool, recovery) = open(tmp.path(), options(1 << 20, 1 << 20));
+    assert!(recovery.is_clean(), "{recovery:?}");
+    assert_eq!(spool.stats().cursor_losses, 0);
+    assert_eq!(drain(&mut spool).len(), 3);
+    drop(spool);
+
+    // The same spool in format 2 without its cursor is a loss.
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = three_per_segment(tmp.path());
+    fs::remove_file(tmp.path().join(CURSOR_FILE)).unwrap();
+    fs::remove_file(tmp.path().join(COUNTERS_FILE)).unwrap();
+    let (spool, recovery) = open(tmp.path(), opts);
+    assert!(recovery.cursor_missing, "{recovery:?}");
+    assert_eq!(spool.stats().cursor_losses, 1);
+}
