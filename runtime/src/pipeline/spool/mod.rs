@@ -67,7 +67,7 @@
 //!                            | dropped bytes u64 | dropped for disk full u64
 //!                            | dead-lettered batches u64 | lost batches u64
 //!                            | dead letters removed u64 | cursor losses u64
-//!                            | crc32 u32 (over the 84 bytes before it) | zeros
+//!                            | crc32 u32 (over the 80 bytes before it) | zeros to 512
 //! ```
 //!
 //! The header checksum is what lets open tell a torn record (intact header, short payload)

@@ -54,8 +54,12 @@ impl Spool {
         // Seqs are never reused: a dead letter's seq counts even when the cursor was lost.
         let next_seq = scanned
             .next_seq
-            .max(cursor.acked_through + 1)
-            .max(dead_letters.highest_seq().map_or(0, |seq| seq + 1));
+            .max(cursor.acked_through.saturating_add(1))
+            .max(
+                dead_letters
+                    .highest_seq()
+                    .map_or(0, |seq| seq.saturating_add(1)),
+            );
         let cursor_file = StateFile::open(
             &dir.join(CURSOR_FILE),
             CURSOR_MAGIC,
@@ -119,7 +123,11 @@ impl Spool {
         };
         let continues = appendable
             && last.version == FORMAT_VERSION
-            && last.last_seq.unwrap_or(last.first_seq.saturating_sub(1)) + 1 == self.next_seq;
+            && last
+                .last_seq
+                .unwrap_or(last.first_seq.saturating_sub(1))
+                .saturating_add(1)
+                == self.next_seq;
         let path = segment_path(&self.segments_dir, last.first_seq);
         if continues {
             let file = OpenOptions::new()
@@ -356,7 +364,7 @@ impl Found<'_> {
         raw: Option<(u64, u64, u64)>,
         reason: String,
     ) {
-        let first_seq = first_seq.max(self.acked_through + 1);
+        let first_seq = first_seq.max(self.acked_through.saturating_add(1));
         if first_seq > last_seq {
             return;
         }
@@ -418,7 +426,7 @@ fn scan_segments(
     // Seqs up to the cursor, or before the first segment (older ones were deleted once
     // acked), are legitimately gone; every seq after that is on disk or lost.
     let floor = acked_through.max(listed.first().map_or(0, |first| first - 1));
-    let mut expected = floor + 1;
+    let mut expected = floor.saturating_add(1);
     let mut segments: VecDeque<SpoolSegment> = VecDeque::with_capacity(usable.len());
     let mut last_appendable = false;
     for (index, &(first_seq, version)) in usable.iter().enumerate() {
@@ -492,7 +500,7 @@ fn scan_segments(
                 if last >= end_seq {
                     let raw = Some((first_seq, at as u64, tail.len() as u64));
                     found.lost(end_seq, last, raw, reason);
-                    end_seq = last + 1;
+                    end_seq = last.saturating_add(1);
                 } else {
                     tracing::warn!("spool: {reason} hold no batch; ignored");
                 }
@@ -514,7 +522,7 @@ fn scan_segments(
             continue;
         }
         let bytes = read_nofollow(aside).unwrap_or_default();
-        let end = highest_record_seq(&bytes, *name).map_or(*name, |seq| seq + 1);
+        let end = highest_record_seq(&bytes, *name).map_or(*name, |seq| seq.saturating_add(1));
         if end > expected {
             let reason = format!(
                 "in `{}`, set aside: its header is unreadable",

@@ -5,6 +5,7 @@ mod crash;
 mod cursor;
 mod dead_letter;
 mod disk_full;
+mod format;
 mod model;
 mod queue;
 mod recovery;
