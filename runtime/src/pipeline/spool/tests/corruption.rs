@@ -283,3 +283,22 @@ fn a_batch_that_keeps_failing_to_read_is_set_aside_after_a_few_attempts() {
     .unwrap();
     assert!(reason.contains("failed 3 times"), "{reason}");
 }
+
+/// Found by the model: an ack or dead letter naming a later batch (a caller's mistake) must
+/// not set aside the lost batches behind the oldest one, which would move the cursor past it.
+#[test]
+fn a_wrong_ack_never_moves_past_the_oldest_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let segment = one_segment(tmp.path(), 3);
+    flip_byte(&segment, record_offset(1, PAYLOAD) + RECORD_HEADER_LEN + 1);
+    let (mut spool, recovery) = open(tmp.path(), options(1 << 20, DEFAULT_SEGMENT_BYTES));
+    assert_eq!(recovery.lost_batches, 1);
+    assert!(matches!(
+        spool.ack(BatchId(3)),
+        Err(SpoolError::OutOfOrder { .. })
+    ));
+    assert!(spool.dead_letter(BatchId(3), "x").is_err());
+    assert_eq!(spool.stats().lost_batches, 0);
+    assert_eq!(drain(&mut spool), expected([1, 3]));
+    assert_eq!(spool.stats().lost_batches, 1);
+}
