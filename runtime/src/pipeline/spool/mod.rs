@@ -28,16 +28,21 @@
 //! an intact header whose payload runs past the end of the file, or zeros), which is what a
 //! crash in the middle of an `append` that never returned leaves. Anything else unreadable at
 //! the very end of the spool is a lost batch, counted as one: how many records it held cannot
-//! be known there (anywhere else the next intact seq says exactly).
+//! be known there (anywhere else the next intact seq says exactly). The count errs on the side
+//! of loss: after a power loss (not a process crash) the last record may have its length on
+//! disk but not all its payload; its append never returned, yet it is counted as lost.
 //!
 //! # Disk full
 //!
 //! Removing a batch (ack, dead letter, drop) rewrites the cursor in place and needs no new disk
-//! space. An `append` that fails with ENOSPC or EDQUOT drops the pending batches of the oldest
-//! segment (so that its file can be deleted; counted in [`SpoolStats::dropped_for_disk_full`],
-//! logged with reason "disk full") and tries again; only when nothing is left to drop does it
-//! fail with [`SpoolError::DiskFull`]. A dead letter that does not fit removes the oldest dead
-//! letters first.
+//! space (on file systems that overwrite in place, as ext4, xfs and tmpfs do; a copy-on-write
+//! file system such as btrfs or ZFS needs a block even for that). An `append` that fails with
+//! ENOSPC or EDQUOT drops the pending batches of the oldest segment (so that its file can be
+//! deleted; counted in [`SpoolStats::dropped_for_disk_full`], logged with reason "disk full")
+//! and tries again; only when nothing is left to drop does it fail with
+//! [`SpoolError::DiskFull`]. A dead letter that does not fit removes the oldest dead letters
+//! first. Open needs new space only to create a state file (a new spool, a format 1 cursor, a
+//! lost one), and fails on a full disk then.
 //!
 //! # On-disk layout (format version 2)
 //!

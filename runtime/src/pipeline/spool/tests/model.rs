@@ -254,7 +254,10 @@ fn run_against_model(ops: Vec<Op>) {
                     flip_byte(&cursor, 512 + 20);
                 }
                 let (reopened, recovery) = open(dir, opts);
-                assert!(recovery.cursor_missing == delete && recovery.cursor_reset == !delete);
+                assert_eq!(
+                    (recovery.cursor_missing, recovery.cursor_reset),
+                    (delete, !delete)
+                );
                 assert_eq!(recovery.lost_batches, model.lost_pending(), "{recovery:?}");
                 model.stats.cursor_losses += 1;
                 spool = Some(reopened);
