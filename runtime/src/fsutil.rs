@@ -23,18 +23,48 @@ pub const PRIVATE: u32 = 0o600;
 /// Mode of other files, before the process umask applies (as `std::fs::write` creates them).
 pub const SHARED: u32 = 0o666;
 
+/// Why replacing a file failed, and at which step (creating, writing or syncing the temp file,
+/// renaming it into place, syncing the directory).
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct ReplaceError {
+    pub step: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+impl From<ReplaceError> for io::Error {
+    fn from(error: ReplaceError) -> Self {
+        error.source
+    }
+}
+
 /// Writes `bytes` to `path` through a temp file in the same directory: write, fsync, rename,
 /// fsync of the directory. The directory must exist. The new file gets `mode` (less the umask).
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace_with(path, mode, |file| file.write_all(bytes)).map_err(Into::into)
+}
+
+/// [`write_atomically`] with the content written by `write` (streamed from another file, say),
+/// and the error naming the step that failed.
+pub fn replace_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), ReplaceError> {
+    let fail = |step| move |source| ReplaceError { step, source };
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let name = path.file_name().ok_or_else(|| ReplaceError {
+        step: "naming the temp file",
+        source: io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
+    })?;
+    // Unique, so that two writers of one target (two plugins compiling the same component)
+    // never share a temp file; recognisable, so an owner can remove what a crash left.
     let tmp = dir.join(format!(
-        ".{}.tmp-{}-{:016x}",
+        ".{}{TEMP_MARK}{}-{:016x}",
         name.to_string_lossy(),
         std::process::id(),
         rand::random::<u64>()
@@ -45,16 +75,30 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> 
             .create_new(true)
             .mode(mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+            .open(&tmp)
+            .map_err(fail("creating a temp file"))?;
+        write(&mut file).map_err(fail("writing a temp file"))?;
+        file.sync_all().map_err(fail("fsync of a temp file"))?;
+        std::fs::rename(&tmp, path).map_err(fail("renaming a temp file into place"))
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    File::open(dir)?.sync_all()
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(fail("fsync of the directory"))
+}
+
+/// What separates a target's name from the rest of its temp files' names.
+const TEMP_MARK: &str = ".tmp-";
+
+/// The name of the file a temp file of [`replace_with`] was meant to replace (`.NAME.tmp-…` →
+/// `NAME`), so a directory's single owner can remove what a crash left behind.
+pub fn temp_target(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?;
+    let at = rest.rfind(TEMP_MARK)?;
+    Some(&rest[..at]).filter(|target| !target.is_empty())
 }
 
 #[cfg(test)]
@@ -128,6 +172,21 @@ mod tests {
             write_atomically(&missing, b"x", SHARED).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
+    }
+
+    #[test]
+    fn a_crash_leftover_names_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        // Interrupt a write after the temp file exists: its name leads back to the target.
+        let _ = replace_with(&path, SHARED, |_| Err(io::Error::other("crash")));
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+        let leftover = format!(".cursor{TEMP_MARK}1-00000000000000ff");
+        assert_eq!(temp_target(&leftover), Some("cursor"));
+        assert_eq!(temp_target(".a.tmp-x.tmp-1-2"), Some("a.tmp-x"));
+        for other in ["cursor", ".cursor", "cursor.tmp-1", ".tmp-1"] {
+            assert_eq!(temp_target(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::files::{open_nofollow, sync_dir, write_replacing_with};
-use super::{SpoolError, TMP_SUFFIX};
+use super::SpoolError;
+use super::files::{is_leftover_of, open_nofollow, sync_dir, write_replacing_with};
 
 /// A batch the backend rejected, verbatim.
 pub(super) const JSON_SUFFIX: &str = ".json";
@@ -77,10 +77,7 @@ impl DeadLetters {
             let entry = entry.map_err(list_error)?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name
-                .strip_suffix(TMP_SUFFIX)
-                .is_some_and(|stem| parse_name(stem).is_some())
-            {
+            if is_leftover_of(name, |stem| parse_name(stem).is_some()) {
                 let _ = fs::remove_file(entry.path());
                 continue;
             }

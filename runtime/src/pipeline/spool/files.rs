@@ -7,16 +7,16 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{LOCK_FILE, SpoolError, TMP_SUFFIX};
+use super::{LOCK_FILE, SpoolError};
+use crate::fsutil;
 
 pub(super) fn truncate_durably(file: &File, len: u64) -> io::Result<()> {
     file.set_len(len)?;
     file.sync_all()
 }
 
-/// Replaces `path` with `bytes` atomically: a reader (or a restart after a crash) sees either
-/// the old file or the whole new one. The caller fsyncs the directory to make the rename
-/// durable. The error says which step failed.
+/// Replaces `path` with `bytes` atomically (the crate's one way: `fsutil`); the error says
+/// which step failed.
 pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), (&'static str, io::Error)> {
     write_replacing_with(path, |file| file.write_all(bytes))
 }
@@ -26,25 +26,13 @@ pub(super) fn write_replacing_with(
     path: &Path,
     write: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), (&'static str, io::Error)> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(TMP_SUFFIX);
-    let tmp = PathBuf::from(tmp);
-    let result = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(|e| ("creating a temp file", e))
-        .and_then(|mut file| {
-            write(&mut file).map_err(|e| ("writing a temp file", e))?;
-            file.sync_all().map_err(|e| ("fsync of a temp file", e))
-        })
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| ("renaming a temp file into place", e)));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    fsutil::replace_with(path, fsutil::SHARED, write).map_err(|e| (e.step, e.source))
+}
+
+/// Whether `name` is a temp file that a crash left while replacing `target` (see
+/// [`write_replacing`]); the spool owns its directory, so such files can go.
+pub(super) fn is_leftover_of(name: &str, target: impl FnOnce(&str) -> bool) -> bool {
+    fsutil::temp_target(name).is_some_and(target)
 }
 
 /// Opens an existing file without following a symlink in its last component.

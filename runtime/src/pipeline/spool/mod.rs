@@ -171,7 +171,6 @@ const COUNTERS_FILE: &str = "counters";
 const LOCK_FILE: &str = "lock";
 const SEGMENT_SUFFIX: &str = ".seg";
 const CORRUPT_SUFFIX: &str = ".corrupt";
-const TMP_SUFFIX: &str = ".tmp";
 
 /// Identifies one batch: its sequence number, unique and increasing within a spool directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -10,7 +10,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::dead_letter::DeadLetters;
-use super::files::{create_dirs, lock_dir, open_nofollow, read_nofollow, truncate_durably};
+use super::files::{
+    create_dirs, is_leftover_of, lock_dir, open_nofollow, read_nofollow, truncate_durably,
+};
 use super::format::{
     COUNTERS_MAGIC, CURSOR_MAGIC, Cursor, Decode, LEGACY_VERSION, Parsed, RECORD_MAGIC,
     SEGMENT_HEADER_LEN, decode_segment_header, le_u32, parse_record, record_header_len,
@@ -155,9 +157,15 @@ fn load_state(
     new_or_legacy: bool,
     recovery: &mut Recovery,
 ) -> Result<(Cursor, Loaded, Loaded), SpoolError> {
-    for name in [CURSOR_FILE, COUNTERS_FILE] {
-        // A temp file left by a crash was never renamed into place: the old file stands.
-        let _ = fs::remove_file(dir.join(format!("{name}{TMP_SUFFIX}")));
+    // A temp file left by a crash was never renamed into place: the old file stands.
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_str().is_some_and(|name| {
+            is_leftover_of(name, |target| {
+                [CURSOR_FILE, COUNTERS_FILE].contains(&target)
+            })
+        }) {
+            let _ = fs::remove_file(entry.path());
+        }
     }
     let cursor_path = dir.join(CURSOR_FILE);
     let cursor_loaded = state::load(&cursor_path, CURSOR_MAGIC)?;
@@ -644,11 +652,9 @@ fn list_segments(segments_dir: &Path) -> Result<Vec<u64>, SpoolError> {
         let entry = entry.map_err(dir_error("listing"))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(segment) = name.strip_suffix(TMP_SUFFIX) {
-            if segment_name(segment).is_some() {
-                // Never renamed into place, so never held an accepted batch.
-                let _ = fs::remove_file(entry.path());
-            }
+        if is_leftover_of(name, |segment| segment_name(segment).is_some()) {
+            // Never renamed into place, so never held an accepted batch.
+            let _ = fs::remove_file(entry.path());
             continue;
         }
         if let Some(seq) = segment_name(name) {

@@ -1,5 +1,7 @@
 //! Recovery at open: torn tails, corruption, the cursor, format versions.
 
+use std::path::Path;
+
 use super::*;
 
 /// Truncates the last record at every length (as a crash in the middle of its `append`
@@ -160,23 +162,32 @@ fn leftover_temp_files_are_removed_and_foreign_files_ignored() {
     let tmp = tempfile::tempdir().unwrap();
     let opts = three_per_segment(tmp.path());
     let segments = tmp.path().join(SEGMENTS_DIR);
-    fs::write(segments.join("00000000000000000010.seg.tmp"), b"half").unwrap();
+    // Named as `fsutil::replace_with` names its temp files: `.TARGET.tmp-PID-RANDOM`.
+    let leftover =
+        |dir: &Path, target: &str| dir.join(format!(".{target}.tmp-4242-00000000000000ab"));
+    let segment_tmp = leftover(&segments, "00000000000000000010.seg");
+    fs::write(&segment_tmp, b"half").unwrap();
     fs::write(segments.join("notes.txt"), b"hello").unwrap();
+    let foreign_segment_tmp = leftover(&segments, "notes");
+    fs::write(&foreign_segment_tmp, b"hello").unwrap();
     fs::write(segments.join("notes.tmp"), b"hello").unwrap();
-    fs::write(tmp.path().join("cursor.tmp"), b"half").unwrap();
-    fs::write(tmp.path().join("counters.tmp"), b"half").unwrap();
-    let dead_tmp = tmp.path().join("dead-letter/00000000000000000001.json.tmp");
+    let cursor_tmp = leftover(tmp.path(), "cursor");
+    let counters_tmp = leftover(tmp.path(), "counters");
+    fs::write(&cursor_tmp, b"half").unwrap();
+    fs::write(&counters_tmp, b"half").unwrap();
+    let dead_tmp = leftover(&tmp.path().join("dead-letter"), "00000000000000000001.json");
     fs::write(&dead_tmp, b"half").unwrap();
-    let foreign_tmp = tmp.path().join("dead-letter/draft.tmp");
+    let foreign_tmp = leftover(&tmp.path().join("dead-letter"), "draft");
     fs::write(&foreign_tmp, b"mine").unwrap();
     let (spool, recovery) = open(tmp.path(), opts);
     assert!(recovery.is_clean(), "{recovery:?}");
     assert_eq!(ids(&spool), (1..=9).collect::<Vec<_>>());
-    assert!(!segments.join("00000000000000000010.seg.tmp").exists());
-    assert!(!tmp.path().join("cursor.tmp").exists());
-    assert!(!tmp.path().join("counters.tmp").exists());
+    assert!(!segment_tmp.exists());
+    assert!(!cursor_tmp.exists());
+    assert!(!counters_tmp.exists());
     assert!(!dead_tmp.exists());
     assert!(segments.join("notes.txt").exists());
+    assert!(foreign_segment_tmp.exists());
     assert!(segments.join("notes.tmp").exists());
     assert!(foreign_tmp.exists());
 }
