@@ -147,8 +147,38 @@ impl BuildDir {
     }
 }
 
+/// A cargo command without the variables cargo set for the crate that runs it. Build scripts
+/// watch some of them (ring's reruns when `CARGO_MANIFEST_DIR` or `CARGO_PKG_NAME` differ from
+/// what a plain build saw), so inherited they would rebuild ring, rustls, reqwest and the runtime
+/// on every nested build, and the outer build once more afterwards.
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if is_crate_variable(name) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// What cargo sets for one crate's build script, binary or test (not the user's own settings
+/// such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn is_crate_variable(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 /// Runs the real binary and returns (exit code, stdout, stderr).

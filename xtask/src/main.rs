@@ -57,18 +57,37 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A cargo command without the variables `cargo run` set for xtask itself. Build scripts watch
+/// some of them (ring's reruns when `CARGO_MANIFEST_DIR` or `CARGO_PKG_NAME` change), so
+/// inherited they would rebuild ring, rustls, reqwest and the runtime on every xtask command.
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    // `cargo run` set these for xtask itself; inherited, they differ from what a plain build
-    // sees, and build scripts that watch them (ring's) rerun on every xtask command.
-    for var in [
-        "CARGO_MANIFEST_DIR",
-        "CARGO_MANIFEST_PATH",
-        "CARGO_PKG_NAME",
-    ] {
-        command.env_remove(var);
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if is_crate_variable(name) {
+            command.env_remove(name);
+        }
     }
     command
+}
+
+/// What cargo sets for one crate's build script, binary or test (not the user's own settings
+/// such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn is_crate_variable(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 fn run(what: &str, command: &mut Command) -> Result<(), String> {
