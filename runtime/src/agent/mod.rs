@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{self, Config, ConfigError};
 use crate::pipeline::sender::{self, Delivery, Sender, SenderError};
-use crate::pipeline::spool::{BatchId, Spool, SpoolError};
+use crate::pipeline::spool::{BatchId, Spool, SpoolError, SpoolOptions};
 use crate::plugin::PluginHost;
 use crate::telemetry::{Metrics, labels};
 use remote::{PulledConfig, RemoteError};
@@ -195,11 +195,12 @@ pub async fn run(config_path: &Path, local: Config) -> Result<(), AgentError> {
 
     let metrics = Arc::new(Metrics::default());
     let spool_dir = state_dir.join("spool");
-    let max_bytes = config.buffer.max_bytes;
-    let (spool, recovery) = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, max_bytes))
-        .await
-        .map_err(AgentError::SpoolTask)?
-        .map_err(AgentError::Spool)?;
+    let options = spool_options(&config.buffer);
+    let (spool, recovery) =
+        tokio::task::spawn_blocking(move || Spool::open_with(&spool_dir, options))
+            .await
+            .map_err(AgentError::SpoolTask)?
+            .map_err(AgentError::Spool)?;
     tracing::info!(
         pending = recovery.pending_batches,
         clean = recovery.is_clean(),
@@ -305,6 +306,20 @@ pub async fn run(config_path: &Path, local: Config) -> Result<(), AgentError> {
         "stopped; pending batches stay in the spool"
     );
     Ok(())
+}
+
+/// The spool's bounds from `[buffer]`, its own defaults where unset.
+fn spool_options(buffer: &config::BufferConfig) -> SpoolOptions {
+    let defaults = SpoolOptions::new(buffer.max_bytes);
+    SpoolOptions {
+        dead_letter_max_bytes: buffer
+            .dead_letter_max_bytes
+            .unwrap_or(defaults.dead_letter_max_bytes),
+        dead_letter_max_age: buffer
+            .dead_letter_max_age
+            .unwrap_or(defaults.dead_letter_max_age),
+        ..defaults
+    }
 }
 
 fn reread_local(sources: &mut Sources) -> Result<Config, AgentError> {

@@ -218,6 +218,8 @@ impl<'a> Checker<'a> {
             tls: self.tls(tls),
             buffer: BufferConfig {
                 max_bytes: buffer.max_bytes.map_or(DEFAULT_SPOOL_BYTES, |b| b.0),
+                dead_letter_max_bytes: buffer.dead_letter_max_bytes.map(|b| b.0),
+                dead_letter_max_age: buffer.dead_letter_max_age.map(|d| d.0),
             },
             trust,
             plugins,

@@ -218,6 +218,31 @@ signed_by = [
     }
 
     #[test]
+    fn dead_letter_bounds_are_read_and_default_to_the_spools() {
+        let path = Path::new("/etc/pganalytics/config.toml");
+        let config = parse("", path).unwrap();
+        assert_eq!(config.buffer.dead_letter_max_bytes, None);
+        assert_eq!(config.buffer.dead_letter_max_age, None);
+        let config = parse(
+            "[buffer]\ndead_letter_max_bytes = \"1MiB\"\ndead_letter_max_age = \"2h\"\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(config.buffer.dead_letter_max_bytes, Some(1 << 20));
+        assert_eq!(
+            config.buffer.dead_letter_max_age,
+            Some(std::time::Duration::from_secs(7200))
+        );
+        let found = problems("[buffer]\ndead_letter_max_age = \"soon\"\n");
+        assert!(
+            found[0]
+                .to_string()
+                .contains("`buffer.dead_letter_max_age`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn there_is_no_cache_without_a_state_dir_unless_one_is_set() {
         let path = Path::new("/etc/pganalytics/config.toml");
         let config = parse("", path).unwrap();

@@ -83,6 +83,9 @@ pub struct BackendConfig {
 #[derive(Debug, Clone)]
 pub struct BufferConfig {
     pub max_bytes: u64,
+    /// `None`: the spool's default bound.
+    pub dead_letter_max_bytes: Option<u64>,
+    pub dead_letter_max_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Default)]

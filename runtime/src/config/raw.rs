@@ -76,6 +76,11 @@ pub struct RawBuffer {
     /// Largest total size of batches waiting for the backend (default 256MiB); beyond it the
     /// oldest are dropped and counted.
     pub max_bytes: Option<ByteSize>,
+    /// Largest total size of `STATE_DIR/spool/dead-letter/` (default 64MiB); beyond it the
+    /// oldest dead letters are removed, logged and counted.
+    pub dead_letter_max_bytes: Option<ByteSize>,
+    /// Dead letters older than this are removed, logged and counted (default 30d).
+    pub dead_letter_max_age: Option<HumanDuration>,
 }
 
 /// `[tls]`: how the agent talks to the backend.
