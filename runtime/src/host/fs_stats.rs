@@ -17,6 +17,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::audit::Audit;
 use super::bindings::{Error, pganalytics::collector::fs_stats};
+use super::blocking::{BlockingLane, BlockingLanes};
 use super::capability::{GrantProblem, HostCapability};
 use super::procfs::{PatternError, component_glob, read_capped};
 use super::run::RunInfo;
@@ -36,8 +37,8 @@ impl HostCapability for FsStats {
     type GrantConfig = FsStatsGrantConfig;
     type Grant = FsStatsGrant;
     type GrantError = FsStatsGrantError;
-    /// The mount table to read.
-    type Shared = PathBuf;
+    /// The mount table to read and the plugins' blocking lanes.
+    type Shared = (PathBuf, BlockingLanes);
     type Ctx = FsStatsCtx;
     type Pending = ();
 
@@ -45,12 +46,21 @@ impl HostCapability for FsStats {
         FsStatsGrant::new(config)
     }
 
-    fn shared(_: &(), _: Option<&Path>) -> PathBuf {
-        PathBuf::from(MOUNTINFO)
+    fn shared(_: &(), _: Option<&Path>) -> (PathBuf, BlockingLanes) {
+        (PathBuf::from(MOUNTINFO), BlockingLanes::default())
     }
 
-    fn context(grant: Option<Arc<FsStatsGrant>>, mountinfo: &PathBuf, run: &RunInfo) -> FsStatsCtx {
-        FsStatsCtx::new(grant, mountinfo.clone(), run.audit.clone())
+    fn context(
+        grant: Option<Arc<FsStatsGrant>>,
+        (mountinfo, lanes): &(PathBuf, BlockingLanes),
+        run: &RunInfo,
+    ) -> FsStatsCtx {
+        FsStatsCtx::new(
+            grant,
+            mountinfo.clone(),
+            run.audit.clone(),
+            lanes.lane(Self::NAME, &run.plugin, run.deadline),
+        )
     }
 
     fn add_to_linker<T: Send + 'static>(
@@ -228,15 +238,23 @@ pub struct FsStatsCtx {
     grant: Option<Arc<FsStatsGrant>>,
     mountinfo: PathBuf,
     audit: Audit,
+    lane: BlockingLane,
 }
 
 impl FsStatsCtx {
-    /// `mountinfo` is `/proc/self/mountinfo` in production.
-    pub fn new(grant: Option<Arc<FsStatsGrant>>, mountinfo: PathBuf, audit: Audit) -> Self {
+    /// `mountinfo` is `/proc/self/mountinfo` in production; the mount table and `statvfs` are
+    /// read in `lane`, under its deadline.
+    pub fn new(
+        grant: Option<Arc<FsStatsGrant>>,
+        mountinfo: PathBuf,
+        audit: Audit,
+        lane: BlockingLane,
+    ) -> Self {
         Self {
             grant,
             mountinfo,
             audit,
+            lane,
         }
     }
 
@@ -246,22 +264,23 @@ impl FsStatsCtx {
                 .audit
                 .deny("fs-stats", "filesystems", "no mounts are granted"));
         };
-        // The mount table of a busy container host can be large, but never near this.
-        const MAX_MOUNTINFO_BYTES: usize = 16 << 20;
-        let text = read_capped(&self.mountinfo, MAX_MOUNTINFO_BYTES)
-            .map_err(|e| e.with_resource("mount table"))?;
-        let mounts = select_mounts(parse_mountinfo(&text), &grant);
-        // statvfs can block for a long time on a dead network mount: run it off the async
-        // threads, where the plugin's deadline still cuts the whole call short.
-        tokio::task::spawn_blocking(move || {
-            mounts
-                .into_iter()
-                .filter_map(|mount| statvfs(&mount).ok())
-                .filter(|fs| fs.total_bytes > 0)
-                .collect()
-        })
-        .await
-        .map_err(|e| Error::Io(format!("statvfs worker failed: {e}")))
+        let mountinfo = self.mountinfo.clone();
+        // statvfs can block for a long time on a dead network mount, and reading the mount
+        // table is a syscall too: both run in the blocking lane, where the plugin's deadline
+        // cuts the whole call short and a stuck thread is accounted to this plugin.
+        self.lane
+            .run("filesystems", move || {
+                // The mount table of a busy container host can be large, but never near this.
+                const MAX_MOUNTINFO_BYTES: usize = 16 << 20;
+                let text = read_capped(&mountinfo, MAX_MOUNTINFO_BYTES)
+                    .map_err(|e| e.with_resource("mount table"))?;
+                Ok(select_mounts(parse_mountinfo(&text), &grant)
+                    .into_iter()
+                    .filter_map(|mount| statvfs(&mount).ok())
+                    .filter(|fs| fs.total_bytes > 0)
+                    .collect())
+            })
+            .await
     }
 }
 
@@ -371,6 +390,11 @@ mod tests {
             Some(Arc::new(grant(&["/"]))),
             "/proc/self/mountinfo".into(),
             Audit::new("t".into(), "d".into()),
+            BlockingLane::standalone(
+                "fs-stats",
+                "t",
+                std::time::Instant::now() + std::time::Duration::from_secs(30),
+            ),
         );
         let filesystems = ctx.filesystems_checked().await.unwrap();
         // The root may be a pseudo filesystem (overlay is kept; tmpfs roots are not).
@@ -386,6 +410,11 @@ mod tests {
             None,
             "/proc/self/mountinfo".into(),
             Audit::new("t".into(), "d".into()),
+            BlockingLane::standalone(
+                "fs-stats",
+                "t",
+                std::time::Instant::now() + std::time::Duration::from_secs(30),
+            ),
         );
         assert!(matches!(
             ctx.filesystems_checked().await,

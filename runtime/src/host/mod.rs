@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod bindings;
+pub mod blocking;
 pub mod budget;
 pub mod capability;
 #[macro_use]
@@ -18,6 +19,7 @@ mod registry;
 pub mod run;
 
 pub mod fs_stats;
+pub mod fsio;
 pub mod log;
 pub mod log_tail;
 pub mod postgres;

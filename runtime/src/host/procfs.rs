@@ -1,12 +1,19 @@
 //! `procfs` capability: read-only access to files below /proc that the operator granted.
 //!
 //! Shape: [`ProcfsGrantConfig`] (TOML) → [`ProcfsGrant`] (validated patterns) → [`ProcfsCtx`]
-//! (per run) → `procfs::Host`, registered as [`Procfs`]. This module must never open a file outside the proc root: a path is
-//! checked lexically (relative, no `..`), against the grant, and then once more after symlinks are
-//! resolved (`self/root/etc/passwd` resolves outside /proc and is denied even when `self/**` is
-//! granted).
+//! (per run) → `procfs::Host`, registered as [`Procfs`]. This module must never open a file
+//! outside the proc root nor follow a link to get there: a path is checked lexically (relative,
+//! no `.` or `..`) and against the grant before anything is opened, then opened below a
+//! directory fd of the root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//! RESOLVE_NO_MAGICLINKS)` (or `O_NOFOLLOW` on every component), so `self/root/...`,
+//! `self/cwd/...`, `self/fd/N` and `self/map_files/...` are refused even under `self/**`. The
+//! one link the host follows is `self`, by rewriting it to the agent's pid. Files in
+//! [`EXACT_GRANT_ONLY`] (`environ`, `mem`, ...) are served only when a grant names them exactly.
+//! Only regular files are read, opened `O_NONBLOCK`, in the plugin's blocking lane, under its
+//! deadline.
 
-use std::io::Read;
+use std::collections::HashSet;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,7 +23,9 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::audit::Audit;
 use super::bindings::{Error, pganalytics::collector::procfs};
+use super::blocking::{BlockingLane, BlockingLanes};
 use super::capability::{GrantProblem, HostCapability};
+use super::fsio;
 use super::run::RunInfo;
 
 /// Where the kernel's process filesystem is mounted.
@@ -34,8 +43,7 @@ impl HostCapability for Procfs {
     type GrantConfig = ProcfsGrantConfig;
     type Grant = ProcfsGrant;
     type GrantError = ProcfsGrantError;
-    /// The proc root.
-    type Shared = PathBuf;
+    type Shared = ProcfsShared;
     type Ctx = ProcfsCtx;
     type Pending = ();
 
@@ -43,16 +51,20 @@ impl HostCapability for Procfs {
         ProcfsGrant::new(config)
     }
 
-    fn shared(_: &(), _: Option<&Path>) -> PathBuf {
-        PathBuf::from(PROC_ROOT)
+    fn shared(_: &(), _: Option<&Path>) -> ProcfsShared {
+        ProcfsShared {
+            root: PathBuf::from(PROC_ROOT),
+            lanes: BlockingLanes::default(),
+        }
     }
 
-    fn context(grant: Option<Arc<ProcfsGrant>>, root: &PathBuf, run: &RunInfo) -> ProcfsCtx {
+    fn context(grant: Option<Arc<ProcfsGrant>>, shared: &ProcfsShared, run: &RunInfo) -> ProcfsCtx {
         ProcfsCtx::new(
             grant,
-            root.clone(),
+            shared.root.clone(),
             run.max_host_call_bytes,
             run.audit.clone(),
+            shared.lanes.lane(Self::NAME, &run.plugin, run.deadline),
         )
     }
 
@@ -62,6 +74,13 @@ impl HostCapability for Procfs {
     ) -> wasmtime::Result<()> {
         procfs::add_to_linker::<T, HasSelf<ProcfsCtx>>(linker, get)
     }
+}
+
+/// What every run of every plugin shares: the proc root and the plugins' blocking lanes.
+#[derive(Clone)]
+pub struct ProcfsShared {
+    root: PathBuf,
+    lanes: BlockingLanes,
 }
 
 /// `[plugins.NAME.grants.procfs]`
@@ -77,6 +96,8 @@ pub struct ProcfsGrantConfig {
 #[derive(Debug, Clone)]
 pub struct ProcfsGrant {
     set: GlobSet,
+    /// Patterns without a wildcard: the only way to be granted an [`EXACT_GRANT_ONLY`] file.
+    exact: HashSet<String>,
 }
 
 /// Why a `[plugins.NAME.grants.procfs]` table is invalid.
@@ -99,7 +120,11 @@ impl GrantProblem for ProcfsGrantError {
 impl ProcfsGrant {
     pub fn new(config: &ProcfsGrantConfig) -> Result<Self, ProcfsGrantError> {
         let mut builder = GlobSetBuilder::new();
+        let mut exact = HashSet::new();
         for pattern in &config.paths {
+            if !pattern.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+                exact.insert(pattern.clone());
+            }
             check_relative(pattern).map_err(|why| ProcfsGrantError::Path {
                 path: pattern.clone(),
                 why,
@@ -107,11 +132,16 @@ impl ProcfsGrant {
             builder.add(component_glob(pattern)?);
         }
         let set = builder.build().map_err(ProcfsGrantError::Set)?;
-        Ok(Self { set })
+        Ok(Self { set, exact })
     }
 
     pub fn allows(&self, path: &str) -> bool {
         self.set.is_match(path)
+    }
+
+    /// Whether a pattern without wildcards is exactly `path`.
+    pub fn names_exactly(&self, path: &str) -> bool {
+        self.exact.contains(path)
     }
 }
 
@@ -156,71 +186,150 @@ fn check_relative(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Files never served through a wildcard, only when a grant names them exactly: process
+/// memory and environments (secrets), kernel memory, and files that block or leak addresses.
+/// Threat: `self/**` or `*/*` handing out `environ` (passwords in variables) or `mem`.
+const EXACT_GRANT_ONLY: &[&str] = &[
+    "environ",
+    "mem",
+    "pagemap",
+    "kcore",
+    "kmsg",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "auxv",
+    "stack",
+    "syscall",
+    "timers",
+    "sched_debug",
+];
+
 /// Per-run state of the `procfs` capability.
 pub struct ProcfsCtx {
     grant: Option<Arc<ProcfsGrant>>,
     root: PathBuf,
     max_bytes: usize,
     audit: Audit,
+    lane: BlockingLane,
 }
 
 impl ProcfsCtx {
-    /// `root` is `/proc` in production; tests point it at a directory they built.
+    /// `root` is `/proc` in production; tests point it at a directory they built. Reads run in
+    /// `lane` and end at its deadline.
     pub fn new(
         grant: Option<Arc<ProcfsGrant>>,
         root: PathBuf,
         max_bytes: usize,
         audit: Audit,
+        lane: BlockingLane,
     ) -> Self {
         Self {
             grant,
             root,
             max_bytes,
             audit,
+            lane,
         }
     }
 
-    /// The whole checked read, synchronous: files below /proc are generated in memory by the
-    /// kernel and never block on storage.
-    pub fn read_checked(&self, path: &str) -> Result<String, Error> {
+    /// The grant checks, before anything touches the filesystem: a path refused here and a path
+    /// that does not exist look the same to the guest. Returns the path below the root to open.
+    fn check(&self, path: &str) -> Result<String, Error> {
         const CAPABILITY: &str = "procfs path";
         if let Err(why) = check_relative(path) {
             return Err(self.audit.deny(CAPABILITY, path, why));
         }
-        if !self
-            .grant
-            .as_deref()
-            .is_some_and(|grant| grant.allows(path))
-        {
+        let Some(grant) = self.grant.as_deref().filter(|grant| grant.allows(path)) else {
             return Err(self
                 .audit
                 .deny(CAPABILITY, path, "no granted pattern matches it"));
-        }
-        let full = self.root.join(path);
-        let resolved = match full.canonicalize() {
-            Ok(resolved) => resolved,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound(format!("procfs `{path}` does not exist")));
-            }
-            Err(e) => return Err(Error::Io(format!("procfs `{path}`: {e}"))),
         };
-        let root = self
-            .root
-            .canonicalize()
-            .map_err(|e| Error::Io(format!("proc root: {e}")))?;
-        if !resolved.starts_with(&root) || resolved == root {
+        let last = path.rsplit('/').next().unwrap_or(path);
+        if EXACT_GRANT_ONLY.contains(&last) && !grant.names_exactly(path) {
             return Err(self.audit.deny(
                 CAPABILITY,
                 path,
-                &format!(
-                    "it resolves to `{}`, outside the proc root",
-                    resolved.display()
-                ),
+                "this file is served only when a grant names it exactly, never from a pattern",
             ));
         }
-        read_capped(&resolved, self.max_bytes)
-            .map_err(|e| e.with_resource(&format!("procfs `{path}`")))
+        // `/proc/self` is a symlink, the one link the host follows itself: to its own pid.
+        let mut components = path.splitn(2, '/');
+        let first = components.next().unwrap_or_default();
+        let rest = components.next();
+        match first {
+            "self" => Ok(match rest {
+                Some(rest) => format!("{}/{rest}", std::process::id()),
+                None => std::process::id().to_string(),
+            }),
+            "thread-self" => Err(self.audit.deny(
+                CAPABILITY,
+                path,
+                "`thread-self` names a host thread, not the plugin; it is never served",
+            )),
+            _ => Ok(path.to_owned()),
+        }
     }
+
+    /// The whole checked read, on the calling thread (tests; the host call runs it in the lane).
+    pub fn read_checked(&self, path: &str) -> Result<String, Error> {
+        let relative = self.check(path)?;
+        read_beneath(&self.root, &relative, self.max_bytes, path, &self.audit)
+    }
+
+    /// The checked read in the blocking lane, bounded by the run's deadline.
+    pub async fn read_in_lane(&self, path: &str) -> Result<String, Error> {
+        let relative = self.check(path)?;
+        let (root, max_bytes, audit) = (self.root.clone(), self.max_bytes, self.audit.clone());
+        let guest_path = path.to_owned();
+        self.lane
+            .run(&format!("procfs `{path}`"), move || {
+                read_beneath(&root, &relative, max_bytes, &guest_path, &audit)
+            })
+            .await
+    }
+}
+
+/// Opens `relative` below `root` without following any link, refuses what is not a regular
+/// file, and reads it without blocking. Messages name the path as the guest wrote it, never a
+/// resolved host path.
+fn read_beneath(
+    root: &Path,
+    relative: &str,
+    max_bytes: usize,
+    path: &str,
+    audit: &Audit,
+) -> Result<String, Error> {
+    let resource = format!("procfs `{path}`");
+    let root = fsio::open_dir_no_follow(root).map_err(|e| {
+        Error::Unavailable(format!("{resource}: the proc root cannot be opened: {e}"))
+    })?;
+    let mut file = match fsio::open_beneath(&root, relative) {
+        Ok(file) => file,
+        Err(e) if fsio::is_link_refusal(&e) => {
+            return Err(audit.deny(
+                "procfs path",
+                path,
+                "it passes through a symbolic link, which is never followed",
+            ));
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+            return Err(Error::NotFound(format!("{resource} does not exist")));
+        }
+        Err(e) => return Err(Error::Io(format!("{resource}: {e}"))),
+    };
+    let metadata = file
+        .metadata()
+        .map_err(|e| Error::Io(format!("{resource}: {e}")))?;
+    if !metadata.file_type().is_file() {
+        return Err(audit.deny("procfs path", path, "it is not a regular file"));
+    }
+    let bytes = fsio::read_up_to(&mut file, max_bytes)
+        .map_err(|e| Error::Io(format!("{resource}: {e}")))?;
+    if bytes.len() > max_bytes {
+        return Err(ReadError::TooLarge(max_bytes).with_resource(&resource));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Why a capped read failed, before the resource name is attached.
@@ -242,16 +351,18 @@ impl ReadError {
     }
 }
 
-/// Reads at most `cap` bytes of text; one byte more means the file is too large.
+/// Reads at most `cap` bytes of text from a path the host chose (not the guest), without
+/// blocking on a FIFO; one byte more means the file is too large.
 pub(crate) fn read_capped(path: &Path, cap: usize) -> Result<String, ReadError> {
-    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ReadError::NotFound,
-        _ => ReadError::Io(e),
-    })?;
-    let mut bytes = Vec::new();
-    file.take(cap as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(ReadError::Io)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ReadError::NotFound,
+            _ => ReadError::Io(e),
+        })?;
+    let bytes = fsio::read_up_to(&mut file, cap).map_err(ReadError::Io)?;
     if bytes.len() > cap {
         return Err(ReadError::TooLarge(cap));
     }
@@ -260,13 +371,14 @@ pub(crate) fn read_capped(path: &Path, cap: usize) -> Result<String, ReadError> 
 
 impl procfs::Host for ProcfsCtx {
     async fn read(&mut self, path: String) -> Result<String, Error> {
-        self.read_checked(&path)
+        self.read_in_lane(&path).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn ctx(root: &Path, patterns: &[&str]) -> ProcfsCtx {
         let grant = ProcfsGrant::new(&ProcfsGrantConfig {
@@ -278,6 +390,7 @@ mod tests {
             root.to_path_buf(),
             1 << 20,
             Audit::new("t".into(), "d".into()),
+            BlockingLane::standalone("procfs", "t", Instant::now() + Duration::from_secs(30)),
         )
     }
 
@@ -322,32 +435,125 @@ mod tests {
     }
 
     #[test]
-    fn self_environ_is_denied_unless_granted_by_name() {
-        let proc = ctx(Path::new("/proc"), &["stat", "*/stat"]);
+    fn secret_files_are_served_only_when_named_exactly() {
+        let tid = std::process::id();
+        for patterns in [
+            &["self/*"][..],
+            &["self/**"],
+            &["**"],
+            &["*/*"],
+            &["self/task/*/*"],
+        ] {
+            let proc = ctx(Path::new("/proc"), patterns);
+            for path in [
+                "self/environ".to_owned(),
+                "self/mem".to_owned(),
+                "self/pagemap".to_owned(),
+                "self/auxv".to_owned(),
+                format!("self/task/{tid}/environ"),
+                "1/environ".to_owned(),
+                "kcore".to_owned(),
+            ] {
+                if proc.grant.as_ref().unwrap().allows(&path) {
+                    let message = denied(proc.read_checked(&path));
+                    assert!(
+                        message.contains("exactly"),
+                        "{patterns:?} {path}: {message}"
+                    );
+                }
+            }
+        }
+        let proc = ctx(Path::new("/proc"), &["self/*", "stat", "*/stat"]);
         denied(proc.read_checked("self/environ"));
+        assert!(proc.read_checked("self/status").unwrap().contains("Pid:"));
         let granted = ctx(Path::new("/proc"), &["self/environ"]);
         assert!(granted.read_checked("self/environ").is_ok());
     }
 
     #[test]
-    fn symlinks_leaving_the_root_are_denied() {
+    fn links_are_never_followed_even_under_a_recursive_grant() {
+        let proc = ctx(Path::new("/proc"), &["**"]);
+        let pid = std::process::id().to_string();
+        let map_file = std::fs::read_dir("/proc/self/map_files")
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .and_then(|entry| entry.ok())
+            .map(|entry| format!("self/map_files/{}", entry.file_name().to_string_lossy()))
+            .unwrap_or_else(|| "self/map_files/0-1".to_owned());
+        for path in [
+            "self/root/etc/passwd".to_owned(),
+            "self/cwd/Cargo.toml".to_owned(),
+            "self/cwd".to_owned(),
+            "self/exe".to_owned(),
+            "self/fd/0".to_owned(),
+            "self/fd/1".to_owned(),
+            map_file,
+            format!("self/task/{pid}/root/etc/passwd"),
+            format!("self/task/{pid}/cwd/Cargo.toml"),
+            "1/root/etc/passwd".to_owned(),
+            "1/cwd/etc/passwd".to_owned(),
+            "thread-self/stat".to_owned(),
+            "thread-self/environ".to_owned(),
+        ] {
+            let message = denied(proc.read_checked(&path));
+            // The guest learns neither where a link points nor the agent's pid.
+            assert!(!message.contains("resolves"), "{path}: {message}");
+            if !path.contains(&pid) {
+                assert!(!message.contains(&pid), "{path}: {message}");
+            }
+        }
+        // What is not a link is still served under the same grant.
+        assert!(proc.read_checked("self/stat").unwrap().starts_with(&pid));
+        assert!(proc.read_checked(&format!("self/task/{pid}/stat")).is_ok());
+    }
+
+    #[test]
+    fn a_fake_root_proves_self_is_rewritten_and_links_refused() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("proc");
-        std::fs::create_dir_all(root.join("1")).unwrap();
-        std::fs::write(root.join("1/stat"), "inside").unwrap();
+        let pid = std::process::id().to_string();
+        std::fs::create_dir_all(root.join(&pid)).unwrap();
+        std::fs::write(root.join(&pid).join("stat"), "inside").unwrap();
         std::fs::write(dir.path().join("secret"), "outside").unwrap();
-        std::os::unix::fs::symlink("1", root.join("self")).unwrap();
-        std::os::unix::fs::symlink(dir.path(), root.join("1/root")).unwrap();
+        // A `self` link that points elsewhere is never used: the host resolves `self` itself.
+        std::fs::create_dir_all(root.join("decoy")).unwrap();
+        std::fs::write(root.join("decoy/stat"), "decoy").unwrap();
+        std::os::unix::fs::symlink("decoy", root.join("self")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join(&pid).join("root")).unwrap();
         std::os::unix::fs::symlink("../secret", root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("decoy/stat", root.join("inside_link")).unwrap();
         let proc = ctx(&root, &["**"]);
-        // A symlink that stays inside the root is followed, like /proc/self.
         assert_eq!(proc.read_checked("self/stat").unwrap(), "inside");
         denied(proc.read_checked("self/root/secret"));
         denied(proc.read_checked("escape"));
-        // The real /proc: self/root points at the host's filesystem root.
-        let real = ctx(Path::new("/proc"), &["**"]);
-        denied(real.read_checked("self/root/etc/passwd"));
-        denied(real.read_checked("self/cwd"));
+        denied(proc.read_checked("inside_link"));
+    }
+
+    #[test]
+    fn fifos_and_directories_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let proc = ctx(dir.path(), &["*"]);
+        // A blocking open of a FIFO with no writer would never return.
+        let message = denied(proc.read_checked("fifo"));
+        assert!(message.contains("not a regular file"), "{message}");
+        denied(proc.read_checked("sub"));
+    }
+
+    #[tokio::test]
+    async fn a_proc_file_that_waits_for_data_returns_within_the_call() {
+        // /proc/kmsg blocks a plain read until the kernel logs something; opened O_NONBLOCK it
+        // answers at once (or is refused for lack of CAP_SYSLOG). Either way the call returns.
+        let proc = ctx(Path::new("/proc"), &["kmsg"]);
+        let outcome = proc.read_in_lane("kmsg").await;
+        assert!(!matches!(outcome, Err(Error::Timeout(_))), "{outcome:?}");
+        // From a pattern it is not even opened.
+        let proc = ctx(Path::new("/proc"), &["*"]);
+        denied(proc.read_in_lane("kmsg").await);
     }
 
     #[test]
@@ -361,6 +567,11 @@ mod tests {
             Err(Error::NotFound(_))
         ));
         assert!(matches!(proc.read_checked("big"), Err(Error::TooLarge(m)) if m.contains("1024")));
+        // Ungranted: a denial whether it exists or not.
+        let other = ctx(dir.path(), &["stat"]);
+        let missing = denied(other.read_checked("nothing"));
+        let present = denied(other.read_checked("big"));
+        assert_eq!(missing.replace("nothing", "X"), present.replace("big", "X"));
     }
 
     #[test]
@@ -370,6 +581,7 @@ mod tests {
             "/proc".into(),
             1024,
             Audit::new("t".into(), "d".into()),
+            BlockingLane::standalone("procfs", "t", Instant::now() + Duration::from_secs(30)),
         );
         denied(proc.read_checked("stat"));
     }
