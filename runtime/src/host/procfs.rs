@@ -245,7 +245,7 @@ impl ProcfsCtx {
                 .audit
                 .deny(CAPABILITY, path, "no granted pattern matches it"));
         };
-        let last = path.rsplit('/').next().unwrap_or(path);
+        let last = path.split('/').rfind(|c| !c.is_empty()).unwrap_or(path);
         if EXACT_GRANT_ONLY.contains(&last) && !grant.names_exactly(path) {
             return Err(self.audit.deny(
                 CAPABILITY,

@@ -266,11 +266,15 @@ impl LogTailGrant {
     }
 }
 
-/// A granted file, open for this call.
+/// A granted file found in this call, opened only when its turn comes (so a call holds one file
+/// descriptor at a time, not one per tracked file).
 struct Found {
     /// The path as the grant names it (directory as written + name), shown to the guest.
     path: PathBuf,
-    log: files::OpenLog,
+    dir: Arc<std::os::fd::OwnedFd>,
+    name: std::ffi::OsString,
+    /// The uid the file must belong to.
+    owner: u32,
 }
 
 /// Per-run state of the `log-tail` capability.
@@ -377,11 +381,10 @@ fn abandoned() -> Error {
 }
 
 impl Tail {
-    /// The granted files as they are now, open; refusals are audited, and files left out by
-    /// the bound are warned about once per run.
-    fn open_granted(&mut self, grant: &LogTailGrant) -> Vec<Found> {
+    /// The granted files as they are now; entries that are not regular files are audited, and
+    /// files left out by the bound are warned about once per run.
+    fn find_granted(&mut self, grant: &LogTailGrant) -> Vec<Found> {
         let mut found = Vec::new();
-        let mut ids = HashSet::new();
         for pattern in &grant.patterns {
             let dir_path = &pattern.dir.path;
             let dir = match pattern.dir.handle() {
@@ -431,19 +434,12 @@ impl Tail {
                 }
             };
             for name in scan.kept {
-                let path = dir_path.join(&name);
-                match files::open_log(&dir, &name, owner) {
-                    Ok(log) => {
-                        if ids.insert(log.id) {
-                            found.push(Found { path, log });
-                        }
-                    }
-                    Err(Skip::Gone) => {}
-                    Err(Skip::Refused(why)) => {
-                        self.audit
-                            .deny("log-tail file", &path.display().to_string(), &why);
-                    }
-                }
+                found.push(Found {
+                    path: dir_path.join(&name),
+                    dir: dir.clone(),
+                    name,
+                    owner,
+                });
             }
         }
         found
@@ -457,18 +453,29 @@ impl Tail {
         let mut budget = usize::try_from(max_bytes)
             .unwrap_or(usize::MAX)
             .min(self.max_bytes);
-        let files = self.open_granted(grant);
+        let files = self.find_granted(grant);
         let mut chunks = Vec::new();
         let mut seen_fingerprints = HashSet::new();
+        let mut ids = HashSet::new();
         let mut scanned_all = true;
-        for Found {
-            path: found_as,
-            log,
-        } in files
-        {
+        for found in files {
             if budget == 0 {
                 scanned_all = false;
                 break;
+            }
+            let found_as = found.path;
+            let log = match files::open_log(&found.dir, &found.name, found.owner) {
+                Ok(log) => log,
+                Err(Skip::Gone) => continue,
+                Err(Skip::Refused(why)) => {
+                    self.audit
+                        .deny("log-tail file", &found_as.display().to_string(), &why);
+                    continue;
+                }
+            };
+            // The same file matched by two patterns is read once.
+            if !ids.insert(log.id) {
+                continue;
             }
             let size = log.size;
             match files::binary_kind(&log.file, size) {
