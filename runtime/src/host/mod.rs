@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod bindings;
 pub mod budget;
+pub mod guest_text;
 pub mod capability;
 #[macro_use]
 mod registry;
