@@ -134,7 +134,12 @@ async fn through_sandbox(loaded: &Loaded) -> (Duration, usize, usize, Split) {
         entries += accepted
             .items
             .iter()
-            .map(|item| item["entries"].as_array().map_or(0, Vec::len))
+            .map(|item| {
+                serde_json::from_str::<serde_json::Value>(item.get())
+                    .ok()
+                    .and_then(|item| item["entries"].as_array().map(Vec::len))
+                    .unwrap_or(0)
+            })
             .sum::<usize>();
     }
     let total = started.elapsed();

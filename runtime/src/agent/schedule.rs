@@ -208,8 +208,8 @@ async fn run_once(
     );
     let items = accepted.items.len();
     if items > 0 {
-        let envelope = Envelope::new(&config.collector, accepted.items);
-        let batch = match serde_json::to_vec(&envelope) {
+        let envelope = Envelope::new(&config.collector, vec![accepted.items]);
+        let batch = match envelope.encode() {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(plugin = name, "cannot encode the batch: {e}");

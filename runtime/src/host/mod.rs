@@ -13,6 +13,7 @@ pub mod audit;
 pub mod bindings;
 pub mod blocking;
 pub mod budget;
+pub mod guest_text;
 pub mod capability;
 #[macro_use]
 mod registry;

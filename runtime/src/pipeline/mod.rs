@@ -17,11 +17,11 @@ pub mod validate;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::config::{CollectorConfig, Config};
 use crate::host::Pending;
 use crate::plugin::{LoadError, LoadedPlugin, PluginHost, RunError, RunTiming};
+pub use validate::Items;
 
 /// The body pushed to the backend (`POST /api/v1/metrics/push`).
 #[derive(Debug, Clone, Serialize)]
@@ -31,19 +31,30 @@ pub struct Envelope {
     pub timestamp: String,
     pub version: String,
     pub metrics_count: usize,
-    pub metrics: Vec<Value>,
+    /// The accepted items of one or more runs, written verbatim as one JSON array.
+    #[serde(serialize_with = "validate::serialize_items_flat")]
+    pub metrics: Vec<Items>,
 }
 
 impl Envelope {
-    pub fn new(collector: &CollectorConfig, metrics: Vec<Value>) -> Self {
+    pub fn new(collector: &CollectorConfig, metrics: Vec<Items>) -> Self {
         Self {
             collector_id: collector.id.clone(),
             hostname: collector.hostname.clone(),
             timestamp: now_rfc3339(),
             version: crate::VERSION.to_owned(),
-            metrics_count: metrics.len(),
+            metrics_count: metrics.iter().map(Items::len).sum(),
             metrics,
         }
+    }
+
+    /// The envelope as JSON, in a buffer sized for it up front (a growing `Vec` would hold up
+    /// to twice the batch while it doubles).
+    pub fn encode(&self) -> serde_json::Result<Vec<u8>> {
+        let items: usize = self.metrics.iter().map(|m| m.as_json().len()).sum();
+        let mut batch = Vec::with_capacity(items + 512);
+        serde_json::to_writer(&mut batch, self)?;
+        Ok(batch)
     }
 }
 
@@ -58,7 +69,7 @@ pub fn now_rfc3339() -> String {
 pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepted, RunError> {
     let output = host.run(plugin).await?;
     let items =
-        validate::validate_output(&output.json, &plugin.config.emits).map_err(|reason| {
+        validate::validate_output(output.json, &plugin.config.emits).map_err(|reason| {
             RunError::InvalidOutput {
                 plugin: plugin.name().to_owned(),
                 reason,
@@ -78,7 +89,7 @@ pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepte
 /// A run whose output was accepted.
 #[derive(Debug)]
 pub struct Accepted {
-    pub items: Vec<Value>,
+    pub items: Items,
     pub timing: RunTiming,
     pub denied_calls: u64,
     pub commit: Commit,
@@ -176,7 +187,7 @@ pub async fn collect_once(config: &Config, host: &PluginHost, only: &[String]) -
             // The envelope goes straight to the caller: the items are as safe as they get here.
             let commit = std::mem::take(&mut accepted.commit);
             match commit.apply(host) {
-                Ok(()) => metrics.extend(accepted.items.iter().cloned()),
+                Ok(()) => metrics.push(std::mem::replace(&mut accepted.items, Items::empty())),
                 Err(e) => *outcome = Outcome::RunFailed(e),
             }
         }

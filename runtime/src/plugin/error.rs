@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use super::signature;
 use crate::host::Capability;
-use crate::host::bindings::Error as GuestError;
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +108,13 @@ pub enum RunError {
         size: u64,
         limit: String,
     },
-    #[error("plugin `{plugin}` reported an error: {error}")]
-    Guest { plugin: String, error: GuestError },
+    /// `message` is the guest's text, cut and escaped (see `host::guest_text`).
+    #[error("plugin `{plugin}` reported an error: {kind}: {message}")]
+    Guest {
+        plugin: String,
+        kind: &'static str,
+        message: String,
+    },
     #[error("plugin `{plugin}` returned invalid output: {reason}")]
     InvalidOutput { plugin: String, reason: String },
     #[error("plugin `{plugin}`: cannot save its state: {message}")]

@@ -25,7 +25,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use crate::host::bindings::CollectorPre;
+use crate::host::bindings::{CollectorPre, Error as GuestError};
+use crate::host::guest_text;
 use crate::host::run::{PluginSettings, RunInfo};
 use crate::host::{self, Grants, HostCtx, HostView};
 use crate::units::ByteSize;
@@ -352,10 +353,14 @@ impl PluginHost {
                 limit: limits.describe_timeout(),
             }),
             Ok(Err(trap)) => Err(classify_trap(&plugin_name, trap, &store, limits, &budget)),
-            Ok(Ok(Err(error))) => Err(RunError::Guest {
-                plugin: plugin_name,
-                error,
-            }),
+            Ok(Ok(Err(error))) => {
+                let (kind, message) = guest_error_text(&error);
+                Err(RunError::Guest {
+                    plugin: plugin_name,
+                    kind,
+                    message,
+                })
+            }
             Ok(Ok(Ok(json))) if json.len() as u64 > limits.max_output_bytes => {
                 Err(RunError::OutputTooLarge {
                     plugin: plugin_name,
@@ -392,6 +397,20 @@ fn trim_heap() {
     }
 }
 
+/// The kind and the cut, escaped message of an error a guest returned from `collect`.
+fn guest_error_text(error: &GuestError) -> (&'static str, String) {
+    let (kind, text) = match error {
+        GuestError::Denied(m) => ("denied", m),
+        GuestError::NotFound(m) => ("not-found", m),
+        GuestError::Invalid(m) => ("invalid", m),
+        GuestError::Timeout(m) => ("timeout", m),
+        GuestError::TooLarge(m) => ("too-large", m),
+        GuestError::Unavailable(m) => ("unavailable", m),
+        GuestError::Io(m) => ("io", m),
+    };
+    (kind, guest_text::quote(text))
+}
+
 fn usize_cap(bytes: u64) -> usize {
     usize::try_from(bytes).unwrap_or(usize::MAX)
 }
@@ -424,12 +443,14 @@ fn classify_trap(
             RunError::StackOverflow { plugin }
         }
         other => {
+            // A trap's text can quote the guest (function names in the backtrace come from
+            // its name section): cut and escaped like any guest text.
             let mut message = match other {
                 Some(trap) => trap.to_string(),
-                None => format!("{error:#}"),
+                None => guest_text::cut(&format!("{error:#}"), 4 * guest_text::MAX_GUEST_TEXT_BYTES),
             };
             // A Rust guest prints its panic message to stderr right before it aborts.
-            let stderr = budget.stderr_tail(512);
+            let stderr = budget.stderr_tail(guest_text::MAX_GUEST_TEXT_BYTES);
             if !stderr.is_empty() {
                 message = format!("{message} (guest stderr: {stderr})");
             }
