@@ -2,6 +2,7 @@
 //! PostgreSQL server writes, in every format, across cycles and log rotations.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -192,7 +193,12 @@ async fn every_format_parses_real_logs_exactly_once_across_cycles_and_rotations(
     markers(&cluster, 151..=170);
     for (_, _, file) in FORMATS {
         let path = cluster.log_dir().join(file);
-        std::fs::copy(&path, cluster.log_dir().join(format!("{file}.2"))).unwrap();
+        let copy = cluster.log_dir().join(format!("{file}.2"));
+        std::fs::copy(&path, &copy).unwrap();
+        // As logrotate's copytruncate does: the copy keeps the log's owner (log-tail refuses
+        // files of another owner than the log directory's).
+        let owner = std::fs::metadata(&path).unwrap();
+        std::os::unix::fs::chown(&copy, Some(owner.uid()), Some(owner.gid())).unwrap();
         std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)

@@ -150,36 +150,44 @@ impl BlockingLane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
 
     #[tokio::test]
-    async fn a_stuck_call_ends_at_the_deadline_and_blocks_its_plugin_until_it_returns() {
+    async fn a_stuck_syscall_ends_at_the_deadline_and_blocks_its_plugin_until_it_returns() {
+        // A real kernel wait: a blocking open of a FIFO that has no writer yet.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let lanes = BlockingLanes::default();
         let plugin: Arc<str> = "stuck".into();
         let other: Arc<str> = "other".into();
         let deadline = Instant::now() + Duration::from_millis(50);
-        let lane = lanes.lane("procfs", &plugin, deadline);
-        let (release, wait) = mpsc::channel::<()>();
+        let lane = lanes.lane("log-tail", &plugin, deadline);
+        let reader = fifo.clone();
         let stuck = lane
-            .run("procfs `kmsg`", move || {
-                wait.recv().ok();
-                Ok(())
+            .run("log-tail", move || {
+                std::fs::read(&reader).map_err(|e| Error::Io(e.to_string()))
             })
             .await;
         assert!(matches!(stuck, Err(Error::Timeout(m)) if m.contains("`stuck`")));
         assert_eq!(lane.in_flight(), 1);
         // The next run of the same plugin is refused at once, with a named error.
-        let next = lanes.lane("procfs", &plugin, Instant::now() + Duration::from_secs(60));
-        let refused = next.run("procfs `stat`", || Ok(())).await;
+        let next = lanes.lane(
+            "log-tail",
+            &plugin,
+            Instant::now() + Duration::from_secs(60),
+        );
+        let refused = next.run("log-tail", || Ok(Vec::<u8>::new())).await;
         assert!(
             matches!(&refused, Err(Error::Unavailable(m)) if m.contains("still blocked") && m.contains("`stuck`")),
             "{refused:?}"
         );
         // Another plugin is not affected.
-        let fine = lanes.lane("procfs", &other, Instant::now() + Duration::from_secs(60));
+        let fine = lanes.lane("log-tail", &other, Instant::now() + Duration::from_secs(60));
         assert_eq!(fine.run("x", || Ok(7)).await.unwrap(), 7);
-        // Once the stuck syscall returns, the plugin may call again.
-        release.send(()).unwrap();
+        // Once the stuck syscall returns (a writer comes and goes), the plugin may call again.
+        std::fs::write(&fifo, b"x").unwrap();
         while next.in_flight() > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
