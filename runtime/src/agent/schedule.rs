@@ -97,8 +97,12 @@ pub(super) async fn plugin_loop(
         }
         let started = Instant::now();
         lock(&shared.last_started).insert(name.clone(), started);
-        let ok = run_once(&plugin, &config, &host, &shared, &mut current).await;
-        failures = if ok { 0 } else { failures.saturating_add(1) };
+        match run_once(&plugin, &config, &host, &shared, &mut current).await {
+            RunResult::Succeeded => failures = 0,
+            RunResult::Failed => failures = failures.saturating_add(1),
+            // The host had no room: not the plugin's fault, so its backoff does not grow.
+            RunResult::HostBusy => {}
+        }
         let factor = if failures == 0 {
             1
         } else {
@@ -169,17 +173,24 @@ async fn refresh(
     }
 }
 
-/// One run, from the sandbox to the spool. Returns whether it succeeded.
+/// How one run ended, for the schedule.
+enum RunResult {
+    Succeeded,
+    Failed,
+    HostBusy,
+}
+
+/// One run, from the sandbox to the spool.
 async fn run_once(
     plugin: &Arc<PluginConfig>,
     config: &Config,
     host: &PluginHost,
     shared: &Arc<Shared>,
     current: &mut Current,
-) -> bool {
+) -> RunResult {
     refresh(plugin, host, shared, current).await;
     let Some(loaded) = &current.plugin else {
-        return false;
+        return RunResult::Failed;
     };
     let name = plugin.name.as_str();
     let metrics = &shared.metrics;
@@ -198,7 +209,10 @@ async fn run_once(
                 );
             }
             tracing::error!(plugin = name, reason, "{e}");
-            return false;
+            if e.is_host_side() {
+                return RunResult::HostBusy;
+            }
+            return RunResult::Failed;
         }
     };
     metrics.add(
@@ -213,7 +227,7 @@ async fn run_once(
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(plugin = name, "cannot encode the batch: {e}");
-                return false;
+                return RunResult::Failed;
             }
         };
         let size = batch.len();
@@ -226,7 +240,7 @@ async fn run_once(
                 plugin = name,
                 "the batch could not be spooled; its lines and counters will be read again next run: {e}"
             );
-            return false;
+            return RunResult::Failed;
         }
         metrics.inc("pganalytics_batches_spooled_total", "");
         tracing::debug!(plugin = name, items, bytes = size, "spooled");
@@ -250,7 +264,7 @@ async fn run_once(
         postgres_us = accepted.timing.postgres.as_micros() as u64,
         "collected"
     );
-    true
+    RunResult::Succeeded
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::limits::MAX_WASM_STACK_BYTES;
+use super::structure::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 
 /// How often the epoch advances. A guest yields to the async runtime (and its deadline is
 /// checked) once per tick, so this is also the deadline's resolution.
@@ -16,7 +17,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Plugin instances that may be alive at once per engine. The agent never runs one plugin twice
 /// at a time, so this is the number of plugins that can be mid-run together; one more run fails
-/// to instantiate ("maximum concurrent limit of 64 for component instances reached") until one ends.
+/// to instantiate until one ends, and is reported as `RunError::HostBusy`, not charged to it.
+/// The pool holds this many runs *at their caps* (see `structure`): each run's store is
+/// limited to those caps, so no plugin can take another's slots.
 pub const MAX_LIVE_INSTANCES: u32 = 64;
 
 /// Frames kept in a trap's backtrace.
@@ -71,11 +74,11 @@ fn engine_config(fuel: bool) -> Config {
     // ones on every run (see BENCHMARKS.md). Memory sizes are still capped per plugin by the
     // store's limiter; the pool only bounds what any instance could reach (4 GiB, all of wasm32).
     let mut pool = PoolingAllocationConfig::new();
+    let per_run = |cap: u64| MAX_LIVE_INSTANCES * u32::try_from(cap).unwrap_or(u32::MAX);
     pool.total_component_instances(MAX_LIVE_INSTANCES)
-        // A component built by wasm-component-ld holds the program and a few shims.
-        .total_core_instances(MAX_LIVE_INSTANCES * 8)
-        .total_memories(MAX_LIVE_INSTANCES * 2)
-        .total_tables(MAX_LIVE_INSTANCES * 8)
+        .total_core_instances(per_run(MAX_CORE_INSTANCES))
+        .total_memories(per_run(MAX_MEMORIES))
+        .total_tables(per_run(MAX_TABLES))
         .total_stacks(MAX_LIVE_INSTANCES)
         .max_memories_per_module(1)
         .max_memory_size(4 << 30);

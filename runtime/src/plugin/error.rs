@@ -72,6 +72,15 @@ pub enum LoadError {
         path: PathBuf,
         message: String,
     },
+    #[error(
+        "plugin `{plugin}`: `{}` is over the sandbox's structural caps, refused before compiling: {caps}",
+        path.display()
+    )]
+    OverStructuralCap {
+        plugin: String,
+        path: PathBuf,
+        caps: String,
+    },
     #[error("plugin `{plugin}`: `{}` does not export `collect` from world `pganalytics:collector/collector`", path.display())]
     NoCollect { plugin: String, path: PathBuf },
     #[error(
@@ -119,6 +128,11 @@ pub enum RunError {
     InvalidOutput { plugin: String, reason: String },
     #[error("plugin `{plugin}`: cannot save its state: {message}")]
     State { plugin: String, message: String },
+    /// The host had no room for the run (every slot of the shared instance pool was taken by
+    /// runs of other plugins). Not the plugin's fault: it is not backed off, and runs again at
+    /// its next interval.
+    #[error("plugin `{plugin}` was not run: the host is busy ({message}); it runs again at its next interval")]
+    HostBusy { plugin: String, message: String },
 }
 
 impl RunError {
@@ -146,6 +160,12 @@ impl RunError {
             RunError::Guest { .. } => "guest_error",
             RunError::InvalidOutput { .. } => "invalid_output",
             RunError::State { .. } => "state",
+            RunError::HostBusy { .. } => "host_busy",
         }
+    }
+
+    /// Whether the host, not the plugin, is why the run failed (see [`RunError::HostBusy`]).
+    pub fn is_host_side(&self) -> bool {
+        matches!(self, RunError::HostBusy { .. })
     }
 }

@@ -83,6 +83,20 @@ impl RunLimiter {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl wasmtime::ResourceLimiter for RunLimiter {
+    // Per run, so that a run cannot take pool slots beyond what the pool keeps for it (the
+    // pool is sized for every live run at these caps; see `engine`).
+    fn instances(&self) -> usize {
+        super::structure::MAX_CORE_INSTANCES as usize
+    }
+
+    fn memories(&self) -> usize {
+        super::structure::MAX_MEMORIES as usize
+    }
+
+    fn tables(&self) -> usize {
+        super::structure::MAX_TABLES as usize
+    }
+
     fn memory_growing(
         &mut self,
         _current: usize,

@@ -14,6 +14,7 @@ mod error;
 pub mod limits;
 pub mod manifest;
 pub mod signature;
+pub mod structure;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -243,6 +244,7 @@ impl PluginHost {
         }
         // Before anything of the file is compiled, cached or looked up in the cache.
         let signed_by = verify_signature(&config, &sha256)?;
+        structure::check(plugin, &config.wasm, &bytes)?;
         let metered = config.limits.fuel.is_some();
         let engine = self.engines.get(metered).map_err(|e| LoadError::Link {
             plugin: plugin.into(),
@@ -352,6 +354,12 @@ impl PluginHost {
                 plugin: plugin_name,
                 limit: limits.describe_timeout(),
             }),
+            Ok(Err(error)) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                Err(RunError::HostBusy {
+                    plugin: plugin_name,
+                    message: format!("{error}"),
+                })
+            }
             Ok(Err(trap)) => Err(classify_trap(&plugin_name, trap, &store, limits, &budget)),
             Ok(Ok(Err(error))) => {
                 let (kind, message) = guest_error_text(&error);
