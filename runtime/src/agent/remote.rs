@@ -137,7 +137,7 @@ impl PulledConfig {
             .parent()
             .map_or_else(|| PathBuf::from(&name), |dir| dir.join(&name));
         let config = config::parse(&self.toml, &virtual_path).map_err(RemoteError::Config)?;
-        if let Some((key, value)) = interval_below_floor(&config) {
+        if let Some((key, value)) = interval_below_floor(&config, local) {
             return Err(RemoteError::IntervalTooShort { name, key, value });
         }
         let allow = local
@@ -158,15 +158,23 @@ impl PulledConfig {
     }
 }
 
-/// The first interval of `config` below [`MIN_PULLED_INTERVAL`], with its key. Plugin intervals
-/// are checked as resolved, so one inherited from `collector.interval` is caught too.
-fn interval_below_floor(config: &Config) -> Option<(String, std::time::Duration)> {
+/// The first interval of `config` below [`MIN_PULLED_INTERVAL`] that is also shorter than the
+/// local file's own value for it, with its key: the backend may not lower an interval under the
+/// floor, but repeating what the operator wrote is not lowering it. Plugin intervals are
+/// checked as resolved, so one inherited from `collector.interval` is caught too.
+fn interval_below_floor(config: &Config, local: &Config) -> Option<(String, std::time::Duration)> {
+    let local_backend = local.backend.as_ref();
     let backend = config.backend.iter().flat_map(|b| {
         [
-            ("backend.push_interval".to_owned(), b.push_interval),
+            (
+                "backend.push_interval".to_owned(),
+                b.push_interval,
+                local_backend.map(|l| l.push_interval),
+            ),
             (
                 "backend.config_pull_interval".to_owned(),
                 b.config_pull_interval,
+                local_backend.map(|l| l.config_pull_interval),
             ),
         ]
     });
@@ -177,11 +185,15 @@ fn interval_below_floor(config: &Config) -> Option<(String, std::time::Duration)
                 p.name
             ),
             p.interval,
+            local.plugins.get(&p.name).map(|l| l.interval),
         )
     });
     backend
         .chain(plugins)
-        .find(|(_, value)| *value < MIN_PULLED_INTERVAL)
+        .find(|(_, value, local)| {
+            *value < MIN_PULLED_INTERVAL && local.is_none_or(|local| *value < local)
+        })
+        .map(|(key, value, _)| (key, value))
 }
 
 /// The dotted keys where `pulled` differs from `local` outside [`UNPRIVILEGED`].
@@ -338,6 +350,23 @@ top = 5
     #[test]
     fn a_pulled_interval_below_the_floor_is_refused_naming_the_key() {
         assert!(validate(&LOCAL.replace("\"60s\"", "\"1s\"")).is_ok());
+        // What the local file itself sets is not lowered by repeating it.
+        let fast = LOCAL.replace("\"60s\"", "\"100ms\"");
+        let path = std::path::Path::new("/etc/pganalytics/config.toml");
+        let local = config::parse(&fast, path).unwrap();
+        let same = PulledConfig {
+            version: 2,
+            toml: fast.clone(),
+        };
+        assert!(same.validate(&fast, &local).is_ok());
+        let lower = PulledConfig {
+            version: 3,
+            toml: fast.replace("\"100ms\"", "\"50ms\""),
+        };
+        assert!(matches!(
+            lower.validate(&fast, &local),
+            Err(RemoteError::IntervalTooShort { .. })
+        ));
         let cases = [
             (
                 LOCAL.replace("interval = \"60s\"", "interval = \"999ms\""),
