@@ -301,7 +301,6 @@ async fn registers_pushes_over_mtls_refreshes_and_reports_health() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outage_loses_and_repeats_nothing_and_retry_after_is_honoured() {
     let mut backend = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
@@ -379,7 +378,6 @@ async fn an_outage_loses_and_repeats_nothing_and_retry_after_is_honoured() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_any_moment_loses_no_spooled_batch() {
     let backend = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
@@ -452,7 +450,6 @@ async fn sigkill_at_any_moment_loses_no_spooled_batch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_spool_drops_the_oldest_counts_it_and_keeps_running() {
     let mut backend = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
@@ -505,7 +502,6 @@ async fn a_full_spool_drops_the_oldest_counts_it_and_keeps_running() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rejected_batch_is_set_aside_and_later_ones_still_arrive() {
     let backend = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
@@ -544,7 +540,6 @@ async fn a_rejected_batch_is_set_aside_and_later_ones_still_arrive() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_token_leads_to_registering_again_without_losing_batches() {
     let backend = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
@@ -587,12 +582,10 @@ async fn a_revoked_token_leads_to_registering_again_without_losing_batches() {
 async fn tls_problems_are_named_data_is_kept_and_sighup_applies_the_fix() {
     // A backend whose CA the agent does not have.
     let backend = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
     let other = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
@@ -642,7 +635,6 @@ async fn tls_problems_are_named_data_is_kept_and_sighup_applies_the_fix() {
 
     // A TLS 1.2-only backend against the default TLS 1.3 minimum.
     let old = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         tls12_only: true,
         ..BackendConfig::default()
     })
@@ -689,7 +681,6 @@ fn agent_log_mentions_the_fix(setup: &Setup) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pulled_config_changes_intervals_and_disables_plugins_live_and_bad_ones_are_refused() {
     let backend = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
@@ -706,16 +697,14 @@ async fn a_pulled_config_changes_intervals_and_disables_plugins_live_and_bad_one
     })
     .await;
     let local = std::fs::read_to_string(&config).unwrap();
-    // Version 2: `ticker` every 100ms, `other` off.
+    // Version 2: `ticker` every 1s (the floor of a pulled interval), `other` off.
     let v2 = local
-        .replacen("interval = \"1h\"", "interval = \"100ms\"", 1)
+        .replacen("interval = \"1h\"", "interval = \"1s\"", 1)
         .replace("[plugins.other]\n", "[plugins.other]\nenabled = false\n");
     backend.set_config(2, &v2);
-    wait_until(
-        "`ticker` to run every 100ms",
-        Duration::from_secs(30),
-        || committed_seq(&setup.state(), "ticker") >= 5,
-    )
+    wait_until("`ticker` to run every 1s", Duration::from_secs(30), || {
+        committed_seq(&setup.state(), "ticker") >= 3
+    })
     .await;
     let other_stopped_at = committed_seq(&setup.state(), "other");
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -744,10 +733,25 @@ async fn a_pulled_config_changes_intervals_and_disables_plugins_live_and_bad_one
         )
         .await;
     let ticks = committed_seq(&setup.state(), "ticker");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("still running version 2", Duration::from_secs(15), || {
+        committed_seq(&setup.state(), "ticker") > ticks
+    })
+    .await;
+    // Version 5 lowers `ticker` under the 1 s floor: refused, naming the key.
+    backend.set_config(
+        5,
+        &v2.replacen("interval = \"1s\"", "interval = \"100ms\"", 1),
+    );
+    agent
+        .wait_for_log(
+            &["backend config version 5 rejected"],
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(
-        committed_seq(&setup.state(), "ticker") > ticks,
-        "still running version 2"
+        agent.log().contains("`plugins.ticker.interval"),
+        "{}",
+        agent.log()
     );
     agent.stop().await;
 
@@ -765,7 +769,6 @@ async fn a_pulled_config_changes_intervals_and_disables_plugins_live_and_bad_one
 #[tokio::test(flavor = "multi_thread")]
 async fn a_swapped_plugin_file_is_verified_and_a_bad_one_leaves_the_old_running() {
     let backend = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
@@ -810,7 +813,6 @@ async fn a_swapped_plugin_file_is_verified_and_a_bad_one_leaves_the_old_running(
 async fn a_swapped_plugin_file_with_a_bad_signature_is_refused_and_the_old_keeps_running() {
     use pganalytics::plugin::signature::{SecretKey, SignatureFile, signature_path};
     let backend = TestBackend::start(BackendConfig {
-        accept_gzip: true,
         ..BackendConfig::default()
     })
     .await;
@@ -862,5 +864,405 @@ async fn a_swapped_plugin_file_with_a_bad_signature_is_refused_and_the_old_keeps
         || seqs(&backend).len() > before + 2,
     )
     .await;
+    agent.stop().await;
+}
+
+/// Push requests the backend saw with a gzip body.
+fn gzip_pushes(backend: &TestBackend) -> usize {
+    backend
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path == "/api/v1/metrics/push" && r.header("content-encoding") == Some("gzip")
+        })
+        .count()
+}
+
+fn dead_letters(setup: &Setup) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(setup.state().join("spool/dead-letter"))
+        .map(|dir| dir.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_compression_falls_back_to_plain_json_once_and_remembers_it_across_restarts() {
+    // Like the real backend: a gzip body is decoded as JSON as it is, and answers 400.
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        "",
+        &ticker("ticker", "150ms", ""),
+    );
+    let agent = Agent::start(&config);
+    wait_until("batches", Duration::from_secs(30), || {
+        seqs(&backend).contains(&6)
+    })
+    .await;
+    agent
+        .wait_for_log(&["accepted it uncompressed"], Duration::from_secs(5))
+        .await;
+    agent.stop().await;
+    assert_eq!(gzip_pushes(&backend), 1, "one probe, then plain JSON");
+    assert!(backend.batches().iter().all(|b| !b.gzipped));
+    let received = seqs(&backend);
+    assert!(
+        received.windows(2).all(|w| w[1] == w[0] + 1) && received[0] == 1,
+        "nothing lost: {received:?}"
+    );
+    assert_eq!(dead_letters(&setup), Vec::<PathBuf>::new());
+    assert!(setup.state().join("backend/encoding.json").exists());
+
+    // A restart remembers: no gzip probe at all.
+    backend.clear_records();
+    let agent = Agent::start(&config);
+    wait_until("batches after the restart", Duration::from_secs(30), || {
+        backend.batches().len() >= 3
+    })
+    .await;
+    agent.stop().await;
+    assert_eq!(gzip_pushes(&backend), 0);
+    assert_eq!(dead_letters(&setup), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_compression_never_falls_back_and_none_never_compresses() {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+
+    // `gzip`: a backend that does not decode it dead-letters the batch, with a reason that
+    // says what to change.
+    let setup = Setup::new(&backend);
+    let config = setup.config(
+        &backend.url(),
+        &format!("{}\ncompression = \"gzip\"", setup.shared_secret()),
+        "",
+        &ticker("ticker", "200ms", ""),
+    );
+    let agent = Agent::start(&config);
+    wait_until(
+        "two dead letters (batch and reason each)",
+        Duration::from_secs(30),
+        || dead_letters(&setup).len() >= 4,
+    )
+    .await;
+    agent.stop().await;
+    assert!(backend.batches().is_empty(), "nothing was accepted");
+    assert!(
+        backend
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/api/v1/metrics/push")
+            .all(|r| r.header("content-encoding") == Some("gzip") && r.status == 400)
+    );
+    let reason = dead_letters(&setup)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".reason.txt"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap();
+    assert!(
+        reason.contains("400") && reason.contains("never falls back"),
+        "{reason}"
+    );
+    assert!(!setup.state().join("backend/encoding.json").exists());
+
+    // `none`: plain bodies from the first batch, without a Content-Encoding header.
+    backend.clear_records();
+    let setup = Setup::new(&backend);
+    let config = setup.config(
+        &backend.url(),
+        &format!("{}\ncompression = \"none\"", setup.shared_secret()),
+        "",
+        &ticker("ticker", "200ms", ""),
+    );
+    let agent = Agent::start(&config);
+    wait_until("batches", Duration::from_secs(30), || {
+        backend.batches().len() >= 3
+    })
+    .await;
+    agent.stop().await;
+    assert!(
+        backend
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/api/v1/metrics/push")
+            .all(|r| r.header("content-encoding").is_none() && r.status == 200)
+    );
+    assert_eq!(dead_letters(&setup), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_http_backend_is_refused_at_start_and_allowed_only_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        "[collector]\nid = \"c\"\nstate_dir = {:?}\n\n[backend]\nurl = \"http://127.0.0.1:1\"\n",
+        dir.path().join("state").display().to_string()
+    );
+    std::fs::write(&config, &text).unwrap();
+    let output = Command::new(binary())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("config.toml:6: `backend.url`") && stderr.contains("allow_insecure_http"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &config,
+        text.replace("url =", "allow_insecure_http = true\nurl ="),
+    )
+    .unwrap();
+    let agent = Agent::start(&config);
+    agent
+        .wait_for_log(&["cross the network in clear"], Duration::from_secs(30))
+        .await;
+    agent.stop().await;
+}
+
+fn check_command(config: &Path) -> (bool, String) {
+    let output = Command::new(binary())
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_tries_postgres_and_the_backend_and_names_what_fails() {
+    let cluster = throwaway_pg::TestCluster::start(&[]);
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        &cluster.postgres_section(),
+        "",
+    );
+    let (success, text) = check_command(&config);
+    assert!(success, "{text}");
+    for line in [
+        "ok   config ",
+        "ok   postgres ",
+        "ok   backend https://localhost:",
+        "TLS handshake ok",
+        "collector `agent-under-test` has a token",
+        "token accepted: GET /api/v1/config/agent-under-test answered",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("PostgreSQL 1") && text.contains("pg_stat_statements"),
+        "{text}"
+    );
+    assert!(backend.batches().is_empty(), "check never pushes");
+
+    // A wrong PostgreSQL port, a wrong backend port and a wrong token secret, each named.
+    let closed = free_loopback_port();
+    let text_of = |from: &str, to: &str| {
+        let body = std::fs::read_to_string(&config).unwrap().replace(from, to);
+        std::fs::write(&config, body).unwrap();
+        check_command(&config)
+    };
+    let port_line = format!(
+        "port = {}\n",
+        cluster
+            .postgres_section()
+            .split("port = ")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+    );
+    let (success, text) = text_of(&port_line, &format!("port = {closed}\n"));
+    assert!(!success);
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL postgres ")
+            && l.contains(&format!(":{closed} "))
+            && l.contains("cannot connect")),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok   backend"),
+        "the backend is still checked: {text}"
+    );
+
+    let (success, text) = text_of(&backend.url(), &format!("https://localhost:{closed}"));
+    assert!(!success);
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!(
+            "FAIL backend https://localhost:{closed} connection"
+        ))),
+        "{text}"
+    );
+
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_before.replace(&format!("https://localhost:{closed}"), &backend.url()),
+    )
+    .unwrap();
+    std::fs::write(
+        setup.path("jwt_secret"),
+        b"not-the-backends-secret-0123456789abcdef",
+    )
+    .unwrap();
+    let (success, text) = check_command(&config);
+    assert!(!success);
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL backend")
+            && l.contains("token accepted")
+            && l.contains("401")),
+        "{text}"
+    );
+}
+
+/// Status line and body of a GET on the agent's listener.
+fn agent_status(port: u16, path: &str) -> Option<(String, String)> {
+    let response = agent_get(port, path)?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_turns_503_when_pushes_fail_for_n_intervals_and_200_after_a_push() {
+    let mut backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    let port = free_loopback_port();
+    let config = setup.config(
+        &backend.url(),
+        &setup.shared_secret(),
+        "",
+        &ticker("ticker", "200ms", ""),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[collector]\n",
+        &format!(
+            "[collector]\nlisten = \"127.0.0.1:{port}\"\nunhealthy_after_push_intervals = 3\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(&config);
+    wait_until("batches", Duration::from_secs(30), || {
+        backend.batches().len() >= 2
+    })
+    .await;
+    wait_until("healthy", Duration::from_secs(10), || {
+        agent_status(port, "/healthz").is_some_and(|(status, _)| status.contains(" 200 "))
+    })
+    .await;
+
+    // The exposition parses: every sample has a declared family, the text ends with # EOF.
+    let (status, exposition) = agent_status(port, "/metrics").unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(exposition.ends_with("# EOF\n"), "{exposition}");
+    let mut families = Vec::new();
+    for line in exposition.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            families.push(rest.split(' ').next().unwrap().to_owned());
+        } else if !line.starts_with('#') {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+            assert!(
+                families.iter().any(|f| name.starts_with(f.as_str())),
+                "{line}"
+            );
+        }
+    }
+    for series in [
+        "pganalytics_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+        "process_cpu_seconds_total ",
+        "pganalytics_plugin_run_duration_seconds_count{plugin=\"ticker\"} ",
+        "pganalytics_plugin_last_success_timestamp_seconds{plugin=\"ticker\"} ",
+        "pganalytics_spool_lost_batches_total 0",
+        "pganalytics_spool_cursor_losses_total 0",
+        "pganalytics_dead_letters_removed_total 0",
+        "pganalytics_batches_dropped_disk_full_total 0",
+        "pganalytics_push_compression_fallbacks_total{result=\"accepted\"} 1",
+    ] {
+        assert!(
+            exposition.lines().any(|l| l.starts_with(series)),
+            "no {series:?} in:\n{exposition}"
+        );
+    }
+
+    // The backend goes away: after 3 push intervals without a successful push, 503 and why.
+    backend.stop().await;
+    wait_until("unhealthy", Duration::from_secs(30), || {
+        agent_status(port, "/healthz").is_some_and(|(status, body)| {
+            status.contains(" 503 ") && body.contains("no push succeeded")
+        })
+    })
+    .await;
+    backend.restart().await.unwrap();
+    wait_until(
+        "healthy again after a push",
+        Duration::from_secs(90),
+        || agent_status(port, "/healthz").is_some_and(|(status, _)| status.contains(" 200 ")),
+    )
+    .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_loopback_listener_needs_listen_public() {
+    let backend = TestBackend::start(BackendConfig::default()).await;
+    let setup = Setup::new(&backend);
+    let port = free_loopback_port();
+    let config = setup.config(&backend.url(), &setup.shared_secret(), "", "");
+    let base = std::fs::read_to_string(&config).unwrap();
+    for address in [
+        format!("0.0.0.0:{port}"),
+        format!("[::]:{port}"),
+        format!("192.0.2.1:{port}"),
+    ] {
+        std::fs::write(
+            &config,
+            base.replace(
+                "[collector]\n",
+                &format!("[collector]\nlisten = \"{address}\"\n"),
+            ),
+        )
+        .unwrap();
+        let output = Command::new(binary())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{address}");
+        assert!(
+            stderr.contains("config.toml:2: `collector.listen`")
+                && stderr.contains("listen_public"),
+            "{address}: {stderr}"
+        );
+    }
+    std::fs::write(
+        &config,
+        base.replace(
+            "[collector]\n",
+            &format!("[collector]\nlisten = \"0.0.0.0:{port}\"\nlisten_public = true\n"),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&config);
+    wait_until("the public listener", Duration::from_secs(30), || {
+        agent_status(port, "/healthz").is_some_and(|(status, _)| status.contains(" 200 "))
+    })
+    .await;
+    assert!(agent.log().contains("listen_public = true"));
     agent.stop().await;
 }

@@ -47,6 +47,12 @@ enum Command {
         #[arg(long, short, env = "PGANALYTICS_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Validate the config, then try each PostgreSQL server and the backend (TLS handshake,
+    /// token, one authenticated request; no push): one line per check, exit 1 on any FAIL.
+    Check {
+        #[arg(long, short, env = "PGANALYTICS_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Inspect, sign and verify plugin components.
     Plugin {
         #[command(subcommand)]
@@ -135,6 +141,7 @@ fn main() -> ExitCode {
         } => collect(once, &config, &plugins),
         Command::Run { config } => run(&config),
         Command::Register { config } => register(&config),
+        Command::Check { config } => connect_check(&config),
         Command::Plugin { command } => match command {
             PluginCommand::Inspect { file, json, config } => {
                 inspect(&file, json, config.as_deref())
@@ -553,4 +560,37 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `pganalytics check`: the config, then every connection `run` needs.
+fn connect_check(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match config::load(config_path) {
+        Ok(config) => {
+            println!("ok   config {}: valid", config_path.display());
+            config
+        }
+        Err(e) => {
+            for problem in &e.problems {
+                println!("FAIL config {problem}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    init_logging(config.collector.log_format, "warn");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let checks = runtime.block_on(pganalytics::agent::check::run_checks(&config));
+    if checks.is_empty() {
+        println!("ok   nothing to connect to: the config has no [postgres] and no [backend]");
+    }
+    for check in &checks {
+        println!("{check}");
+    }
+    Ok(if checks.iter().all(|c| c.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

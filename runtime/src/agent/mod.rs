@@ -14,6 +14,7 @@
 //! spool, the backend task and each plugin's schedule carry over, so nothing buffered is lost and
 //! no plugin runs twice at once.
 
+pub mod check;
 mod remote;
 mod schedule;
 mod shared;
@@ -214,10 +215,15 @@ pub async fn run(config_path: &Path, local: Config) -> Result<(), AgentError> {
     });
     shared.publish_spool_stats(lock(&shared.spool).stats());
 
+    configure_health(&metrics, &config);
+    let public = config.collector.listen_public;
+    if let (Some(addr), true) = (config.collector.listen, public) {
+        tracing::warn!(%addr, "`collector.listen_public = true`: /metrics and /healthz are served beyond this host");
+    }
     let _listener = config.collector.listen.map(|addr| {
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::telemetry::serve(addr, metrics).await {
+            if let Err(e) = crate::telemetry::serve(addr, public, metrics).await {
                 tracing::error!("health listener on {addr}: {e}");
             }
         })
@@ -275,6 +281,7 @@ pub async fn run(config_path: &Path, local: Config) -> Result<(), AgentError> {
                 let config = Arc::new(config);
                 generation.stop().await;
                 generation = Generation::start(config.clone(), &shared)?;
+                configure_health(&metrics, &config);
                 let _ = config_tx.send(config);
                 metrics.inc(
                     "pganalytics_config_reloads_total",
@@ -306,6 +313,14 @@ pub async fn run(config_path: &Path, local: Config) -> Result<(), AgentError> {
         "stopped; pending batches stay in the spool"
     );
     Ok(())
+}
+
+/// What `/healthz` watches, from the running config.
+fn configure_health(metrics: &Metrics, config: &Config) {
+    metrics.health.configure(
+        config.backend.as_ref().map(|b| b.push_interval),
+        config.collector.unhealthy_after_push_intervals,
+    );
 }
 
 /// The spool's bounds from `[buffer]`, its own defaults where unset.
@@ -365,6 +380,7 @@ async fn backend_loop(
             _ = tokio::time::sleep_until(next_push) => {
                 match drain(&mut sender, &shared).await {
                     Ok(()) => {
+                        shared.metrics.health.push_succeeded();
                         failures = 0;
                         next_push = tokio::time::Instant::now() + backend.push_interval;
                     }
@@ -421,6 +437,10 @@ async fn drain(sender: &mut Sender, shared: &Arc<Shared>) -> Result<(), Option<D
             Delivery::Delivered => {
                 shared.metrics.inc("pganalytics_batches_sent_total", "");
                 if let Err(e) = shared.with_spool(move |spool| spool.ack(id)).await {
+                    shared
+                        .metrics
+                        .health
+                        .spool_write_failed(format!("recording a delivery: {e}"));
                     tracing::error!(
                         "cannot record delivery of batch {id} (it will be sent again): {e}"
                     );

@@ -33,6 +33,11 @@ pub const UNPRIVILEGED: &[&str] = &[
     "plugins.*.settings",
 ];
 
+/// The shortest plugin, push or pull interval a pulled config may set. Threat: a backend (or
+/// whoever holds its credentials) turning the agent into a load generator against this host's
+/// PostgreSQL, or against the backend itself. The local file may go lower (tests do).
+pub const MIN_PULLED_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The largest config the agent accepts from the backend.
 const MAX_CONFIG_BYTES: usize = 1 << 20;
 
@@ -57,6 +62,15 @@ pub enum RemoteError {
         name: String,
         changes: Vec<String>,
         local: PathBuf,
+    },
+    #[error(
+        "{name} sets `{key}` to {value:?}, below the {:?} floor for a config pulled from the backend",
+        MIN_PULLED_INTERVAL
+    )]
+    IntervalTooShort {
+        name: String,
+        key: String,
+        value: std::time::Duration,
     },
     #[error("{which}: {error}")]
     NotToml {
@@ -123,6 +137,9 @@ impl PulledConfig {
             .parent()
             .map_or_else(|| PathBuf::from(&name), |dir| dir.join(&name));
         let config = config::parse(&self.toml, &virtual_path).map_err(RemoteError::Config)?;
+        if let Some((key, value)) = interval_below_floor(&config, local) {
+            return Err(RemoteError::IntervalTooShort { name, key, value });
+        }
         let allow = local
             .backend
             .as_ref()
@@ -139,6 +156,44 @@ impl PulledConfig {
         }
         Ok(config)
     }
+}
+
+/// The first interval of `config` below [`MIN_PULLED_INTERVAL`] that is also shorter than the
+/// local file's own value for it, with its key: the backend may not lower an interval under the
+/// floor, but repeating what the operator wrote is not lowering it. Plugin intervals are
+/// checked as resolved, so one inherited from `collector.interval` is caught too.
+fn interval_below_floor(config: &Config, local: &Config) -> Option<(String, std::time::Duration)> {
+    let local_backend = local.backend.as_ref();
+    let backend = config.backend.iter().flat_map(|b| {
+        [
+            (
+                "backend.push_interval".to_owned(),
+                b.push_interval,
+                local_backend.map(|l| l.push_interval),
+            ),
+            (
+                "backend.config_pull_interval".to_owned(),
+                b.config_pull_interval,
+                local_backend.map(|l| l.config_pull_interval),
+            ),
+        ]
+    });
+    let plugins = config.plugins.values().map(|p| {
+        (
+            format!(
+                "plugins.{}.interval (or the `collector.interval` it inherits)",
+                p.name
+            ),
+            p.interval,
+            local.plugins.get(&p.name).map(|l| l.interval),
+        )
+    });
+    backend
+        .chain(plugins)
+        .find(|(_, value, local)| {
+            *value < MIN_PULLED_INTERVAL && local.is_none_or(|local| *value < local)
+        })
+        .map(|(key, value, _)| (key, value))
 }
 
 /// The dotted keys where `pulled` differs from `local` outside [`UNPRIVILEGED`].
@@ -280,6 +335,74 @@ top = 5
             privileged_changes(LOCAL, &with_timeout).unwrap(),
             vec!["plugins.sysstat.timeout"]
         );
+    }
+
+    fn validate(pulled: &str) -> Result<Config, RemoteError> {
+        let path = std::path::Path::new("/etc/pganalytics/config.toml");
+        let local = config::parse(LOCAL, path).unwrap();
+        PulledConfig {
+            version: 7,
+            toml: pulled.to_owned(),
+        }
+        .validate(LOCAL, &local)
+    }
+
+    #[test]
+    fn a_pulled_interval_below_the_floor_is_refused_naming_the_key() {
+        assert!(validate(&LOCAL.replace("\"60s\"", "\"1s\"")).is_ok());
+        // What the local file itself sets is not lowered by repeating it.
+        let fast = LOCAL.replace("\"60s\"", "\"100ms\"");
+        let path = std::path::Path::new("/etc/pganalytics/config.toml");
+        let local = config::parse(&fast, path).unwrap();
+        let same = PulledConfig {
+            version: 2,
+            toml: fast.clone(),
+        };
+        assert!(same.validate(&fast, &local).is_ok());
+        let lower = PulledConfig {
+            version: 3,
+            toml: fast.replace("\"100ms\"", "\"50ms\""),
+        };
+        assert!(matches!(
+            lower.validate(&fast, &local),
+            Err(RemoteError::IntervalTooShort { .. })
+        ));
+        let cases = [
+            (
+                LOCAL.replace("interval = \"60s\"", "interval = \"999ms\""),
+                "plugins.sysstat.interval",
+            ),
+            (
+                LOCAL
+                    .replace("interval = \"60s\"\n", "")
+                    .replace("id = \"c\"", "id = \"c\"\ninterval = \"10ms\""),
+                "collector.interval",
+            ),
+            (
+                LOCAL.replace(
+                    "url = \"https://b\"",
+                    "url = \"https://b\"\npush_interval = \"100ms\"",
+                ),
+                "backend.push_interval",
+            ),
+            (
+                LOCAL.replace(
+                    "url = \"https://b\"",
+                    "url = \"https://b\"\nconfig_pull_interval = \"500ms\"",
+                ),
+                "backend.config_pull_interval",
+            ),
+        ];
+        for (pulled, key) in cases {
+            let error = validate(&pulled).unwrap_err();
+            assert!(
+                matches!(error, RemoteError::IntervalTooShort { .. }),
+                "{key}: {error}"
+            );
+            let message = error.to_string();
+            assert!(message.contains(key), "{message}");
+            assert!(message.contains("backend config version 7"), "{message}");
+        }
     }
 
     #[test]

@@ -232,6 +232,9 @@ async fn run_once(
         };
         let size = batch.len();
         if let Err(e) = shared.with_spool(move |spool| spool.append(&batch)).await {
+            metrics
+                .health
+                .spool_write_failed(format!("plugin `{name}`: {e}"));
             metrics.inc(
                 "pganalytics_collection_failures_total",
                 &labels(&[("plugin", name), ("reason", "spool")]),
@@ -242,6 +245,7 @@ async fn run_once(
             );
             return RunResult::Failed;
         }
+        metrics.health.spool_write_succeeded();
         metrics.inc("pganalytics_batches_spooled_total", "");
         tracing::debug!(plugin = name, items, bytes = size, "spooled");
     }
@@ -256,6 +260,7 @@ async fn run_once(
         "pganalytics_collections_total",
         &labels(&[("plugin", name)]),
     );
+    metrics.observe_run(name, accepted.timing.elapsed);
     tracing::debug!(
         plugin = name,
         items,

@@ -41,6 +41,18 @@ impl Shared {
             "pganalytics_batches_dead_lettered_total",
             stats.dead_lettered_batches,
         );
+        self.metrics.set_total(
+            "pganalytics_batches_dropped_disk_full_total",
+            stats.dropped_for_disk_full,
+        );
+        self.metrics
+            .set_total("pganalytics_spool_lost_batches_total", stats.lost_batches);
+        self.metrics.set_total(
+            "pganalytics_dead_letters_removed_total",
+            stats.dead_letters_removed,
+        );
+        self.metrics
+            .set_total("pganalytics_spool_cursor_losses_total", stats.cursor_losses);
     }
 
     /// Runs `f` on the spool from a blocking thread (appends and acks wait for fsync).

@@ -13,8 +13,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::model::{
-    BackendConfig, BufferConfig, CollectorConfig, Config, DEFAULT_INTERVAL, DEFAULT_SPOOL_BYTES,
-    LogFormat, PostgresConfig, TlsConfig, TrustConfig, system_hostname,
+    BackendConfig, BufferConfig, CollectorConfig, Compression, Config, DEFAULT_INTERVAL,
+    DEFAULT_SPOOL_BYTES, LogFormat, PostgresConfig, TlsConfig, TrustConfig, system_hostname,
 };
 use super::problem::Problem;
 use super::raw;
@@ -280,17 +280,48 @@ impl<'a> Checker<'a> {
             state_dir,
             log_format,
             log_level: raw.log_level.unwrap_or_else(|| "info".into()),
-            listen: raw.listen.as_deref().and_then(|text| match text.parse::<std::net::SocketAddr>() {
-                Ok(addr) if addr.ip().is_loopback() => Some(addr),
-                Ok(_) => {
-                    self.problem("collector.listen", None, format!("`{text}` is not a loopback address; the health endpoint is local only"));
-                    None
-                }
-                Err(_) => {
-                    self.problem("collector.listen", None, format!("`{text}` is not an address like 127.0.0.1:9187"));
-                    None
+            listen: raw.listen.and_then(|text| {
+                let span = Some(text.span());
+                let text = text.into_inner();
+                match text.parse::<std::net::SocketAddr>() {
+                    Ok(addr) if addr.ip().is_loopback() || raw.listen_public == Some(true) => {
+                        Some(addr)
+                    }
+                    Ok(_) => {
+                        self.problem(
+                            "collector.listen",
+                            span,
+                            format!(
+                                "`{text}` is not a loopback address; /metrics and /healthz have no \
+                                 authentication: set `collector.listen_public = true` to serve them \
+                                 beyond this host"
+                            ),
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        self.problem(
+                            "collector.listen",
+                            span,
+                            format!("`{text}` is not an address like 127.0.0.1:10187"),
+                        );
+                        None
+                    }
                 }
             }),
+            listen_public: raw.listen_public.unwrap_or(false),
+            unhealthy_after_push_intervals: match raw.unhealthy_after_push_intervals {
+                Some(0) => {
+                    self.problem(
+                        "collector.unhealthy_after_push_intervals",
+                        None,
+                        "must be at least 1",
+                    );
+                    1
+                }
+                Some(n) => n,
+                None => super::model::DEFAULT_UNHEALTHY_AFTER_PUSH_INTERVALS,
+            },
         };
         (config, raw.interval.map_or(DEFAULT_INTERVAL, |i| i.0))
     }
@@ -304,32 +335,50 @@ impl<'a> Checker<'a> {
     }
 
     fn backend(&mut self, raw: raw::RawBackend) -> Option<BackendConfig> {
-        if !(raw.url.starts_with("https://") || raw.url.starts_with("http://")) {
+        let url_span = Some(raw.url.span());
+        let url = raw.url.into_inner();
+        let allow_insecure_http = raw.allow_insecure_http.unwrap_or(false);
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if scheme.as_deref() == Some("http") {
+            if !allow_insecure_http {
+                self.problem(
+                    "backend.url",
+                    url_span,
+                    format!(
+                        "`{url}` is plain HTTP: tokens, the registration secret and every batch would \
+                         cross the network in clear; use https://, or set \
+                         `backend.allow_insecure_http = true` (lab only)"
+                    ),
+                );
+            }
+        } else if scheme.as_deref() != Some("https") {
             self.problem(
                 "backend.url",
-                None,
-                format!("`{}` is not an http(s) URL", raw.url),
+                url_span,
+                format!("`{url}` is not an https:// URL"),
             );
         }
-        let gzip = match raw.compression.as_deref() {
-            None | Some("gzip") => true,
-            Some("none") => false,
+        let compression = match raw.compression.as_deref() {
+            None | Some("auto") => Compression::Auto,
+            Some("gzip") => Compression::Gzip,
+            Some("none") => Compression::None,
             Some(other) => {
                 self.problem(
                     "backend.compression",
                     None,
-                    format!("`{other}` is not `gzip` or `none`"),
+                    format!("`{other}` is not `auto`, `gzip` or `none`"),
                 );
-                true
+                Compression::Auto
             }
         };
         Some(BackendConfig {
-            url: raw.url.trim_end_matches('/').to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
             push_interval: raw.push_interval.map_or(Duration::from_secs(60), |d| d.0),
             config_pull_interval: raw
                 .config_pull_interval
                 .map_or(Duration::from_secs(300), |d| d.0),
-            gzip,
+            compression,
+            allow_insecure_http,
             registration_secret_file: raw.registration_secret_file.map(|p| self.resolve(&p)),
             jwt_secret_file: raw.jwt_secret_file.map(|p| self.resolve(&p)),
             allow_remote_privileged: raw.allow_remote_privileged.unwrap_or(false),

@@ -15,8 +15,9 @@ use std::path::Path;
 
 pub use crate::plugin::PluginConfig;
 pub use model::{
-    BackendConfig, BufferConfig, CollectorConfig, Config, DEFAULT_INTERVAL, DEFAULT_SPOOL_BYTES,
-    LogFormat, PostgresConfig, TlsConfig, TrustConfig, system_hostname,
+    BackendConfig, BufferConfig, CollectorConfig, Compression, Config, DEFAULT_INTERVAL,
+    DEFAULT_SPOOL_BYTES, DEFAULT_UNHEALTHY_AFTER_PUSH_INTERVALS, LogFormat, PostgresConfig,
+    TlsConfig, TrustConfig, system_hostname,
 };
 pub use problem::{ConfigError, Problem};
 
@@ -78,6 +79,44 @@ mod tests {
         assert_eq!(x.limits, Limits::default());
         assert_eq!(x.interval, DEFAULT_INTERVAL);
         assert!(x.enabled && x.grants.procfs.is_none());
+    }
+
+    #[test]
+    fn a_plain_http_backend_is_refused_unless_allowed_and_other_schemes_always() {
+        for url in [
+            "http://backend.example",
+            "HTTP://backend.example",
+            "ftp://b",
+            "backend.example",
+        ] {
+            let text = format!("[collector]\nid = \"c\"\n\n[backend]\nurl = {url:?}\n");
+            let found = problems(&text);
+            assert_eq!(found.len(), 1, "{url}: {found:#?}");
+            let rendered = found[0].to_string();
+            assert!(
+                rendered.starts_with("/etc/pganalytics/config.toml:5: `backend.url`"),
+                "{rendered}"
+            );
+        }
+        let allowed = parse(
+            "[backend]\nurl = \"http://backend.example\"\nallow_insecure_http = true\n",
+            Path::new("/etc/pganalytics/config.toml"),
+        )
+        .unwrap();
+        assert!(allowed.backend.unwrap().allow_insecure_http);
+        // The switch does not open other schemes.
+        assert_eq!(
+            problems("[backend]\nurl = \"ftp://b\"\nallow_insecure_http = true\n").len(),
+            1
+        );
+        assert_eq!(
+            parse("[backend]\nurl = \"https://b\"\n", Path::new("/c.toml"))
+                .unwrap()
+                .backend
+                .unwrap()
+                .compression,
+            Compression::Auto
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub const DEFAULT_SPOOL_BYTES: u64 = 256 << 20;
 /// Default plugin interval when neither the plugin nor `[collector]` sets one.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Default of `[collector] unhealthy_after_push_intervals`.
+pub const DEFAULT_UNHEALTHY_AFTER_PUSH_INTERVALS: u32 = 10;
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,6 +62,10 @@ pub struct CollectorConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub listen: Option<std::net::SocketAddr>,
+    /// `listen` may be a non-loopback address.
+    pub listen_public: bool,
+    /// `/healthz` is 503 after this many push intervals without a successful push.
+    pub unhealthy_after_push_intervals: u32,
     /// Where compiled components are cached; `None`: no cache.
     pub cache_dir: Option<PathBuf>,
 }
@@ -74,10 +81,33 @@ pub struct BackendConfig {
     pub url: String,
     pub push_interval: Duration,
     pub config_pull_interval: Duration,
-    pub gzip: bool,
+    pub compression: Compression,
+    /// `backend.allow_insecure_http`: an `http://` URL was allowed explicitly.
+    pub allow_insecure_http: bool,
     pub registration_secret_file: Option<PathBuf>,
     pub jwt_secret_file: Option<PathBuf>,
     pub allow_remote_privileged: bool,
+}
+
+/// `backend.compression`: how push bodies are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip, falling back to plain bodies (remembered) when the backend refuses gzip.
+    Auto,
+    /// Always gzip; a backend that refuses it dead-letters the batch.
+    Gzip,
+    /// Never compress.
+    None,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Auto => "auto",
+            Compression::Gzip => "gzip",
+            Compression::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

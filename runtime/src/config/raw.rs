@@ -29,8 +29,14 @@ pub struct RawCollector {
     pub log_format: Option<String>,
     /// Log level filter, e.g. `info` or `pganalytics=debug`.
     pub log_level: Option<String>,
-    /// Loopback address for `/healthz` and `/metrics`, e.g. `127.0.0.1:9187`. Off when unset.
-    pub listen: Option<String>,
+    /// Address for `/healthz` and `/metrics`, e.g. `127.0.0.1:10187`. Off when unset. A
+    /// non-loopback address needs `listen_public = true`.
+    pub listen: Option<Spanned<String>>,
+    /// Allow `listen` to be a non-loopback address (the endpoints have no authentication).
+    pub listen_public: Option<bool>,
+    /// `/healthz` answers 503 when no push succeeded for this many push intervals
+    /// (default 10).
+    pub unhealthy_after_push_intervals: Option<u32>,
     /// Directory of compiled components (default `STATE_DIR/cache`; no cache without a state
     /// directory). Kept at mode 0700.
     pub cache_dir: Option<PathBuf>,
@@ -50,13 +56,17 @@ pub struct RawTrust {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
-    /// Base URL, e.g. `https://pganalytics.example.com`.
-    pub url: String,
+    /// Base URL, e.g. `https://pganalytics.example.com`. `http://` only with
+    /// `allow_insecure_http`.
+    pub url: Spanned<String>,
+    /// Allow an `http://` URL (tokens and batches in clear; lab only, warned at every start).
+    pub allow_insecure_http: Option<bool>,
     /// How often buffered batches are pushed.
     pub push_interval: Option<HumanDuration>,
     /// How often the remote config is pulled.
     pub config_pull_interval: Option<HumanDuration>,
-    /// Request body compression: `gzip` or `none`.
+    /// Request body compression: `auto` (default: gzip, plain once the backend refuses gzip),
+    /// `gzip` (never falls back) or `none`.
     pub compression: Option<String>,
     /// File holding the registration secret (`X-Registration-Secret`): the agent registers on
     /// first start and again when its token can no longer be refreshed.

@@ -9,6 +9,7 @@
 //! - `crate::agent` schedules all of it.
 
 pub mod auth;
+pub mod encoding;
 pub mod sender;
 pub mod spool;
 pub mod transport;

@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 
 use super::auth::{Auth, AuthError};
+use super::encoding::BodyEncoding;
 use super::transport::{self, ClientIdentity, TransportError};
 use crate::config::{BackendConfig, Config, TlsConfig};
 use crate::telemetry::{Metrics, labels};
@@ -45,7 +46,15 @@ pub struct Sender {
     client: reqwest::Client,
     /// The registration certificate the client was built with, to rebuild it when it changes.
     client_cert: Option<String>,
+    encoding: BodyEncoding,
     metrics: Arc<Metrics>,
+}
+
+/// The backend's answer to one POST.
+struct Answer {
+    status: StatusCode,
+    after: Option<Duration>,
+    said: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +70,13 @@ pub enum SenderError {
 impl Sender {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, SenderError> {
         let backend = config.backend.clone().ok_or(SenderError::NoBackend)?;
+        if !backend.url.to_ascii_lowercase().starts_with("https://") {
+            tracing::warn!(
+                url = %backend.url,
+                "`backend.allow_insecure_http = true`: the token, the registration secret and every \
+                 batch cross the network in clear; use https:// outside a lab"
+            );
+        }
         let auth = Auth::new(
             backend.clone(),
             config.collector.id.clone(),
@@ -73,7 +89,13 @@ impl Sender {
         );
         let issued = auth.identity().and_then(|i| i.client_identity());
         let client = transport::build_client(&config.tls, issued.as_ref())?;
+        let encoding = BodyEncoding::new(
+            backend.compression,
+            &backend.url,
+            config.collector.state_dir.as_deref(),
+        );
         Ok(Self {
+            encoding,
             client_cert: issued.map(|i| i.cert_pem),
             backend,
             tls: config.tls.clone(),
@@ -123,7 +145,8 @@ impl Sender {
     }
 
     /// Pushes one batch (an envelope as spooled). On a 401 the token is recovered once and the
-    /// push tried again.
+    /// push tried again. In `compression = "auto"` mode a gzip body answered 400 or 415 is sent
+    /// again at once as plain JSON (see [`BodyEncoding`]).
     pub async fn push(&mut self, batch: &[u8]) -> Delivery {
         let mut envelope: serde_json::Value = match serde_json::from_slice(batch) {
             Ok(envelope) => envelope,
@@ -137,35 +160,55 @@ impl Sender {
             // The backend requires the body's id to be the token's: batches spooled before
             // registration carry the configured name.
             envelope["collector_id"] = collector_id.into();
-            let body = match self.encode(&envelope) {
-                Ok(body) => body,
+            let json = match serde_json::to_vec(&envelope) {
+                Ok(json) => json,
                 Err(e) => return Delivery::Rejected(format!("cannot encode the batch: {e}")),
             };
-            let mut request = self
-                .client
-                .post(format!("{}/api/v1/metrics/push", self.backend.url))
-                .header(CONTENT_TYPE, "application/json")
-                .bearer_auth(token);
-            if self.backend.gzip {
-                request = request.header(CONTENT_ENCODING, "gzip");
-            }
-            let started = Instant::now();
-            let response = match request.body(body).send().await {
-                Ok(response) => response,
-                Err(e) => {
-                    let cause = if transport::is_tls(&e) {
-                        "tls"
-                    } else {
-                        "network"
-                    };
-                    return retry(cause, transport::explain(&e), None);
-                }
+            let gzip = self.encoding.use_gzip();
+            let mut answer = match self.post(&json, gzip, &token).await {
+                Ok(answer) => answer,
+                Err(delivery) => return delivery,
             };
-            self.metrics.observe_push(started.elapsed());
-            let status = response.status();
-            let after = retry_after(response.headers());
-            let text = response.text().await.unwrap_or_default();
-            let said = truncate(text.trim(), 500);
+            let refused_gzip = gzip
+                && matches!(
+                    answer.status,
+                    StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE
+                );
+            // Whether the answer below is to a gzip body (not to a plain resend).
+            let mut answered_gzip = gzip;
+            if refused_gzip && self.encoding.may_fall_back() {
+                answered_gzip = false;
+                tracing::info!(
+                    status = %answer.status,
+                    "the backend refused a gzip body; sending the same batch uncompressed"
+                );
+                let first = format!("{}: {}", answer.status, answer.said);
+                answer = match self.post(&json, false, &token).await {
+                    Ok(answer) => answer,
+                    Err(delivery) => return delivery,
+                };
+                self.metrics.inc(
+                    "pganalytics_push_compression_fallbacks_total",
+                    &labels(&[(
+                        "result",
+                        if answer.status.is_success() {
+                            "accepted"
+                        } else {
+                            "refused"
+                        },
+                    )]),
+                );
+                if answer.status.is_success() {
+                    self.encoding.remember_plain(&first).await;
+                }
+            } else if gzip && answer.status.is_success() {
+                self.encoding.gzip_accepted().await;
+            }
+            let Answer {
+                status,
+                after,
+                said,
+            } = answer;
             match status {
                 s if s.is_success() => return Delivery::Delivered,
                 StatusCode::UNAUTHORIZED if attempt == 0 => {
@@ -177,6 +220,9 @@ impl Sender {
                     if let Err(e) = self.recover().await {
                         return retry("auth", format!("401 and {e}"), None);
                     }
+                }
+                StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE if answered_gzip => {
+                    return Delivery::Rejected(gzip_refused(status, &said));
                 }
                 StatusCode::BAD_REQUEST
                 | StatusCode::PAYLOAD_TOO_LARGE
@@ -205,15 +251,60 @@ impl Sender {
         unreachable!("the loop returns on its second attempt")
     }
 
-    fn encode(&self, envelope: &serde_json::Value) -> std::io::Result<Vec<u8>> {
-        let json = serde_json::to_vec(envelope)?;
-        if !self.backend.gzip {
-            return Ok(json);
-        }
-        let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
-        encoder.write_all(&json)?;
-        encoder.finish()
+    /// One POST of `json`, gzip-compressed when `gzip`. `Err` is the delivery outcome of a
+    /// request that got no answer.
+    async fn post(&self, json: &[u8], gzip: bool, token: &str) -> Result<Answer, Delivery> {
+        let mut request = self
+            .client
+            .post(format!("{}/api/v1/metrics/push", self.backend.url))
+            .header(CONTENT_TYPE, "application/json")
+            .bearer_auth(token);
+        let body = if gzip {
+            request = request.header(CONTENT_ENCODING, "gzip");
+            match compress(json) {
+                Ok(body) => body,
+                Err(e) => return Err(Delivery::Rejected(format!("cannot gzip the batch: {e}"))),
+            }
+        } else {
+            json.to_vec()
+        };
+        let started = Instant::now();
+        let response = match request.body(body).send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let cause = if transport::is_tls(&e) {
+                    "tls"
+                } else {
+                    "network"
+                };
+                return Err(retry(cause, transport::explain(&e), None));
+            }
+        };
+        self.metrics.observe_push(started.elapsed());
+        let status = response.status();
+        let after = retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        Ok(Answer {
+            status,
+            after,
+            said: truncate(text.trim(), 500),
+        })
     }
+}
+
+/// Why a gzip body the backend refused is kept aside in `gzip` mode (in `auto` mode, why even
+/// the plain resend was refused is the backend's own answer).
+fn gzip_refused(status: StatusCode, said: &str) -> String {
+    format!(
+        "the backend answered {status} to a gzip body: {said} (`backend.compression = \"gzip\"` never \
+         falls back; use \"auto\" or \"none\" for a backend that does not decode gzip)"
+    )
+}
+
+fn compress(json: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
+    encoder.write_all(json)?;
+    encoder.finish()
 }
 
 fn retry(cause: &'static str, reason: String, after: Option<Duration>) -> Delivery {
