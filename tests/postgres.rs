@@ -16,7 +16,7 @@ fn pg_stats_config(
     databases: &str,
 ) -> config::Config {
     let body = format!(
-        "{}\n{}[plugins.pg_stats.grants.postgres]\ndatabases = {databases}\n[plugins.pg_stats.settings]\ntop_tables = 50\n",
+        "{}\n{}[plugins.pg_stats.grants.postgres]\ndatabases = {databases}\ncluster = true\n[plugins.pg_stats.settings]\ntop_tables = 50\n",
         cluster.postgres_section(),
         plugin(
             "pg_stats",
@@ -343,43 +343,43 @@ async fn hostile_sql_is_refused_by_name_and_the_database_is_unchanged() {
         ),
         (
             "SELECT pg_terminate_backend(pg_backend_pid())",
-            "invalid: query refused: function `pg_terminate_backend` is not allowed",
+            "invalid: query refused: function `pg_terminate_backend` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_cancel_backend(1)",
-            "invalid: query refused: function `pg_cancel_backend` is not allowed",
+            "invalid: query refused: function `pg_cancel_backend` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_reload_conf()",
-            "invalid: query refused: function `pg_reload_conf` is not allowed",
+            "invalid: query refused: function `pg_reload_conf` is not on the read-only allow-list",
         ),
         (
             "SELECT set_config('work_mem', '1GB', false)",
-            "invalid: query refused: function `set_config` is not allowed",
+            "invalid: query refused: function `set_config` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_read_file('/etc/passwd')",
-            "invalid: query refused: function `pg_read_file` is not allowed",
+            "invalid: query refused: function `pg_read_file` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_read_binary_file('/etc/passwd')",
-            "invalid: query refused: function `pg_read_binary_file` is not allowed",
+            "invalid: query refused: function `pg_read_binary_file` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_ls_dir('.')",
-            "invalid: query refused: function `pg_ls_dir` is not allowed",
+            "invalid: query refused: function `pg_ls_dir` is not on the read-only allow-list",
         ),
         (
             "SELECT lo_import('/etc/passwd')",
-            "invalid: query refused: function `lo_import` is not allowed",
+            "invalid: query refused: function `lo_import` is not on the read-only allow-list",
         ),
         (
             "SELECT dblink_exec('dbname=app', 'DELETE FROM t')",
-            "invalid: query refused: function `dblink_exec` is not allowed",
+            "invalid: query refused: function `dblink_exec` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_sleep(60)",
-            "invalid: query refused: function `pg_sleep` is not allowed",
+            "invalid: query refused: function `pg_sleep` is not on the read-only allow-list",
         ),
         // Not a forbidden function, just slow: the statement timeout (capped by the deadline) stops it.
         (
@@ -389,7 +389,7 @@ async fn hostile_sql_is_refused_by_name_and_the_database_is_unchanged() {
         // The server is the second line of defence for what the guard allows.
         (
             "SELECT nextval('x')",
-            "invalid: query refused: function `nextval` is not allowed",
+            "invalid: query refused: function `nextval` is not on the read-only allow-list",
         ),
         ("SELECT count(*) FROM t", "ok:1"),
     ];
