@@ -257,12 +257,16 @@ impl<C: Client> PostgresCtx<C> {
         let (grant, client) = self.grant_and_client("*")?;
         let maintenance = client.settings().maintenance_db.clone();
         let waiting = Instant::now();
-        let checkout = client.checkout(&maintenance).await.map_err(connect_error);
+        let owner = self.audit.plugin();
+        let checkout = client
+            .checkout(owner, &maintenance)
+            .await
+            .map_err(connect_error);
         let listed = match checkout {
             Ok(mut connection) => {
                 let names = database_names(&mut connection).await;
                 if names.is_ok() {
-                    client.checkin(&maintenance, connection);
+                    client.checkin(owner, &maintenance, connection);
                 }
                 names
             }
@@ -315,7 +319,8 @@ impl<C: Client> PostgresCtx<C> {
             return Err(Error::Timeout("the plugin's deadline has passed".into()));
         }
         let waiting = Instant::now();
-        let mut connection = match client.checkout(database).await {
+        let owner = self.audit.plugin();
+        let mut connection = match client.checkout(owner, database).await {
             Ok(connection) => connection,
             Err(e) => {
                 self.count_server_time(waiting);
@@ -332,7 +337,7 @@ impl<C: Client> PostgresCtx<C> {
         // A connection is reused only after a clean round trip; anything else may have left it
         // mid-transaction.
         if reusable {
-            client.checkin(database, connection);
+            client.checkin(owner, database, connection);
         }
         result
     }
@@ -541,7 +546,11 @@ mod tests {
             &self.settings
         }
 
-        async fn checkout(&self, database: &str) -> Result<FakeConnection, ConnectError> {
+        async fn checkout(
+            &self,
+            _owner: &str,
+            database: &str,
+        ) -> Result<FakeConnection, ConnectError> {
             self.seen.checkouts.fetch_add(1, Ordering::SeqCst);
             Ok(FakeConnection {
                 database: database.to_owned(),
@@ -551,7 +560,7 @@ mod tests {
             })
         }
 
-        fn checkin(&self, _: &str, _: FakeConnection) {
+        fn checkin(&self, _: &str, _: &str, _: FakeConnection) {
             self.seen.checkins.fetch_add(1, Ordering::SeqCst);
         }
     }
