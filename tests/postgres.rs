@@ -16,7 +16,7 @@ fn pg_stats_config(
     databases: &str,
 ) -> config::Config {
     let body = format!(
-        "{}\n{}[plugins.pg_stats.grants.postgres]\ndatabases = {databases}\n[plugins.pg_stats.settings]\ntop_tables = 50\n",
+        "{}\n{}[plugins.pg_stats.grants.postgres]\ndatabases = {databases}\ncluster = true\n[plugins.pg_stats.settings]\ntop_tables = 50\n",
         cluster.postgres_section(),
         plugin(
             "pg_stats",
@@ -343,43 +343,43 @@ async fn hostile_sql_is_refused_by_name_and_the_database_is_unchanged() {
         ),
         (
             "SELECT pg_terminate_backend(pg_backend_pid())",
-            "invalid: query refused: function `pg_terminate_backend` is not allowed",
+            "invalid: query refused: function `pg_terminate_backend` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_cancel_backend(1)",
-            "invalid: query refused: function `pg_cancel_backend` is not allowed",
+            "invalid: query refused: function `pg_cancel_backend` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_reload_conf()",
-            "invalid: query refused: function `pg_reload_conf` is not allowed",
+            "invalid: query refused: function `pg_reload_conf` is not on the read-only allow-list",
         ),
         (
             "SELECT set_config('work_mem', '1GB', false)",
-            "invalid: query refused: function `set_config` is not allowed",
+            "invalid: query refused: function `set_config` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_read_file('/etc/passwd')",
-            "invalid: query refused: function `pg_read_file` is not allowed",
+            "invalid: query refused: function `pg_read_file` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_read_binary_file('/etc/passwd')",
-            "invalid: query refused: function `pg_read_binary_file` is not allowed",
+            "invalid: query refused: function `pg_read_binary_file` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_ls_dir('.')",
-            "invalid: query refused: function `pg_ls_dir` is not allowed",
+            "invalid: query refused: function `pg_ls_dir` is not on the read-only allow-list",
         ),
         (
             "SELECT lo_import('/etc/passwd')",
-            "invalid: query refused: function `lo_import` is not allowed",
+            "invalid: query refused: function `lo_import` is not on the read-only allow-list",
         ),
         (
             "SELECT dblink_exec('dbname=app', 'DELETE FROM t')",
-            "invalid: query refused: function `dblink_exec` is not allowed",
+            "invalid: query refused: function `dblink_exec` is not on the read-only allow-list",
         ),
         (
             "SELECT pg_sleep(60)",
-            "invalid: query refused: function `pg_sleep` is not allowed",
+            "invalid: query refused: function `pg_sleep` is not on the read-only allow-list",
         ),
         // Not a forbidden function, just slow: the statement timeout (capped by the deadline) stops it.
         (
@@ -389,7 +389,7 @@ async fn hostile_sql_is_refused_by_name_and_the_database_is_unchanged() {
         // The server is the second line of defence for what the guard allows.
         (
             "SELECT nextval('x')",
-            "invalid: query refused: function `nextval` is not allowed",
+            "invalid: query refused: function `nextval` is not on the read-only allow-list",
         ),
         ("SELECT count(*) FROM t", "ok:1"),
     ];
@@ -452,4 +452,155 @@ async fn hostile_sql_is_refused_by_name_and_the_database_is_unchanged() {
         ),
         "0"
     );
+}
+
+/// Runs plugin `name` of `config` alone and returns its probe's `results`.
+async fn probe_of(config: &config::Config, host: &PluginHost, name: &str) -> Value {
+    let collection = pipeline::collect_once(config, host, &[name.to_owned()]).await;
+    let items = accepted(&collection);
+    assert_eq!(items.len(), 1, "{name}: {items:?}");
+    items[0]["results"].clone()
+}
+
+fn expect(results: &Value, cases: &[(&str, &str)], who: &str) {
+    for (sql, expected) in cases {
+        let got = results[*sql].as_str().unwrap_or_else(|| panic!("{who}: no result for {sql}"));
+        assert!(
+            got.starts_with(expected),
+            "{who}: {sql}\n  got:      {got}\n  expected: {expected}"
+        );
+    }
+}
+
+fn hostile_plugin(name: &str, grant: &str, statements: &[&str]) -> String {
+    let list = statements
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{}[plugins.{name}.grants.postgres]\ndatabases = [\"app\"]\n{grant}\n[plugins.{name}.settings]\ndatabase = \"app\"\nstatements = [{list}]\n",
+        plugin(name, "hostile_sql", "probe", "timeout = \"20s\"")
+    )
+}
+
+fn wal_lsn(cluster: &TestCluster) -> i64 {
+    cluster
+        .psql("postgres", "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_bound_what_a_plugin_learns_and_no_session_state_crosses_plugins() {
+    let cluster = TestCluster::start(&[]);
+    cluster.psql("postgres", "CREATE DATABASE app");
+    cluster.psql("postgres", "CREATE DATABASE other");
+    let emit = "SELECT pg_logical_emit_message(false, 'x', repeat('x', 1000000))";
+    let narrow_cases: Vec<(&str, &str)> = vec![
+        (emit, "invalid: query refused: function `pg_logical_emit_message` is not on the read-only allow-list"),
+        ("SELECT pg_replication_slot_advance('s', '0/1')", "invalid: query refused: function `pg_replication_slot_advance` is not on"),
+        ("SELECT pg_stat_reset()", "invalid: query refused: function `pg_stat_reset` is not on"),
+        ("SELECT pg_stat_statements_reset()", "invalid: query refused: function `pg_stat_statements_reset` is not on"),
+        ("SELECT setseed(0.5)", "invalid: query refused: function `setseed` is not on"),
+        ("SELECT query FROM pg_stat_activity WHERE datname = 'other'", "invalid: query refused: relation `pg_stat_activity` shows other databases"),
+        ("SELECT * FROM pg_stat_get_activity(NULL)", "invalid: query refused: function `pg_stat_get_activity` shows other databases"),
+        ("SELECT query FROM pg_stat_statements", "invalid: query refused: relation `pg_stat_statements`"),
+        ("SELECT current_setting('primary_conninfo')", "invalid: query refused: setting `primary_conninfo` may hold a secret"),
+        ("SELECT * FROM pg_catalog.\"pg_authid\"", "invalid: query refused: relation `pg_authid` holds secrets"),
+        ("SELECT current_setting('server_version_num')", "ok:1:"),
+        ("SELECT count(*) FROM pg_class", "ok:1:"),
+    ];
+    let wide_cases: Vec<(&str, &str)> = vec![
+        ("SELECT count(*) FROM pg_stat_activity WHERE datname = 'other'", "ok:1:"),
+        ("SELECT current_setting('primary_conninfo')", "ok:1"),
+        ("TABLE pg_authid", "invalid: query refused: relation `pg_authid` holds secrets"),
+        ("SELECT rolpassword FROM pg_shadow", "invalid: query refused: relation `pg_shadow` holds secrets"),
+        ("SELECT setseed(0.5)::text", "ok:1"),
+    ];
+    let narrow: Vec<&str> = narrow_cases.iter().map(|(s, _)| *s).collect();
+    // The operator grants `setseed` to `wide`: it seeds its session and draws, then seeds it again,
+    // so a connection handed to another plugin would draw the same number next.
+    let mut wide: Vec<&str> = wide_cases.iter().map(|(s, _)| *s).collect();
+    wide.extend(["SELECT random()", "SELECT setseed(0.50)::text"]);
+    let body = format!(
+        "{}\n{}{}{}",
+        cluster.postgres_section(),
+        hostile_plugin("narrow", "", &narrow),
+        hostile_plugin("wide", "cluster = true\nfunctions = [\"setseed\"]", &wide),
+        hostile_plugin("next", "", &["SELECT random()"]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = config::load(&write_config(dir.path(), &body)).unwrap_or_else(|e| panic!("{e}"));
+    let host = host(&config);
+
+    let wal_before = wal_lsn(&cluster);
+    expect(&probe_of(&config, &host, "narrow").await, &narrow_cases, "narrow");
+    assert!(
+        wal_lsn(&cluster) - wal_before < 500_000,
+        "the refused 1 MB WAL message was never written"
+    );
+    let wide_results = probe_of(&config, &host, "wide").await;
+    expect(&wide_results, &wide_cases, "wide");
+    let seeded = wide_results["SELECT random()"].as_str().unwrap().to_owned();
+    assert!(seeded.starts_with("ok:1:"), "{seeded}");
+    let next = probe_of(&config, &host, "next").await;
+    let drawn = next["SELECT random()"].as_str().unwrap();
+    assert!(drawn.starts_with("ok:1:"), "{drawn}");
+    assert_ne!(drawn, seeded, "plugin `next` drew from the seed plugin `wide` set");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superuser_role_is_refused_unless_allowed_and_secrets_stay_refused_when_it_is() {
+    let cluster = TestCluster::start(&[]);
+    cluster.psql("postgres", "CREATE DATABASE app");
+    cluster.psql("postgres", "CREATE ROLE su LOGIN SUPERUSER");
+    let cases: Vec<(&str, &str)> = vec![
+        ("SELECT rolpassword FROM pg_authid", "invalid: query refused: relation `pg_authid` holds secrets"),
+        ("SELECT * FROM pg_hba_file_rules", "invalid: query refused: relation `pg_hba_file_rules` holds secrets"),
+        ("SELECT * FROM pg_file_settings", "invalid: query refused: relation `pg_file_settings` holds secrets"),
+        ("SELECT pg_logical_emit_message(false, 'x', 'y')", "invalid: query refused: function `pg_logical_emit_message` is not on"),
+        ("SELECT pg_stat_reset()", "invalid: query refused: function `pg_stat_reset` is not on"),
+        ("SELECT 1", "ok:1:1"),
+    ];
+    let statements: Vec<&str> = cases.iter().map(|(s, _)| *s).collect();
+    let section = cluster
+        .postgres_section()
+        .replace("user = \"pganalytics\"", "user = \"su\"");
+    let plugin_toml = hostile_plugin("su_probe", "cluster = true", &statements);
+
+    let dir = tempfile::tempdir().unwrap();
+    let refused = config::load(&write_config(dir.path(), &format!("{section}\n{plugin_toml}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let results = probe_of(&refused, &host(&refused), "su_probe").await;
+    for (sql, _) in &cases {
+        let got = results[*sql].as_str().unwrap();
+        let expected = if sql.contains("SELECT 1") {
+            "unavailable: the PostgreSQL role `su` is a superuser"
+        } else {
+            "invalid: query refused"
+        };
+        assert!(got.starts_with(expected), "{sql}: {got}");
+    }
+
+    let allowed = config::load(&write_config(
+        dir.path(),
+        &format!("{section}allow_superuser = true\n\n{plugin_toml}"),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    expect(
+        &probe_of(&allowed, &host(&allowed), "su_probe").await,
+        &cases,
+        "superuser allowed",
+    );
+
+    let named = write_config(
+        dir.path(),
+        &format!(
+            "{}\n{plugin_toml}",
+            cluster.postgres_section().replace("user = \"pganalytics\"", "user = \"postgres\"")
+        ),
+    );
+    let error = config::load(&named).err().expect("user = \"postgres\" is refused").to_string();
+    assert!(error.contains("allow_superuser = true"), "{error}");
 }

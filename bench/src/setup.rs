@@ -97,7 +97,7 @@ impl Plugin<'_> {
                 crate::logs::PREFIX,
             ),
             Plugin::PgStats { databases } => format!(
-                "{}[plugins.pg_stats.grants.postgres]\ndatabases = [{databases}]\nstatement_timeout = \"30s\"\n\n",
+                "{}[plugins.pg_stats.grants.postgres]\ndatabases = [{databases}]\nstatement_timeout = \"30s\"\ncluster = true\n\n",
                 head("\"pg_stats\", \"pg_query_stats\", \"pg_server\"")
             ),
         }

@@ -21,15 +21,18 @@ pub trait Client: Send + Sync + 'static {
     /// The `[postgres]` settings in force (which databases may be reached at all).
     fn settings(&self) -> &PostgresConfig;
 
-    /// An open connection to `database`.
+    /// An open connection to `database` for plugin `owner`: one that only `owner` used before,
+    /// or a new one, so no session state (settings, the random seed, prepared statements,
+    /// temporary objects) of one plugin is ever seen by another.
     fn checkout(
         &self,
+        owner: &str,
         database: &str,
     ) -> impl Future<Output = Result<Self::Connection, ConnectError>> + Send;
 
-    /// Takes back a connection after a clean round trip, for reuse. A connection that is not
-    /// given back is dropped (and closed).
-    fn checkin(&self, database: &str, connection: Self::Connection);
+    /// Takes back a connection of `owner` after a clean round trip, for reuse by `owner` only.
+    /// A connection that is not given back is dropped (and closed).
+    fn checkin(&self, owner: &str, database: &str, connection: Self::Connection);
 }
 
 /// One connection to one database.

@@ -11,6 +11,7 @@
 //! deadline, with rows and bytes capped while they stream in. A database outside the grant is
 //! never connected to.
 
+pub mod allowed;
 pub mod client;
 pub mod guard;
 pub mod pool;
@@ -116,6 +117,12 @@ pub struct PostgresGrantConfig {
     pub max_rows: Option<u64>,
     /// Statement timeout per query (default 5s; never beyond the plugin's own deadline).
     pub statement_timeout: Option<HumanDuration>,
+    /// Functions beyond the built-in read-only allow-list, as queries name them (`schema.fn`, or
+    /// `fn` for an unqualified call). List only functions that change nothing.
+    pub functions: Option<Vec<String>>,
+    /// Cluster-wide views and functions (other databases' sessions, statements, locks,
+    /// replication) and settings that may hold secrets (default false).
+    pub cluster: Option<bool>,
 }
 
 /// The validated grant: which databases, how many rows, how long a statement may run.
@@ -125,6 +132,8 @@ pub struct PostgresGrant {
     databases: BTreeSet<String>,
     max_rows: u64,
     statement_timeout: Duration,
+    functions: BTreeSet<String>,
+    cluster: bool,
 }
 
 /// Why a `[plugins.NAME.grants.postgres]` table is invalid.
@@ -134,12 +143,29 @@ pub enum PostgresGrantError {
     Empty,
     #[error("\"*\" already means every database; list nothing else with it")]
     StarWithOthers,
+    #[error("`{0}` is not a function name (`name` or `schema.name`)")]
+    FunctionName(String),
 }
 
 impl GrantProblem for PostgresGrantError {
     fn key(&self) -> &'static str {
-        "databases"
+        match self {
+            PostgresGrantError::Empty | PostgresGrantError::StarWithOthers => "databases",
+            PostgresGrantError::FunctionName(_) => "functions",
+        }
     }
+}
+
+/// A `functions` entry: one or two identifiers as PostgreSQL folds unquoted names.
+fn is_function_name(entry: &str) -> bool {
+    let parts: Vec<&str> = entry.split('.').collect();
+    parts.len() <= 2
+        && parts.iter().all(|part| {
+            part.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
+        })
 }
 
 impl PostgresGrant {
@@ -151,9 +177,15 @@ impl PostgresGrant {
         if all && config.databases.len() > 1 {
             return Err(PostgresGrantError::StarWithOthers);
         }
+        let functions = config.functions.clone().unwrap_or_default();
+        if let Some(bad) = functions.iter().find(|f| !is_function_name(f)) {
+            return Err(PostgresGrantError::FunctionName(bad.clone()));
+        }
         Ok(Self {
             all,
             databases: config.databases.iter().cloned().collect(),
+            functions: functions.into_iter().collect(),
+            cluster: config.cluster.unwrap_or(false),
             max_rows: config.max_rows.unwrap_or(DEFAULT_MAX_ROWS),
             statement_timeout: config
                 .statement_timeout
@@ -225,12 +257,16 @@ impl<C: Client> PostgresCtx<C> {
         let (grant, client) = self.grant_and_client("*")?;
         let maintenance = client.settings().maintenance_db.clone();
         let waiting = Instant::now();
-        let checkout = client.checkout(&maintenance).await.map_err(connect_error);
+        let owner = self.audit.plugin();
+        let checkout = client
+            .checkout(owner, &maintenance)
+            .await
+            .map_err(connect_error);
         let listed = match checkout {
             Ok(mut connection) => {
                 let names = database_names(&mut connection).await;
                 if names.is_ok() {
-                    client.checkin(&maintenance, connection);
+                    client.checkin(owner, &maintenance, connection);
                 }
                 names
             }
@@ -265,7 +301,11 @@ impl<C: Client> PostgresCtx<C> {
                 "it is not in `[postgres] databases`",
             ));
         }
-        if let Err(refusal) = guard::check(sql) {
+        let policy = guard::Policy {
+            cluster: grant.cluster,
+            functions: &grant.functions,
+        };
+        if let Err(refusal) = guard::check(sql, policy) {
             tracing::warn!(
                 plugin = self.audit.plugin(),
                 database,
@@ -279,7 +319,8 @@ impl<C: Client> PostgresCtx<C> {
             return Err(Error::Timeout("the plugin's deadline has passed".into()));
         }
         let waiting = Instant::now();
-        let mut connection = match client.checkout(database).await {
+        let owner = self.audit.plugin();
+        let mut connection = match client.checkout(owner, database).await {
             Ok(connection) => connection,
             Err(e) => {
                 self.count_server_time(waiting);
@@ -296,7 +337,7 @@ impl<C: Client> PostgresCtx<C> {
         // A connection is reused only after a clean round trip; anything else may have left it
         // mid-transaction.
         if reusable {
-            client.checkin(database, connection);
+            client.checkin(owner, database, connection);
         }
         result
     }
@@ -505,7 +546,11 @@ mod tests {
             &self.settings
         }
 
-        async fn checkout(&self, database: &str) -> Result<FakeConnection, ConnectError> {
+        async fn checkout(
+            &self,
+            _owner: &str,
+            database: &str,
+        ) -> Result<FakeConnection, ConnectError> {
             self.seen.checkouts.fetch_add(1, Ordering::SeqCst);
             Ok(FakeConnection {
                 database: database.to_owned(),
@@ -515,7 +560,7 @@ mod tests {
             })
         }
 
-        fn checkin(&self, _: &str, _: FakeConnection) {
+        fn checkin(&self, _: &str, _: &str, _: FakeConnection) {
             self.seen.checkins.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -561,6 +606,8 @@ mod tests {
             databases: databases.iter().map(|d| d.to_string()).collect(),
             max_rows,
             statement_timeout: timeout.map(|t| HumanDuration::parse(t).unwrap()),
+            functions: None,
+            cluster: None,
         })
         .unwrap()
     }
@@ -811,12 +858,48 @@ mod tests {
         assert!(matches!(none.list_databases().await, Err(Error::Denied(_))));
     }
 
+    #[tokio::test]
+    async fn the_grant_s_cluster_and_functions_reach_the_guard() {
+        let config = |cluster: Option<bool>, functions: &[&str]| PostgresGrantConfig {
+            databases: vec!["app".into()],
+            max_rows: None,
+            statement_timeout: None,
+            functions: Some(functions.iter().map(|f| f.to_string()).collect()),
+            cluster,
+        };
+        let run = |grant: PostgresGrant, sql: &'static str| async move {
+            let fake = Arc::new(Fake::new(ints(&[1])));
+            let result = ctx(grant, &fake, 1 << 20).run_query("app", sql, &[]).await;
+            (result, Fake::count(&fake.seen.checkouts))
+        };
+        let activity = "SELECT count(*) FROM pg_stat_activity";
+        let plain = PostgresGrant::new(&config(None, &[])).unwrap();
+        let (result, checkouts) = run(plain, activity).await;
+        assert!(
+            matches!(&result, Err(Error::Invalid(m)) if m.contains("cluster = true")),
+            "{result:?}"
+        );
+        assert_eq!(checkouts, 0);
+        let cluster = PostgresGrant::new(&config(Some(true), &[])).unwrap();
+        assert!(run(cluster.clone(), activity).await.0.is_ok());
+        assert!(run(cluster, "SELECT * FROM pg_authid").await.0.is_err());
+        let granted = PostgresGrant::new(&config(None, &["ext.reader"])).unwrap();
+        assert!(run(granted.clone(), "SELECT ext.reader()").await.0.is_ok());
+        assert!(run(granted, "SELECT ext.writer()").await.0.is_err());
+        for bad in ["", "a.b.c", "Upper", "fn()", "a b", ".fn", "1fn"] {
+            let err = PostgresGrant::new(&config(None, &[bad])).unwrap_err();
+            assert_eq!(err.key(), "functions", "{bad}");
+        }
+    }
+
     #[test]
     fn star_must_stand_alone_and_lists_must_not_be_empty() {
         let config = |dbs: &[&str]| PostgresGrantConfig {
             databases: dbs.iter().map(|d| d.to_string()).collect(),
             max_rows: None,
             statement_timeout: None,
+            functions: None,
+            cluster: None,
         };
         assert!(PostgresGrant::new(&config(&[])).is_err());
         assert!(PostgresGrant::new(&config(&["*", "app"])).is_err());

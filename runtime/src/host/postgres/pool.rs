@@ -1,6 +1,10 @@
-//! Host-owned PostgreSQL connections, one small idle list per database, shared by every plugin
-//! run: the real [`Client`] of the `postgres` capability. Plugins never see a connection, only
-//! rows.
+//! Host-owned PostgreSQL connections, one small idle list per plugin and database, shared by
+//! the runs of that plugin only (a connection never passes from one plugin to another, so no
+//! session state crosses plugins): the real [`Client`] of the `postgres` capability. Plugins
+//! never see a connection, only rows.
+//!
+//! Every new connection is checked for a superuser role: refused unless `[postgres]
+//! allow_superuser = true`, and warned about once when allowed.
 //!
 //! A connection that died (server restart, network) is noticed when it is checked out or fails
 //! and is replaced by a new one, so the next cycle after a restart simply reconnects. A connection
@@ -21,7 +25,7 @@ use super::values;
 use crate::host::bindings::pganalytics::collector::postgres::Value;
 
 /// Threat: a plugin looping over databases would otherwise open unbounded connections; idle
-/// connections beyond this per database are closed.
+/// connections beyond this per plugin and database are closed.
 const MAX_IDLE_PER_DATABASE: usize = 2;
 
 /// Threat: an unreachable server stalling every run until the plugin deadline.
@@ -30,7 +34,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The connection pool of one plugin host.
 pub struct PgPool {
     settings: PostgresConfig,
-    idle: Mutex<HashMap<String, Vec<tokio_postgres::Client>>>,
+    /// Idle connections by (plugin, database).
+    idle: Mutex<HashMap<(String, String), Vec<tokio_postgres::Client>>>,
     superuser_checked: AtomicBool,
 }
 
@@ -44,12 +49,14 @@ impl Client for PgPool {
         &self.settings
     }
 
-    async fn checkout(&self, database: &str) -> Result<PgConnection, ConnectError> {
-        self.checkout_client(database).await.map(PgConnection)
+    async fn checkout(&self, owner: &str, database: &str) -> Result<PgConnection, ConnectError> {
+        self.checkout_client(owner, database)
+            .await
+            .map(PgConnection)
     }
 
-    fn checkin(&self, database: &str, connection: PgConnection) {
-        self.checkin_client(database, connection.0)
+    fn checkin(&self, owner: &str, database: &str, connection: PgConnection) {
+        self.checkin_client(owner, database, connection.0)
     }
 }
 
@@ -97,17 +104,20 @@ impl PgPool {
         }
     }
 
-    /// An open connection to `database`: an idle one if it is still alive, else a new one.
+    /// An open connection of `owner` to `database`: an idle one if it is still alive, else a
+    /// new one.
     async fn checkout_client(
         &self,
+        owner: &str,
         database: &str,
     ) -> Result<tokio_postgres::Client, ConnectError> {
+        let key = (owner.to_owned(), database.to_owned());
         loop {
             let candidate = self
                 .idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get_mut(database)
+                .get_mut(&key)
                 .and_then(Vec::pop);
             match candidate {
                 Some(client) if !client.is_closed() => return Ok(client),
@@ -116,19 +126,19 @@ impl PgPool {
             }
         }
         let client = self.connect(database).await?;
-        if !self.superuser_checked.swap(true, Ordering::Relaxed) {
-            self.warn_if_superuser(&client).await;
-        }
+        self.refuse_superuser(&client).await?;
         Ok(client)
     }
 
-    /// Returns a connection after a completed query.
-    fn checkin_client(&self, database: &str, client: tokio_postgres::Client) {
+    /// Returns a connection of `owner` after a completed query.
+    fn checkin_client(&self, owner: &str, database: &str, client: tokio_postgres::Client) {
         if client.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(database.to_owned()).or_default();
+        let list = idle
+            .entry((owner.to_owned(), database.to_owned()))
+            .or_default();
         if list.len() < MAX_IDLE_PER_DATABASE {
             list.push(client);
         }
@@ -194,22 +204,39 @@ impl PgPool {
             .map_err(ConnectError::Unavailable)
     }
 
-    async fn warn_if_superuser(&self, client: &tokio_postgres::Client) {
-        let row = client
-            .query_one(
-                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
-                &[],
-            )
-            .await;
-        if let Ok(row) = row
-            && row.get::<_, bool>(0)
-        {
+    /// Refuses a connection whose role is a superuser unless `allow_superuser` is set, and then
+    /// warns once. Checked on every new connection: the role may be altered while the agent runs.
+    async fn refuse_superuser(&self, client: &tokio_postgres::Client) -> Result<(), ConnectError> {
+        let superuser = client
+            .query_one("SELECT current_setting('is_superuser') = 'on'", &[])
+            .await
+            .map_err(|e| {
+                ConnectError::Unavailable(format!(
+                    "checking whether role `{}` is a superuser: {}",
+                    self.settings.user,
+                    describe(&e)
+                ))
+            })?
+            .get::<_, bool>(0);
+        if !superuser {
+            return Ok(());
+        }
+        if !self.settings.allow_superuser {
+            return Err(ConnectError::Unavailable(format!(
+                "the PostgreSQL role `{}` is a superuser; connect with a role granted pg_monitor, \
+                 or set `[postgres] allow_superuser = true`",
+                self.settings.user
+            )));
+        }
+        if !self.superuser_checked.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 user = %self.settings.user,
-                "the PostgreSQL role of the runtime is a SUPERUSER: plugins only run guarded read-only \
-                 statements, but use a role with pg_monitor instead"
+                "the PostgreSQL role of the runtime is a SUPERUSER (allowed by `[postgres] \
+                 allow_superuser`): plugins only run guarded read-only statements, but use a role \
+                 with pg_monitor instead"
             );
         }
+        Ok(())
     }
 }
 

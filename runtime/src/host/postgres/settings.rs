@@ -31,6 +31,9 @@ pub struct RawPostgres {
     pub databases: Option<Vec<String>>,
     /// Database used to list the others (default `postgres`).
     pub maintenance_db: Option<String>,
+    /// Run with a superuser role (default false: the runtime refuses to start with `user =
+    /// "postgres"` and refuses every connection whose role is a superuser).
+    pub allow_superuser: Option<bool>,
 }
 
 /// The validated `[postgres]` section.
@@ -44,6 +47,7 @@ pub struct PostgresConfig {
     pub sslmode: String,
     pub databases: Vec<String>,
     pub maintenance_db: String,
+    pub allow_superuser: bool,
 }
 
 /// What is wrong with a `[postgres]` section; [`PostgresSettingsError::key`] names the key.
@@ -53,6 +57,11 @@ pub enum PostgresSettingsError {
     PasswordTwice,
     #[error("`{0}` is not disable, prefer or require")]
     SslMode(String),
+    #[error(
+        "`postgres` is the bootstrap superuser; connect with a role granted pg_monitor, or set \
+         `allow_superuser = true`"
+    )]
+    Superuser,
 }
 
 impl PostgresSettingsError {
@@ -61,6 +70,7 @@ impl PostgresSettingsError {
         match self {
             PostgresSettingsError::PasswordTwice => "password",
             PostgresSettingsError::SslMode(_) => "sslmode",
+            PostgresSettingsError::Superuser => "user",
         }
     }
 }
@@ -80,6 +90,10 @@ impl RawPostgres {
         if !["disable", "prefer", "require"].contains(&sslmode.as_str()) {
             problems.push(PostgresSettingsError::SslMode(sslmode.clone()));
         }
+        let allow_superuser = self.allow_superuser.unwrap_or(false);
+        if self.user.as_deref() == Some("postgres") && !allow_superuser {
+            problems.push(PostgresSettingsError::Superuser);
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -92,6 +106,7 @@ impl RawPostgres {
             sslmode,
             databases: self.databases.unwrap_or_else(|| vec!["*".into()]),
             maintenance_db: self.maintenance_db.unwrap_or_else(|| "postgres".into()),
+            allow_superuser,
         })
     }
 }
@@ -114,6 +129,7 @@ impl PostgresConfig {
             sslmode: "disable".into(),
             databases: vec!["*".into()],
             maintenance_db: "postgres".into(),
+            allow_superuser: false,
         }
     }
 }
@@ -150,6 +166,13 @@ mod tests {
             .unwrap_err();
         let keys: Vec<&str> = problems.iter().map(|p| p.key()).collect();
         assert_eq!(keys, ["password", "sslmode"]);
+        let superuser = raw("user = \"postgres\"").validate(Path::to_path_buf).unwrap_err();
+        assert_eq!(superuser[0].key(), "user");
+        assert!(superuser[0].to_string().contains("allow_superuser = true"));
+        let allowed = raw("user = \"postgres\"\nallow_superuser = true")
+            .validate(Path::to_path_buf)
+            .unwrap();
+        assert!(allowed.allow_superuser);
         assert_eq!(
             problems[1].to_string(),
             "`verify-full` is not disable, prefer or require"
