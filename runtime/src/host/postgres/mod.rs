@@ -15,7 +15,9 @@ pub mod client;
 pub mod guard;
 pub mod pool;
 pub mod settings;
+pub mod tls;
 pub mod values;
+pub mod wire;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -29,7 +31,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use self::client::{Client, ConnectError, Connection, QueryError};
 use self::pool::PgPool;
-pub use self::settings::{PostgresConfig, PostgresSettingsError, RawPostgres};
+pub use self::settings::{PostgresConfig, PostgresSettingsError, RawPostgres, SslMode};
 use super::audit::Audit;
 use super::bindings::{
     Error,
@@ -280,7 +282,10 @@ impl<C: Client> PostgresCtx<C> {
         }
         let waiting = Instant::now();
         let mut connection = match client.checkout(database).await {
-            Ok(connection) => connection,
+            Ok(mut connection) => {
+                connection.limit_message_bytes(self.max_bytes);
+                connection
+            }
             Err(e) => {
                 self.count_server_time(waiting);
                 return Err(connect_error(e));
@@ -424,6 +429,7 @@ fn query_error(error: QueryError) -> Error {
             Error::Invalid(error.to_string())
         }
         QueryError::Closed(_) => Error::Unavailable(error.to_string()),
+        QueryError::TooLarge(_) => Error::TooLarge(error.to_string()),
         QueryError::Io(_) => Error::Io(error.to_string()),
     }
 }
