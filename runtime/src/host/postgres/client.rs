@@ -37,6 +37,13 @@ pub trait Client: Send + Sync + 'static {
 
 /// One connection to one database.
 pub trait Connection: Send + 'static {
+    /// Bounds each message the server may send from now on to about `max_bytes` (the per-call
+    /// limit), failing the connection with [`QueryError::TooLarge`] before a larger one is
+    /// buffered. Implementations that buffer nothing need not do anything.
+    fn limit_message_bytes(&mut self, max_bytes: usize) {
+        let _ = max_bytes;
+    }
+
     /// Runs statements that return no rows (transaction control, `SET LOCAL`).
     fn batch_execute(&mut self, sql: &str) -> impl Future<Output = Result<(), QueryError>> + Send;
 
@@ -89,6 +96,9 @@ pub enum QueryError {
     /// The connection is gone.
     #[error("the connection closed: {0}")]
     Closed(String),
+    /// The server sent a message over the byte cap of the connection (which is then closed).
+    #[error("{0}")]
+    TooLarge(String),
     /// A value the host does not convert for the guest.
     #[error("{0}")]
     Decode(String),
@@ -106,6 +116,7 @@ impl QueryError {
             | QueryError::ReadOnly(detail)
             | QueryError::Server(detail)
             | QueryError::Closed(detail)
+            | QueryError::TooLarge(detail)
             | QueryError::Decode(detail)
             | QueryError::Io(detail) => detail,
         }

@@ -16,7 +16,9 @@ pub mod client;
 pub mod guard;
 pub mod pool;
 pub mod settings;
+pub mod tls;
 pub mod values;
+pub mod wire;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -30,7 +32,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use self::client::{Client, ConnectError, Connection, QueryError};
 use self::pool::PgPool;
-pub use self::settings::{PostgresConfig, PostgresSettingsError, RawPostgres};
+pub use self::settings::{PostgresConfig, PostgresSettingsError, RawPostgres, SslMode};
 use super::audit::Audit;
 use super::bindings::{
     Error,
@@ -321,7 +323,10 @@ impl<C: Client> PostgresCtx<C> {
         let waiting = Instant::now();
         let owner = self.audit.plugin();
         let mut connection = match client.checkout(owner, database).await {
-            Ok(connection) => connection,
+            Ok(mut connection) => {
+                connection.limit_message_bytes(self.max_bytes);
+                connection
+            }
             Err(e) => {
                 self.count_server_time(waiting);
                 return Err(connect_error(e));
@@ -465,6 +470,7 @@ fn query_error(error: QueryError) -> Error {
             Error::Invalid(error.to_string())
         }
         QueryError::Closed(_) => Error::Unavailable(error.to_string()),
+        QueryError::TooLarge(_) => Error::TooLarge(error.to_string()),
         QueryError::Io(_) => Error::Io(error.to_string()),
     }
 }

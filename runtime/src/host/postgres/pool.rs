@@ -9,19 +9,27 @@
 //! A connection that died (server restart, network) is noticed when it is checked out or fails
 //! and is replaced by a new one, so the next cycle after a restart simply reconnects. A connection
 //! whose query was abandoned mid-flight (plugin deadline) is dropped, never reused.
+//!
+//! The runtime opens the socket itself (TCP, or the unix socket `.s.PGSQL.PORT` in a `host`
+//! directory), negotiates TLS itself ([`super::tls`]), and puts the per-message byte cap of
+//! [`super::wire`] on the plaintext protocol before tokio-postgres sees a byte.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::NoTls;
 
 use super::client::{Client, ConnectError, Connection, QueryError, Row, RowStream};
-use super::settings::PostgresConfig;
+use super::settings::{PostgresConfig, SslMode};
+use super::tls::{self, Negotiated};
 use super::values;
+use super::wire::{CappedStream, DEFAULT_MAX_MESSAGE_BYTES, MESSAGE_HEADROOM, MessageCap};
 use crate::host::bindings::pganalytics::collector::postgres::Value;
 
 /// Threat: a plugin looping over databases would otherwise open unbounded connections; idle
@@ -35,12 +43,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct PgPool {
     settings: PostgresConfig,
     /// Idle connections by (plugin, database).
-    idle: Mutex<HashMap<(String, String), Vec<tokio_postgres::Client>>>,
+    idle: Mutex<HashMap<(String, String), Vec<PgConnection>>>,
     superuser_checked: AtomicBool,
 }
 
-/// A connection checked out of a [`PgPool`].
-pub struct PgConnection(tokio_postgres::Client);
+/// A connection checked out of a [`PgPool`], with the byte cap of its stream.
+pub struct PgConnection {
+    client: tokio_postgres::Client,
+    cap: Arc<MessageCap>,
+}
+
+/// What a connection runs over: TCP, a unix socket, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 impl Client for PgPool {
     type Connection = PgConnection;
@@ -50,19 +66,36 @@ impl Client for PgPool {
     }
 
     async fn checkout(&self, owner: &str, database: &str) -> Result<PgConnection, ConnectError> {
-        self.checkout_client(owner, database)
-            .await
-            .map(PgConnection)
+        self.checkout_client(owner, database).await
     }
 
     fn checkin(&self, owner: &str, database: &str, connection: PgConnection) {
-        self.checkin_client(owner, database, connection.0)
+        self.checkin_client(owner, database, connection)
+    }
+}
+
+impl PgConnection {
+    /// A driver error, or the cap of the stream when that is what closed the connection.
+    fn error(&self, error: &tokio_postgres::Error) -> QueryError {
+        error_or_cap(error, &self.cap)
+    }
+}
+
+fn error_or_cap(error: &tokio_postgres::Error, cap: &MessageCap) -> QueryError {
+    match cap.exceeded() {
+        Some(too_large) => QueryError::TooLarge(too_large.to_string()),
+        None => query_error(error),
     }
 }
 
 impl Connection for PgConnection {
+    fn limit_message_bytes(&mut self, max_bytes: usize) {
+        self.cap.set(max_bytes.saturating_add(MESSAGE_HEADROOM));
+    }
+
     async fn batch_execute(&mut self, sql: &str) -> Result<(), QueryError> {
-        self.0.batch_execute(sql).await.map_err(|e| query_error(&e))
+        let result = self.client.batch_execute(sql).await;
+        result.map_err(|e| self.error(&e))
     }
 
     async fn query<'a>(
@@ -74,15 +107,13 @@ impl Connection for PgConnection {
             .iter()
             .map(|p| (values::param(p), values::param_type(p)))
             .collect();
-        let rows = self
-            .0
-            .query_typed_raw(sql, typed)
-            .await
-            .map_err(|e| query_error(&e))?;
+        let result = self.client.query_typed_raw(sql, typed).await;
+        let rows = result.map_err(|e| self.error(&e))?;
+        let cap = self.cap.clone();
         let mut first = true;
         Ok(rows
             .map(move |row| {
-                let row = row.map_err(|e| query_error(&e))?;
+                let row = row.map_err(|e| error_or_cap(&e, &cap))?;
                 let columns = std::mem::take(&mut first)
                     .then(|| row.columns().iter().map(|c| c.name().to_owned()).collect());
                 let values = (0..row.len())
@@ -110,7 +141,7 @@ impl PgPool {
         &self,
         owner: &str,
         database: &str,
-    ) -> Result<tokio_postgres::Client, ConnectError> {
+    ) -> Result<PgConnection, ConnectError> {
         let key = (owner.to_owned(), database.to_owned());
         loop {
             let candidate = self
@@ -120,19 +151,22 @@ impl PgPool {
                 .get_mut(&key)
                 .and_then(Vec::pop);
             match candidate {
-                Some(client) if !client.is_closed() => return Ok(client),
+                Some(connection) if !connection.client.is_closed() => {
+                    connection.cap.set(DEFAULT_MAX_MESSAGE_BYTES);
+                    return Ok(connection);
+                }
                 Some(_dead) => continue,
                 None => break,
             }
         }
-        let client = self.connect(database).await?;
-        self.refuse_superuser(&client).await?;
-        Ok(client)
+        let connection = self.connect(database).await?;
+        self.refuse_superuser(&connection.client).await?;
+        Ok(connection)
     }
 
     /// Returns a connection of `owner` after a completed query.
-    fn checkin_client(&self, owner: &str, database: &str, client: tokio_postgres::Client) {
-        if client.is_closed() {
+    fn checkin_client(&self, owner: &str, database: &str, client: PgConnection) {
+        if client.client.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -144,7 +178,7 @@ impl PgPool {
         }
     }
 
-    async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, ConnectError> {
+    async fn connect(&self, database: &str) -> Result<PgConnection, ConnectError> {
         let s = &self.settings;
         let mut config = tokio_postgres::Config::new();
         config
@@ -152,15 +186,20 @@ impl PgPool {
             .port(s.port)
             .user(&s.user)
             .dbname(database)
-            .application_name("pganalytics")
-            .connect_timeout(CONNECT_TIMEOUT);
+            .application_name(&s.application_name)
+            // TLS, when any, is already set up under the stream handed over (see `open`).
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
         if let Some(password) = self.password()? {
             config.password(password);
         }
-        // Only `disable` and `prefer` are accepted by config validation: the runtime has no TLS
-        // connector for PostgreSQL yet, so `prefer` connects without TLS (unix sockets, localhost).
-        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-        let connecting = config.connect(NoTls);
+        let cap = MessageCap::new(DEFAULT_MAX_MESSAGE_BYTES);
+        let connecting = async {
+            let stream = self.open().await?;
+            config
+                .connect_raw(CappedStream::new(stream, cap.clone()), NoTls)
+                .await
+                .map_err(|e| connect_error(database, &e))
+        };
         let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => {
                 return Err(ConnectError::Unavailable(format!(
@@ -168,20 +207,7 @@ impl PgPool {
                     CONNECT_TIMEOUT.as_secs()
                 )));
             }
-            Ok(Err(e)) => {
-                if e.as_db_error().is_some_and(|db| {
-                    db.code() == &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME
-                }) {
-                    return Err(ConnectError::NoSuchDatabase(format!(
-                        "database `{database}` does not exist"
-                    )));
-                }
-                return Err(ConnectError::Unavailable(format!(
-                    "cannot connect to database `{database}`: {}",
-                    describe(&e)
-                )));
-            }
-            Ok(Ok(pair)) => pair,
+            Ok(result) => result?,
         };
         let name = database.to_owned();
         tokio::spawn(async move {
@@ -189,7 +215,35 @@ impl PgPool {
                 tracing::debug!(database = %name, "postgres connection closed: {e}");
             }
         });
-        Ok(client)
+        Ok(PgConnection { client, cap })
+    }
+
+    /// The socket to the server, with TLS as `sslmode` asks (never on a unix socket, as libpq).
+    async fn open(&self) -> Result<Box<dyn Io>, ConnectError> {
+        let s = &self.settings;
+        let unavailable = |what: &str, detail: &dyn std::fmt::Display| {
+            ConnectError::Unavailable(format!("cannot connect to {what}: {detail}"))
+        };
+        if s.is_unix_socket() {
+            let path = Path::new(&s.host).join(format!(".s.PGSQL.{}", s.port));
+            let stream = tokio::net::UnixStream::connect(&path)
+                .await
+                .map_err(|e| unavailable(&format!("unix socket `{}`", path.display()), &e))?;
+            return Ok(Box::new(stream));
+        }
+        let address = format!("{}:{}", s.host, s.port);
+        let stream = tokio::net::TcpStream::connect((s.host.as_str(), s.port))
+            .await
+            .map_err(|e| unavailable(&format!("`{address}`"), &e))?;
+        let _ = stream.set_nodelay(true);
+        if s.sslmode == SslMode::Disable {
+            return Ok(Box::new(stream));
+        }
+        match tls::negotiate(stream, s).await {
+            Ok(Negotiated::Plain(stream)) => Ok(Box::new(stream)),
+            Ok(Negotiated::Tls(session)) => Ok(Box::new(session)),
+            Err(e) => Err(unavailable(&format!("`{address}`"), &e)),
+        }
     }
 
     fn password(&self) -> Result<Option<String>, ConnectError> {
@@ -248,6 +302,20 @@ fn read_password(file: &PathBuf) -> Result<String, String> {
         )
     })?;
     Ok(text.lines().next().unwrap_or("").to_owned())
+}
+
+/// Why a connection attempt failed, as the capability reports it.
+fn connect_error(database: &str, error: &tokio_postgres::Error) -> ConnectError {
+    if error
+        .as_db_error()
+        .is_some_and(|db| db.code() == &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME)
+    {
+        return ConnectError::NoSuchDatabase(format!("database `{database}` does not exist"));
+    }
+    ConnectError::Unavailable(format!(
+        "cannot connect to database `{database}`: {}",
+        describe(error)
+    ))
 }
 
 /// A driver error as the capability reports it, classified by what the plugin can do about it.
