@@ -56,11 +56,10 @@ fn probe_item(collection: &Collection, name: &str) -> Value {
     }
     collection
         .envelope
-        .metrics
-        .iter()
+        .items()
+        .into_iter()
         .find(|m| m["type"] == "probe")
         .unwrap_or_else(|| panic!("no probe item"))
-        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,9 +141,8 @@ async fn a_fifo_log_and_kmsg_stall_neither_the_plugin_nor_its_neighbours() {
     assert!(!kmsg.starts_with("timeout"), "{kmsg}");
     // The FIFO is refused, the gzip file skipped, the text file read.
     assert_eq!(item["log_tail"], "ok:1:other\n");
-    let types: Vec<&str> = collection
-        .envelope
-        .metrics
+    let items = collection.envelope.items();
+    let types: Vec<&str> = items
         .iter()
         .map(|m| m["type"].as_str().unwrap())
         .collect();

@@ -46,8 +46,8 @@ async fn probe(postgres_section: &str, statements: &[&str]) -> serde_json::Map<S
     }
     let item = collection
         .envelope
-        .metrics
-        .iter()
+        .items()
+        .into_iter()
         .find(|i| i["results"].is_object())
         .expect("a probe item");
     item["results"].as_object().unwrap().clone()
@@ -305,8 +305,8 @@ async fn pg_stats_runs_on_every_installed_major() {
         }
         let server = collection
             .envelope
-            .metrics
-            .iter()
+            .items()
+            .into_iter()
             .find(|i| i["type"] == "pg_server")
             .unwrap_or_else(|| panic!("PostgreSQL {major}: no pg_server item"));
         let item = server.to_string();

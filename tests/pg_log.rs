@@ -61,7 +61,7 @@ async fn collect(config: &config::Config, host: &PluginHost) -> BTreeMap<String,
             }
         }
         let mut mine = Vec::new();
-        for item in &collection.envelope.metrics {
+        for item in collection.envelope.items() {
             assert_eq!(item["type"], "pg_log");
             for entry in item["entries"].as_array().unwrap() {
                 assert_eq!(

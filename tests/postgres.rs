@@ -33,7 +33,7 @@ fn host(config: &config::Config) -> PluginHost {
     PluginHost::new(&config.host_setup()).unwrap()
 }
 
-fn accepted(collection: &Collection) -> &[Value] {
+fn accepted(collection: &Collection) -> Vec<Value> {
     for (name, outcome) in &collection.outcomes {
         if let Outcome::RunFailed(e) = outcome {
             panic!("{name}: {e}");
@@ -42,7 +42,7 @@ fn accepted(collection: &Collection) -> &[Value] {
             panic!("{name}: {e}");
         }
     }
-    &collection.envelope.metrics
+    collection.envelope.items()
 }
 
 fn by_database<'a>(items: &'a [Value], kind: &str) -> BTreeMap<String, &'a Value> {
@@ -90,7 +90,7 @@ async fn pg_stats_matches_sql_across_databases_grants_and_a_restart() {
         .unwrap();
     let collection = pipeline::collect_once(&config, &host, &[]).await;
     let items = accepted(&collection);
-    let stats = by_database(items, "pg_stats");
+    let stats = by_database(&items, "pg_stats");
     assert_eq!(stats.keys().collect::<Vec<_>>(), ["app1", "app2"]);
 
     for (db, item) in &stats {
@@ -173,7 +173,7 @@ async fn pg_stats_matches_sql_across_databases_grants_and_a_restart() {
     );
 
     // pg_query_stats only where the extension exists, with the server's own numbers.
-    let query_stats = by_database(items, "pg_query_stats");
+    let query_stats = by_database(&items, "pg_query_stats");
     assert_eq!(query_stats.keys().collect::<Vec<_>>(), ["app1"]);
     let queries = query_stats["app1"]["queries"].as_array().unwrap();
     let counted = queries
@@ -211,13 +211,13 @@ async fn pg_stats_matches_sql_across_databases_grants_and_a_restart() {
     // The server restarts: stale pooled connections are replaced and the next cycle succeeds.
     cluster.restart();
     let collection = pipeline::collect_once(&config, &host, &[]).await;
-    assert_eq!(by_database(accepted(&collection), "pg_stats").len(), 2);
+    assert_eq!(by_database(&accepted(&collection), "pg_stats").len(), 2);
 
     // A database added to the grant appears, one removed disappears; "*" is every database.
     let only_app2 = pg_stats_config(&cluster, dir.path(), "[\"app2\", \"postgres\"]");
     let collection = pipeline::collect_once(&only_app2, &host, &[]).await;
     assert_eq!(
-        by_database(accepted(&collection), "pg_stats")
+        by_database(&accepted(&collection), "pg_stats")
             .keys()
             .collect::<Vec<_>>(),
         ["app2", "postgres"]
@@ -225,7 +225,7 @@ async fn pg_stats_matches_sql_across_databases_grants_and_a_restart() {
     let all = pg_stats_config(&cluster, dir.path(), "[\"*\"]");
     let collection = pipeline::collect_once(&all, &host, &[]).await;
     assert_eq!(
-        by_database(accepted(&collection), "pg_stats")
+        by_database(&accepted(&collection), "pg_stats")
             .keys()
             .collect::<Vec<_>>(),
         ["app1", "app2", "postgres"]

@@ -176,9 +176,8 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
     };
 
     // The well-behaved plugin delivers, and only its items (plus accepted probes) are in the envelope.
-    let types: Vec<&str> = collection
-        .envelope
-        .metrics
+    let items = collection.envelope.items();
+    let types: Vec<&str> = items
         .iter()
         .map(|m| m["type"].as_str().unwrap())
         .collect();
@@ -254,11 +253,10 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
     let probe = |key: &str| {
         collection
             .envelope
-            .metrics
-            .iter()
+            .items()
+            .into_iter()
             .find(|m| m["type"] == "probe" && m.get(key).is_some())
             .unwrap_or_else(|| panic!("no probe item with `{key}`"))
-            .clone()
     };
     let results = probe("results");
     for attempt in [

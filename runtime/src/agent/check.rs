@@ -84,7 +84,7 @@ async fn check_postgres(pool: PgPool) -> Check {
         settings.host, settings.port, settings.maintenance_db, settings.user
     );
     let database = settings.maintenance_db.clone();
-    let mut connection = match bounded(pool.checkout(&database)).await {
+    let mut connection = match bounded(pool.checkout("pganalytics check", &database)).await {
         Some(Ok(connection)) => connection,
         Some(Err(e)) => return fail(&what, format!("cannot connect: {e}")),
         None => return fail(&what, format!("no answer within {STEP_TIMEOUT:?}")),

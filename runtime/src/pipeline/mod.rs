@@ -49,6 +49,16 @@ impl Envelope {
         }
     }
 
+    /// Every accepted item parsed into a JSON value, in order: for callers that inspect items
+    /// (tests, `run --once` output checks). The send path never builds these trees.
+    pub fn items(&self) -> Vec<serde_json::Value> {
+        self.metrics
+            .iter()
+            .flat_map(Items::iter)
+            .map(|item| serde_json::from_str(item.get()).expect("items were validated as JSON"))
+            .collect()
+    }
+
     /// The envelope as JSON, in a buffer sized for it up front (a growing `Vec` would hold up
     /// to twice the batch while it doubles).
     pub fn encode(&self) -> serde_json::Result<Vec<u8>> {

@@ -987,6 +987,8 @@ mod tests {
                 log_format: crate::config::LogFormat::Text,
                 log_level: "info".into(),
                 listen: None,
+                listen_public: false,
+                unhealthy_after_push_intervals: crate::config::DEFAULT_UNHEALTHY_AFTER_PUSH_INTERVALS,
                 cache_dir: None,
             };
             let (batch, peak) = counting::peak(size, || {
