@@ -323,6 +323,50 @@ fn inspect_shows_what_a_plugin_needs_before_it_runs() {
         stdout.contains("no files, no environment, no network"),
         "{stdout}"
     );
+    assert!(stdout.contains("runnable: yes"), "{stdout}");
+}
+
+/// A component importing `interface` as an instance with one function `name: func()`.
+fn component_importing(interface: &str, name: &str) -> Vec<u8> {
+    use wasm_encoder::{
+        Component, ComponentImportSection, ComponentTypeRef, ComponentTypeSection, InstanceType,
+    };
+    let mut instance = InstanceType::new();
+    instance.ty().function().params([]).result(None);
+    instance.export(name, ComponentTypeRef::Func(0));
+    let mut types = ComponentTypeSection::new();
+    types.instance(&instance);
+    let mut imports = ComponentImportSection::new();
+    imports.import(interface, ComponentTypeRef::Instance(0));
+    let mut component = Component::new();
+    component.section(&types).section(&imports);
+    component.finish()
+}
+
+#[test]
+fn inspect_does_not_call_runnable_what_the_host_cannot_link() {
+    let dir = tempfile::tempdir().unwrap();
+    for (interface, function) in [
+        ("wasi:sockets/tcp-create-socket@0.2.0", "connect-anywhere"),
+        ("wasi:nn/graph@0.2.0", "load"),
+        ("pganalytics:collector/log-tail@0.1.0", "read-lines"),
+    ] {
+        let file = dir.path().join("odd.wasm");
+        std::fs::write(&file, component_importing(interface, function)).unwrap();
+        let (code, stdout, stderr) =
+            run_cli(&["plugin", "inspect", file.to_str().unwrap(), "--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        let report: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(report["runnable"], false, "{interface}: {stdout}");
+        let why = report["not_runnable_because"].as_str().unwrap();
+        assert!(why.contains(interface), "{interface}: {why}");
+
+        let (_, text, _) = run_cli(&["plugin", "inspect", file.to_str().unwrap()]);
+        assert!(
+            text.contains("runnable: NO") && text.contains(interface),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -420,8 +420,14 @@ fn inspect(file: &Path, json: bool, config: Option<&Path>) -> anyhow::Result<Exi
             Err(format!("`{}` is malformed: {why}", sig_path.display()))
         }
     };
+    // The same bounds as the loader's before anything is compiled (a hostile file must not
+    // make `inspect` itself spend minutes and gigabytes compiling).
+    plugin::structure::check("inspect", file, &bytes)?;
     let component = plugin::compile(&engine, "inspect", file, &bytes)?;
     let manifest = plugin::Manifest::of(&engine, &component);
+    // Runnable: every import satisfiable with the right types and `collect` exported, checked
+    // by pre-instantiating against a linker holding everything the runtime can provide.
+    let runnable = plugin::check_links(&engine, &component);
     if json {
         let report = serde_json::json!({
             "file": file,
@@ -430,7 +436,8 @@ fn inspect(file: &Path, json: bool, config: Option<&Path>) -> anyhow::Result<Exi
             "imports": manifest.imports,
             "exports": manifest.exports,
             "grants_needed": manifest.capabilities().iter().filter(|c| c.needs_grant()).map(|c| c.name()).collect::<Vec<_>>(),
-            "runnable": manifest.unknown_imports().is_empty() && manifest.exports_collect(),
+            "runnable": runnable.is_ok(),
+            "not_runnable_because": runnable.as_ref().err(),
             "signatures": match &signers {
                 Ok(list) => serde_json::json!(list.iter().map(|(key, status)| serde_json::json!({"key": key, "status": status})).collect::<Vec<_>>()),
                 Err(why) => serde_json::json!({"error": why}),
@@ -499,6 +506,13 @@ fn inspect(file: &Path, json: bool, config: Option<&Path>) -> anyhow::Result<Exi
         println!(
             "\nit does not export `collect`: it is not a pganalytics collector and will be refused"
         );
+    }
+    match &runnable {
+        Ok(()) => println!("\nrunnable: yes, once granted what it imports"),
+        Err(why) => println!(
+            "\nrunnable: NO, the runtime will refuse to load it:\n  {}",
+            why.replace('\n', "\n  ")
+        ),
     }
     println!("\ngrants to add to the config (adjust the values):");
     if grants.is_empty() {

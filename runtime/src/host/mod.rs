@@ -5,7 +5,8 @@
 //! implementation on that context, all in its own module (see `procfs` for the model). The list
 //! below is the only place that enumerates them; the registry (`registry.rs`) generates from it
 //! the [`Capability`] names, [`RawGrants`], [`Grants`], [`Resources`], [`HostCtx`], [`Pending`]
-//! and [`link`], the only function that puts capabilities into a linker (and only granted ones).
+//! and [`link_where`], the only function that puts capabilities into a linker ([`link`]: only
+//! the granted ones).
 //!
 //! This module must never import `config` or `plugin`: they build on it, not the other way.
 

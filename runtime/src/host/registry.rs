@@ -228,14 +228,24 @@ macro_rules! capabilities {
         }
 
         /// Links WASI and exactly the granted capabilities (and those needing no grant) into
-        /// `linker`. This is the only function that registers host interfaces.
+        /// `linker`.
         pub fn link<T: HostView + wasmtime_wasi::WasiView>(
             linker: &mut wasmtime::component::Linker<T>,
             grants: &Grants,
         ) -> wasmtime::Result<()> {
+            link_where(linker, |capability| grants.allows(capability))
+        }
+
+        /// Links WASI and the capabilities `wanted` accepts into `linker`: [`link`] for a run,
+        /// every capability for `plugin inspect`'s check that the host can satisfy each import.
+        /// This is the only function that registers host interfaces.
+        pub fn link_where<T: HostView + wasmtime_wasi::WasiView>(
+            linker: &mut wasmtime::component::Linker<T>,
+            wanted: impl Fn(Capability) -> bool,
+        ) -> wasmtime::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
             $(
-                if grants.allows(Capability::$variant) {
+                if wanted(Capability::$variant) {
                     <$module::$implementation as $crate::host::capability::HostCapability>::add_to_linker(
                         linker,
                         |t: &mut T| &mut t.host().$module,

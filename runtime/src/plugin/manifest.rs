@@ -1,12 +1,16 @@
-//! What a component asks for, read from its import list before it ever runs. Used by the loader
-//! to refuse ungranted imports and by `pganalytics plugin inspect`.
+//! What a component asks for, read from its import list before it ever runs, and whether this
+//! host can satisfy it. Used by the loader to refuse ungranted imports and by `pganalytics plugin
+//! inspect`.
 
 use serde::Serialize;
 use wasmtime::Engine;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Linker};
 use wasmtime::component::types::ComponentItem;
 
-use crate::host::Capability;
+use crate::host::bindings::CollectorPre;
+use crate::host::{self, Capability};
+
+use super::RunState;
 
 /// One import of a component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,5 +93,88 @@ impl Manifest {
 
     pub fn exports_collect(&self) -> bool {
         self.exports.iter().any(|e| e == "func collect")
+    }
+}
+
+/// Whether this host can satisfy every import of `component`, with the types the component
+/// expects, and finds `collect` with the contract's signature: WASI and every capability are
+/// linked, as if all were granted, and the component is pre-instantiated (nothing runs). A
+/// `wasi:` interface the runtime does not implement, an interface of another version, or a
+/// function of `pganalytics:collector` with the wrong signature fails here with wasmtime's reason,
+/// which names the import. The loader does the same with only the plugin's grants linked.
+pub fn check_links(engine: &Engine, component: &Component) -> Result<(), String> {
+    let mut linker: Linker<RunState> = Linker::new(engine);
+    host::link_where(&mut linker, |_| true).map_err(|e| format!("{e:#}"))?;
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| format!("{e:#}"))?;
+    CollectorPre::new(pre).map_err(|e| format!("{e:#}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_encoder::{
+        Component as Encoder, ComponentImportSection, ComponentTypeRef, ComponentTypeSection,
+        InstanceType,
+    };
+
+    /// A component importing `interface`, an instance exporting one function `name: func()`.
+    fn importing(interface: &str, name: &str) -> Vec<u8> {
+        let mut instance = InstanceType::new();
+        instance.ty().function().params([]).result(None);
+        instance.export(name, ComponentTypeRef::Func(0));
+        let mut types = ComponentTypeSection::new();
+        types.instance(&instance);
+        let mut imports = ComponentImportSection::new();
+        imports.import(interface, ComponentTypeRef::Instance(0));
+        let mut component = Encoder::new();
+        component.section(&types).section(&imports);
+        component.finish()
+    }
+
+    fn check(bytes: &[u8]) -> Result<(), String> {
+        let engines = super::super::Engines::new().unwrap();
+        let engine = engines.get(false).unwrap();
+        let component = Component::new(&engine, bytes).unwrap();
+        check_links(&engine, &component)
+    }
+
+    #[test]
+    fn imports_the_host_cannot_satisfy_are_named() {
+        // Unknown WASI interfaces, foreign packages, and a capability of the right name whose
+        // function has the wrong signature: each is reported with the import it concerns.
+        for (interface, function) in [
+            ("wasi:nn/graph@0.2.0", "load"),
+            ("wasi:http/outgoing-handler@0.2.0", "handle"),
+            ("wasi:filesystem/preopens@0.9.0", "get-directories"),
+            ("acme:spy/exfiltrate@1.0.0", "send"),
+            ("pganalytics:collector/procfs@0.1.0", "read"),
+            ("pganalytics:collector/postgres@0.1.0", "drop-database"),
+        ] {
+            let err = check(&importing(interface, function)).unwrap_err();
+            assert!(err.contains(interface), "{interface}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_component_without_collect_is_not_runnable() {
+        let err = check(&Encoder::new().finish()).unwrap_err();
+        assert!(err.contains("collect"), "{err}");
+    }
+
+    /// The collectors this repository ships pass (when they were built).
+    #[test]
+    fn shipped_collectors_are_runnable() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/target/wasm32-wasip2/release");
+        for name in ["sysstat", "disk", "pg_log", "pg_stats"] {
+            let path = format!("{dir}/{name}.wasm");
+            let Ok(bytes) = std::fs::read(&path) else {
+                eprintln!("{path} not built; skipped");
+                continue;
+            };
+            check(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 }

@@ -35,7 +35,7 @@ pub use cache::{CacheOutcome, CompileCache};
 pub use engine::Engines;
 pub use error::{LoadError, RunError};
 use limits::{Limits, RunLimiter};
-pub use manifest::{Import, Manifest};
+pub use manifest::{Import, Manifest, check_links};
 use signature::PublicKey;
 
 /// Threat: a multi-gigabyte "plugin" file exhausting memory before it is even compiled.
