@@ -332,7 +332,11 @@ fn component_importing(interface: &str, name: &str) -> Vec<u8> {
         Component, ComponentImportSection, ComponentTypeRef, ComponentTypeSection, InstanceType,
     };
     let mut instance = InstanceType::new();
-    instance.ty().function().params([]).result(None);
+    instance
+            .ty()
+            .function()
+            .params(Vec::<(&str, wasm_encoder::ComponentValType)>::new())
+            .result(None);
     instance.export(name, ComponentTypeRef::Func(0));
     let mut types = ComponentTypeSection::new();
     types.instance(&instance);
@@ -362,6 +366,7 @@ fn inspect_does_not_call_runnable_what_the_host_cannot_link() {
         assert!(why.contains(interface), "{interface}: {why}");
 
         let (_, text, _) = run_cli(&["plugin", "inspect", file.to_str().unwrap()]);
+        eprintln!("{text}");
         assert!(
             text.contains("runnable: NO") && text.contains(interface),
             "{text}"

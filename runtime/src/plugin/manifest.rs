@@ -123,7 +123,11 @@ mod tests {
     /// A component importing `interface`, an instance exporting one function `name: func()`.
     fn importing(interface: &str, name: &str) -> Vec<u8> {
         let mut instance = InstanceType::new();
-        instance.ty().function().params([]).result(None);
+        instance
+            .ty()
+            .function()
+            .params(Vec::<(&str, wasm_encoder::ComponentValType)>::new())
+            .result(None);
         instance.export(name, ComponentTypeRef::Func(0));
         let mut types = ComponentTypeSection::new();
         types.instance(&instance);
