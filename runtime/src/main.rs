@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use pganalytics::config::{self, Config, LogFormat};
 use pganalytics::fsutil;
-use pganalytics::pipeline::{self, Outcome};
+use pganalytics::pipeline;
 use pganalytics::plugin::signature::{self, PublicKey, SecretKey, SignatureFile};
 use pganalytics::plugin::{self, Import, PluginHost};
 
@@ -199,19 +199,6 @@ fn collect(once: bool, config_path: &Path, only: &[String]) -> anyhow::Result<Ex
         .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e:#}"))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let collection = runtime.block_on(pipeline::collect_once(&config, &host, only));
-    for (name, outcome) in &collection.outcomes {
-        if let Outcome::Accepted(accepted) = outcome {
-            tracing::info!(
-                plugin = name.as_str(),
-                items = accepted.items.len(),
-                elapsed_us = accepted.timing.elapsed.as_micros() as u64,
-                instantiate_us = accepted.timing.instantiate.as_micros() as u64,
-                postgres_us = accepted.timing.postgres.as_micros() as u64,
-                denied_calls = accepted.denied_calls,
-                "collected"
-            );
-        }
-    }
     let mut failed = 0;
     for (name, error) in collection.failures() {
         failed += 1;

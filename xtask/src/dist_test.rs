@@ -542,6 +542,9 @@ fn run_unit_command(unit: &Unit, account: &Account) -> Result<(), String> {
         .stderr(log);
     let mut child = runuser.spawn().map_err(|e| format!("runuser: {e}"))?;
     let agent_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Outside the closure so that a failure can stop the agent too, not only `runuser` (which
+    // does not pass a SIGKILL on; a leftover agent keeps the package user from being deleted).
+    let seen_pid = std::cell::Cell::new(None::<u32>);
     let result = (|| {
         let started = Instant::now();
         let wanted = ["sysstat", "disk_usage", "pg_stats", "pg_server"];
@@ -555,6 +558,7 @@ fn run_unit_command(unit: &Unit, account: &Account) -> Result<(), String> {
             }
             if agent_pid.is_none() {
                 agent_pid = child_of(child.id());
+                seen_pid.set(agent_pid);
                 if let Some(pid) = agent_pid {
                     check_process_identity(pid, account)?;
                 }
@@ -609,6 +613,9 @@ fn run_unit_command(unit: &Unit, account: &Account) -> Result<(), String> {
         Ok(())
     })();
     if result.is_err() {
+        if let Some(pid) = seen_pid.get() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
         let _ = child.kill();
         let _ = child.wait();
     }

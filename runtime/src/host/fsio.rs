@@ -28,9 +28,12 @@ struct OpenHow {
 /// FIFO or device, not inherited by children.
 const FILE_FLAGS: libc::c_int =
     libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-/// Flags of a directory walked through.
+/// Flags of a directory walked through or held: `O_PATH`, so that, as in the kernel's own path
+/// walk, only search (x) permission is needed on each directory, not read permission (Debian's
+/// `/var/log/postgresql` may sit below a directory the agent can enter but not list). The fd is
+/// a dirfd for `openat`/`openat2` and `fstat`; listing reopens `.` for reading.
 const DIR_FLAGS: libc::c_int =
-    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
 
 /// Set once openat2 answered ENOSYS (kernels before 5.6, some seccomp filters): use the walk.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);

@@ -193,8 +193,18 @@ pub async fn collect_once(config: &Config, host: &PluginHost, only: &[String]) -
         }
     }
     let mut metrics = Vec::new();
-    for (_, outcome) in &mut outcomes {
+    for (name, outcome) in &mut outcomes {
         if let Outcome::Accepted(accepted) = outcome {
+            // Logged here: the items move into the envelope below.
+            tracing::info!(
+                plugin = name.as_str(),
+                items = accepted.items.len(),
+                elapsed_us = accepted.timing.elapsed.as_micros() as u64,
+                instantiate_us = accepted.timing.instantiate.as_micros() as u64,
+                postgres_us = accepted.timing.postgres.as_micros() as u64,
+                denied_calls = accepted.denied_calls,
+                "collected"
+            );
             // The envelope goes straight to the caller: the items are as safe as they get here.
             let commit = std::mem::take(&mut accepted.commit);
             match commit.apply(host) {

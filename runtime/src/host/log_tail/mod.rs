@@ -397,7 +397,15 @@ impl Tail {
                     );
                     continue;
                 }
-                Err(_) => continue, // not there (yet)
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // not there (yet)
+                Err(e) => {
+                    tracing::warn!(
+                        plugin = self.audit.plugin(),
+                        dir = %dir_path.display(),
+                        "cannot open the log directory of a log-tail grant, so none of its files are read: {e} (the agent's user needs search permission on every directory above it)"
+                    );
+                    continue;
+                }
             };
             let scan = match files::scan(&dir, &pattern.name, MAX_FILES_PER_GRANT) {
                 Ok(scan) => scan,
@@ -490,7 +498,14 @@ impl Tail {
                     }
                     continue;
                 }
-                Err(_) => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        plugin = self.audit.plugin(),
+                        file = %found_as.display(),
+                        "cannot read the start of a log file matched by the log-tail grant, skipped this run: {e}"
+                    );
+                    continue;
+                }
             }
             let Some(fingerprint) = files::fingerprint(&log.file, size) else {
                 continue;
