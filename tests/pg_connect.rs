@@ -287,15 +287,9 @@ async fn pg_stats_runs_on_every_installed_major() {
         cluster.psql("postgres", "CREATE EXTENSION pg_stat_statements");
         let dir = tempfile::tempdir().unwrap();
         let body = format!(
-            "{}\n{}[plugins.pg_stats.grants.postgres]\ndatabases = [\"postgres\"]\ncluster = true\n",
+            "{}\n{}",
             cluster.postgres_section(),
-            plugin(
-                "pg_stats",
-                "pg_stats",
-                "pg_stats",
-                "emits = [\"pg_stats\", \"pg_query_stats\", \"pg_server\"]\ntimeout = \"20s\""
-            )
-            .replace("emits = [\"pg_stats\"]\n", ""),
+            pg_stats_plugin("[\"postgres\"]", "")
         );
         let config =
             config::load(&write_config(dir.path(), &body)).unwrap_or_else(|e| panic!("{e}"));

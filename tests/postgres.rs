@@ -16,15 +16,9 @@ fn pg_stats_config(
     databases: &str,
 ) -> config::Config {
     let body = format!(
-        "{}\n{}[plugins.pg_stats.grants.postgres]\ndatabases = {databases}\ncluster = true\n[plugins.pg_stats.settings]\ntop_tables = 50\n",
+        "{}\n{}",
         cluster.postgres_section(),
-        plugin(
-            "pg_stats",
-            "pg_stats",
-            "pg_stats",
-            "emits = [\"pg_stats\", \"pg_query_stats\", \"pg_server\"]\ntimeout = \"20s\""
-        )
-        .replace("emits = [\"pg_stats\"]\n", ""),
+        pg_stats_plugin(databases, "[plugins.pg_stats.settings]\ntop_tables = 50\n")
     );
     config::load(&write_config(dir, &body)).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -350,9 +350,16 @@ fn component_importing(interface: &str, name: &str) -> Vec<u8> {
 #[test]
 fn inspect_does_not_call_runnable_what_the_host_cannot_link() {
     let dir = tempfile::tempdir().unwrap();
+    // Unknown WASI interfaces and versions, foreign packages, and functions of the right
+    // interface with the wrong signature (or that do not exist): each is named.
     for (interface, function) in [
         ("wasi:sockets/tcp-create-socket@0.2.0", "connect-anywhere"),
         ("wasi:nn/graph@0.2.0", "load"),
+        ("wasi:http/outgoing-handler@0.2.0", "handle"),
+        ("wasi:filesystem/preopens@0.9.0", "get-directories"),
+        ("acme:spy/exfiltrate@1.0.0", "send"),
+        ("pganalytics:collector/procfs@0.1.0", "read"),
+        ("pganalytics:collector/postgres@0.1.0", "drop-database"),
         ("pganalytics:collector/log-tail@0.1.0", "read-lines"),
     ] {
         let file = dir.path().join("odd.wasm");

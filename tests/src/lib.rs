@@ -203,6 +203,16 @@ pub fn plugin(name: &str, component: &str, emits: &str, extra: &str) -> String {
     )
 }
 
+/// A `[plugins.pg_stats]` section for the shipped pg_stats collector (its three item types, a
+/// 20 s timeout) with a postgres grant of `databases` (a TOML list) and `cluster = true`, which
+/// it needs; `extra` follows the grant (e.g. a settings table).
+pub fn pg_stats_plugin(databases: &str, extra: &str) -> String {
+    format!(
+        "[plugins.pg_stats]\nwasm = {:?}\nemits = [\"pg_stats\", \"pg_query_stats\", \"pg_server\"]\ntimeout = \"20s\"\n[plugins.pg_stats.grants.postgres]\ndatabases = {databases}\ncluster = true\n{extra}",
+        wasm("pg_stats").display().to_string()
+    )
+}
+
 pub const SYSSTAT_GRANTS: &str = "[plugins.sysstat.grants.procfs]\npaths = [\"stat\", \"meminfo\", \"diskstats\", \"loadavg\"]\n";
 
 /// Writes `body` (plus a `[collector]` section using `dir` as state dir) to `dir/config.toml`.
