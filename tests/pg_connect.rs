@@ -17,17 +17,10 @@ use throwaway_pg::{ClusterOptions, TestCluster, installed_server_bins};
 /// in plaintext.
 const USES_TLS: &str = "SELECT 1 FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl";
 
-/// A `[plugins.probe]` running `statements` on `postgres` through the hostile_sql fixture.
+/// A `[plugins.probe]` running `statements` on `postgres` through the hostile_sql fixture (with
+/// `cluster = true`: pg_stat_ssl is cluster-wide).
 fn probe_plugin(statements: &[&str], extra: &str) -> String {
-    let list = statements
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "{}[plugins.probe.grants.postgres]\ndatabases = [\"postgres\"]\ncluster = true\n[plugins.probe.settings]\ndatabase = \"postgres\"\nstatements = [{list}]\n",
-        plugin("probe", "hostile_sql", "probe", extra)
-    )
+    sql_probe_plugin("probe", "postgres", "cluster = true", extra, statements)
 }
 
 /// Runs the probe in process with `postgres_section` and returns statement → outcome.

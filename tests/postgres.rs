@@ -467,15 +467,7 @@ fn expect(results: &Value, cases: &[(&str, &str)], who: &str) {
 }
 
 fn hostile_plugin(name: &str, grant: &str, statements: &[&str]) -> String {
-    let list = statements
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "{}[plugins.{name}.grants.postgres]\ndatabases = [\"app\"]\n{grant}\n[plugins.{name}.settings]\ndatabase = \"app\"\nstatements = [{list}]\n",
-        plugin(name, "hostile_sql", "probe", "timeout = \"20s\"")
-    )
+    sql_probe_plugin(name, "app", grant, "timeout = \"20s\"", statements)
 }
 
 fn wal_lsn(cluster: &TestCluster) -> i64 {

@@ -213,6 +213,26 @@ pub fn pg_stats_plugin(databases: &str, extra: &str) -> String {
     )
 }
 
+/// A `[plugins.NAME]` of the hostile_sql fixture running `statements` in `database`: its postgres
+/// grant names that database plus the `grant` lines; `extra` lines go to the plugin's table.
+pub fn sql_probe_plugin(
+    name: &str,
+    database: &str,
+    grant: &str,
+    extra: &str,
+    statements: &[&str],
+) -> String {
+    let list = statements
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{}[plugins.{name}.grants.postgres]\ndatabases = [{database:?}]\n{grant}\n[plugins.{name}.settings]\ndatabase = {database:?}\nstatements = [{list}]\n",
+        plugin(name, "hostile_sql", "probe", extra)
+    )
+}
+
 pub const SYSSTAT_GRANTS: &str = "[plugins.sysstat.grants.procfs]\npaths = [\"stat\", \"meminfo\", \"diskstats\", \"loadavg\"]\n";
 
 /// Writes `body` (plus a `[collector]` section using `dir` as state dir) to `dir/config.toml`.
