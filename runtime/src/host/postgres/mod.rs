@@ -304,7 +304,7 @@ impl<C: Client> PostgresCtx<C> {
         let checkout = client
             .checkout(owner, &maintenance)
             .await
-            .map_err(connect_error);
+            .map_err(|e| connect_error(client.settings(), e));
         let listed = match checkout {
             Ok(mut connection) => {
                 let names = database_names(&mut connection).await;
@@ -370,7 +370,7 @@ impl<C: Client> PostgresCtx<C> {
             }
             Err(e) => {
                 self.count_server_time(waiting);
-                return Err(connect_error(e));
+                return Err(connect_error(client.settings(), e));
             }
         };
         let limits = QueryLimits {
@@ -497,10 +497,19 @@ async fn read_rows<K: Connection>(
     })
 }
 
-fn connect_error(error: ConnectError) -> Error {
+/// A connection error for the guest; a server other than `default` is named (the messages name
+/// keys as `postgres.KEY`).
+fn connect_error(settings: &PostgresConfig, error: ConnectError) -> Error {
+    let named = |message: String| {
+        if settings.name == DEFAULT_SERVER && settings.section == "postgres" {
+            message
+        } else {
+            format!("PostgreSQL server `{}` ([{}]): {message}", settings.name, settings.section)
+        }
+    };
     match error {
-        ConnectError::NoSuchDatabase(message) => Error::NotFound(message),
-        ConnectError::Unavailable(message) => Error::Unavailable(message),
+        ConnectError::NoSuchDatabase(message) => Error::NotFound(named(message)),
+        ConnectError::Unavailable(message) => Error::Unavailable(named(message)),
     }
 }
 
@@ -1010,5 +1019,20 @@ mod tests {
         let c = PostgresGrant::new(&config(Some("c"))).unwrap();
         let ctx = Postgres::context(Some(Arc::new(c)), &pools, &run);
         assert!(ctx.client.is_none());
+    }
+
+    #[test]
+    fn connection_errors_of_a_named_server_name_it() {
+        let mut settings = PostgresConfig::unreachable_for_tests();
+        let refused = || ConnectError::Unavailable("connection refused".into());
+        assert!(matches!(connect_error(&settings, refused()), Error::Unavailable(m) if m == "connection refused"));
+        settings.name = "b".into();
+        settings.section = "postgres.servers.b".into();
+        assert!(matches!(
+            connect_error(&settings, refused()),
+            Error::Unavailable(m) if m == "PostgreSQL server `b` ([postgres.servers.b]): connection refused"
+        ));
+        let missing = ConnectError::NoSuchDatabase("database \"x\" does not exist".into());
+        assert!(matches!(connect_error(&settings, missing), Error::NotFound(m) if m.starts_with("PostgreSQL server `b`")));
     }
 }

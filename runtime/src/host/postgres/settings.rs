@@ -148,6 +148,8 @@ impl std::fmt::Display for SslMode {
 pub struct PostgresConfig {
     /// The server's name: `default` for `[postgres]`, else its key in `[postgres.servers]`.
     pub name: String,
+    /// The table it was written in, for messages: `postgres` or `postgres.servers.NAME`.
+    pub section: String,
     pub host: String,
     pub port: u16,
     pub user: String,
@@ -396,6 +398,7 @@ impl RawPostgres {
             match table.validate_with_env(&resolve, env) {
                 Ok(mut config) => {
                     config.name = name.clone();
+                    config.section = section.clone();
                     servers.insert(name, config);
                 }
                 Err(errors) => problems.extend(errors.into_iter().map(problem)),
@@ -498,6 +501,7 @@ impl RawPostgres {
         }
         Ok(PostgresConfig {
             name: DEFAULT_SERVER.to_owned(),
+            section: "postgres".to_owned(),
             host: host.unwrap_or_else(|| "localhost".into()),
             port,
             user: user.unwrap_or_else(|| "pganalytics".into()),
@@ -532,6 +536,7 @@ impl PostgresConfig {
     pub fn unreachable_for_tests() -> Self {
         Self {
             name: DEFAULT_SERVER.to_owned(),
+            section: "postgres".to_owned(),
             host: "/nonexistent".into(),
             port: 1,
             user: "nobody".into(),
@@ -769,6 +774,8 @@ mod tests {
         assert_eq!(names(&both), ["analytics-2", "default", "replica"]);
         let replica = &both["replica"];
         assert_eq!(replica.name, "replica");
+        assert_eq!(replica.section, "postgres.servers.replica");
+        assert_eq!(both["default"].section, "postgres");
         assert_eq!((replica.host.as_str(), replica.port), ("/run/b", 6000));
         // Not `mon` nor `["app"]`: a server takes nothing from `[postgres]`.
         assert_eq!(replica.user, "pganalytics");
