@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod encoding;
+pub mod items;
 pub mod sender;
 pub mod spool;
 pub mod transport;
@@ -22,7 +23,7 @@ use serde::Serialize;
 use crate::config::{CollectorConfig, Config};
 use crate::host::Pending;
 use crate::plugin::{LoadError, LoadedPlugin, PluginHost, RunError, RunTiming};
-pub use validate::Items;
+pub use items::Items;
 
 /// The body pushed to the backend (`POST /api/v1/metrics/push`).
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +34,7 @@ pub struct Envelope {
     pub version: String,
     pub metrics_count: usize,
     /// The accepted items of one or more runs, written verbatim as one JSON array.
-    #[serde(serialize_with = "validate::serialize_items_flat")]
+    #[serde(serialize_with = "items::serialize_items_flat")]
     pub metrics: Vec<Items>,
 }
 
