@@ -1,6 +1,7 @@
 //! `pganalytics check`: tries what `run` will need, the way pganalyze's `--test` does, and says
 //! what works. One [`Check`] per line: each PostgreSQL server of `[postgres]` and
-//! `[postgres.servers.NAME]` (version, role, superuser, pg_stat_statements) and the backend (TLS handshake, token, one authenticated request).
+//! `[postgres.servers.NAME]` (version, role, superuser, pg_stat_statements) and the backend
+//! (TLS handshake, token, one authenticated request).
 //!
 //! It must never push a batch or change anything on either side beyond what `run` itself does
 //! first (with a registration secret and no saved identity it registers, as `run` would).
@@ -32,7 +33,8 @@ const SERVER_SQL: &str = "SELECT current_setting('server_version')::text, curren
 #[derive(Debug, Clone)]
 pub struct Check {
     pub ok: bool,
-    /// What was checked, e.g. `postgres 127.0.0.1:5432`.
+    /// What was checked, e.g. postgres server `default` 127.0.0.1:5432 database `postgres` as
+    /// `pganalytics`.
     pub what: String,
     /// What was found, or why it failed.
     pub detail: String,

@@ -405,8 +405,13 @@ impl<'a> Checker<'a> {
     /// A plugin's postgres grant must name a server the config defines (see
     /// `PostgresGrant::server_is_configured`). Skipped when `[postgres]` itself is invalid: its
     /// own problems are reported already.
-    fn grant_servers(&mut self, plugins: &BTreeMap<String, PluginConfig>, servers: &PostgresServers) {
-        if self.problems.iter().any(|p| p.key.starts_with("postgres")) {
+    fn grant_servers(
+        &mut self,
+        plugins: &BTreeMap<String, PluginConfig>,
+        servers: &PostgresServers,
+    ) {
+        let in_postgres = |key: &str| key == "postgres" || key.starts_with("postgres.");
+        if self.problems.iter().any(|p| in_postgres(&p.key)) {
             return;
         }
         for (name, plugin) in plugins {
