@@ -52,7 +52,11 @@ async fn two_servers_in_one_agent() {
     for db in ["beta_app", "beta_reports"] {
         b.psql("postgres", &format!("CREATE DATABASE {db}"));
     }
+    b.psql("beta_app", "CREATE EXTENSION pg_stat_statements");
     b.psql("beta_app", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)");
+    for _ in 0..3 {
+        b.psql("beta_app", "SELECT count(*) FROM t WHERE id > 5");
+    }
     let expected: BTreeMap<&str, BTreeSet<String>> =
         [("default", databases_of(&a)), ("b", databases_of(&b))].into();
     assert!(expected["default"].contains("alpha_app"), "{expected:?}");
@@ -123,6 +127,14 @@ async fn two_servers_in_one_agent() {
     let outcome = test_backend::contract::process_items(&request);
     assert!(outcome.dropped.is_empty(), "{:?}", outcome.dropped);
     assert_eq!(outcome.panicked_at, None);
+    // The stamped pg_query_stats items of `b` are stored as the backend stores them.
+    assert!(
+        items
+            .iter()
+            .any(|i| i["type"] == "pg_query_stats" && i["server"] == "b"),
+        "no pg_query_stats item of b"
+    );
+    assert!(!outcome.stored.is_empty(), "no query statistics stored");
     assert_eq!(
         envelope["metrics"].as_array().unwrap().len(),
         items.len(),
