@@ -13,8 +13,8 @@ use pganalytics_e2e::*;
 use serde_json::Value;
 use throwaway_pg::{ClusterOptions, TestCluster, installed_server_bins};
 
-/// Counts the connection's own row in `pg_stat_ssl` with `ssl` true: `ok:1` over TLS, `ok:0`
-/// in plaintext.
+/// Counts the connection's own row in `pg_stat_ssl` with `ssl` true: `ok:1:1` (one row, value 1)
+/// over TLS, `ok:0` in plaintext.
 const USES_TLS: &str = "SELECT 1 FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl";
 
 /// A `[plugins.probe]` running `statements` on `postgres` through the hostile_sql fixture (with
@@ -137,18 +137,18 @@ async fn every_sslmode_against_a_server_with_tls() {
     let section = |host: &str, extra: String| cluster.postgres_section_tcp(host, &extra);
 
     for (host, extra, expected) in [
-        ("localhost", format!("sslmode = \"verify-full\"\nsslrootcert = {ca:?}"), "ok:1"),
-        ("127.0.0.1", format!("sslmode = \"verify-ca\"\nsslrootcert = {ca:?}"), "ok:1"),
+        ("localhost", format!("sslmode = \"verify-full\"\nsslrootcert = {ca:?}"), "ok:1:1"),
+        ("127.0.0.1", format!("sslmode = \"verify-ca\"\nsslrootcert = {ca:?}"), "ok:1:1"),
         // libpq: require with a root certificate verifies the chain (not the name).
-        ("127.0.0.1", format!("sslmode = \"require\"\nsslrootcert = {ca:?}"), "ok:1"),
-        ("127.0.0.1", "sslmode = \"require\"".to_owned(), "ok:1"),
-        ("127.0.0.1", "sslmode = \"prefer\"".to_owned(), "ok:1"),
-        ("127.0.0.1", String::new(), "ok:1"),
+        ("127.0.0.1", format!("sslmode = \"require\"\nsslrootcert = {ca:?}"), "ok:1:1"),
+        ("127.0.0.1", "sslmode = \"require\"".to_owned(), "ok:1:1"),
+        ("127.0.0.1", "sslmode = \"prefer\"".to_owned(), "ok:1:1"),
+        ("127.0.0.1", String::new(), "ok:1:1"),
         ("127.0.0.1", "sslmode = \"disable\"".to_owned(), "ok:0"),
     ] {
         let results = probe(&section(host, extra.clone()), &[USES_TLS, "SELECT 1"]).await;
         expect_ok(&results, USES_TLS, expected, &format!("{host} {extra}"));
-        expect_ok(&results, "SELECT 1", "ok:1", &format!("{host} {extra}"));
+        expect_ok(&results, "SELECT 1", "ok:1:1", &format!("{host} {extra}"));
     }
 
     let results = probe(
@@ -257,7 +257,12 @@ fn a_value_larger_than_the_per_call_limit_is_refused_on_the_wire_and_memory_stay
         "{refused}\n{stderr}"
     );
     // Under the limit, and the connection after the refusal is a fresh one.
-    assert_eq!(rows(&results[wide]), "ok:1");
+    let wide_result = results[wide].as_str().unwrap();
+    assert!(
+        wide_result.starts_with("ok:1:xxx") && wide_result.len() == "ok:1:".len() + 3 * 1024 * 1024,
+        "{}",
+        &wide_result[..wide_result.len().min(200)]
+    );
     assert_eq!(results["SELECT 1"], "ok:1:1");
     let peak_mib = peak_kib / 1024;
     eprintln!("peak RSS of the agent: {peak_mib} MiB");

@@ -1,6 +1,7 @@
 //! `pganalytics check`: tries what `run` will need, the way pganalyze's `--test` does, and says
-//! what works. One [`Check`] per line: the PostgreSQL server (version, role, superuser,
-//! pg_stat_statements) and the backend (TLS handshake, token, one authenticated request).
+//! what works. One [`Check`] per line: each PostgreSQL server of `[postgres]` and
+//! `[postgres.servers.NAME]` (version, role, superuser, pg_stat_statements) and the backend
+//! (TLS handshake, token, one authenticated request).
 //!
 //! It must never push a batch or change anything on either side beyond what `run` itself does
 //! first (with a registration secret and no saved identity it registers, as `run` would).
@@ -32,7 +33,8 @@ const SERVER_SQL: &str = "SELECT current_setting('server_version')::text, curren
 #[derive(Debug, Clone)]
 pub struct Check {
     pub ok: bool,
-    /// What was checked, e.g. `postgres 127.0.0.1:5432`.
+    /// What was checked, e.g. postgres server `default` 127.0.0.1:5432 database `postgres` as
+    /// `pganalytics`.
     pub what: String,
     /// What was found, or why it failed.
     pub detail: String,
@@ -68,8 +70,8 @@ async fn bounded<T>(step: impl Future<Output = T>) -> Option<T> {
 /// Runs every check that applies to `config` (it has been validated already).
 pub async fn run_checks(config: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
-    if let Some(postgres) = &config.postgres {
-        checks.push(check_postgres(PgPool::new(postgres.clone())).await);
+    for settings in config.postgres.values() {
+        checks.push(check_postgres(PgPool::new(settings.clone())).await);
     }
     if config.backend.is_some() {
         checks.extend(check_backend(config).await);
@@ -80,8 +82,8 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
 async fn check_postgres(pool: PgPool) -> Check {
     let settings = pool.settings();
     let what = format!(
-        "postgres {}:{} database `{}` as `{}`",
-        settings.host, settings.port, settings.maintenance_db, settings.user
+        "postgres server `{}` {}:{} database `{}` as `{}`",
+        settings.name, settings.host, settings.port, settings.maintenance_db, settings.user
     );
     let database = settings.maintenance_db.clone();
     let mut connection = match bounded(pool.checkout("pganalytics check", &database)).await {

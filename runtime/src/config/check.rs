@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::model::{
     BackendConfig, BufferConfig, CollectorConfig, Compression, Config, DEFAULT_INTERVAL,
-    DEFAULT_SPOOL_BYTES, LogFormat, PostgresConfig, TlsConfig, TrustConfig, system_hostname,
+    DEFAULT_SPOOL_BYTES, LogFormat, PostgresServers, TlsConfig, TrustConfig, system_hostname,
 };
 use super::problem::Problem;
 use super::raw;
@@ -210,11 +210,14 @@ impl<'a> Checker<'a> {
             }
         }
 
+        let postgres = postgres.map(|p| self.postgres(p)).unwrap_or_default();
+        self.grant_servers(&plugins, &postgres);
+
         Some(Config {
             source: self.file.clone(),
             collector: collector.0,
             backend: backend.and_then(|b| self.backend(b)),
-            postgres: postgres.and_then(|p| self.postgres(p)),
+            postgres,
             tls: self.tls(tls),
             buffer: BufferConfig {
                 max_bytes: buffer.max_bytes.map_or(DEFAULT_SPOOL_BYTES, |b| b.0),
@@ -385,19 +388,52 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn postgres(&mut self, raw: raw::RawPostgres) -> Option<PostgresConfig> {
-        match raw.validate(|path| self.resolve(path)) {
-            Ok(config) => Some(config),
+    /// Every server of `[postgres]`; none when any of them is invalid (the config is refused
+    /// then anyway).
+    fn postgres(&mut self, raw: raw::RawPostgres) -> PostgresServers {
+        match raw.servers(|path| self.resolve(path)) {
+            Ok(servers) => servers,
             Err(problems) => {
                 for problem in problems {
-                    self.problem(
-                        format!("postgres.{}", problem.key()),
-                        None,
-                        problem.to_string(),
-                    );
+                    self.problem(problem.key(), None, problem.to_string());
                 }
-                None
+                PostgresServers::new()
             }
+        }
+    }
+
+    /// A plugin's postgres grant must name a server the config defines (see
+    /// `PostgresGrant::server_is_configured`). Skipped when `[postgres]` itself is invalid: its
+    /// own problems are reported already.
+    fn grant_servers(
+        &mut self,
+        plugins: &BTreeMap<String, PluginConfig>,
+        servers: &PostgresServers,
+    ) {
+        let in_postgres = |key: &str| key == "postgres" || key.starts_with("postgres.");
+        if self.problems.iter().any(|p| in_postgres(&p.key)) {
+            return;
+        }
+        for (name, plugin) in plugins {
+            let Some(grant) = &plugin.grants.postgres else {
+                continue;
+            };
+            if grant.server_is_configured(servers.keys().map(String::as_str)) {
+                continue;
+            }
+            let known = if servers.is_empty() {
+                "the config has no `[postgres]` section".to_owned()
+            } else {
+                format!(
+                    "configured: {}",
+                    servers.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                )
+            };
+            self.problem(
+                format!("plugins.{name}.grants.postgres.server"),
+                None,
+                format!("no PostgreSQL server `{}` ({known})", grant.server()),
+            );
         }
     }
 

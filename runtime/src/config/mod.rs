@@ -64,7 +64,7 @@ mod tests {
         let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(config.plugins.contains_key("sysstat"));
         assert!(config.plugins.contains_key("disk"));
-        assert!(config.backend.is_some() && config.postgres.is_some());
+        assert!(config.backend.is_some() && config.postgres.contains_key("default"));
     }
 
     #[test]
@@ -185,6 +185,59 @@ databases = []
                 "missing {key} in {rendered:#?}"
             );
         }
+    }
+
+    #[test]
+    fn grants_name_servers_the_config_defines() {
+        let plugin = |name: &str, server: Option<&str>| {
+            let server = server.map_or(String::new(), |s| format!("server = \"{s}\"\n"));
+            format!(
+                "[plugins.{name}]\nwasm = \"{name}.wasm\"\nemits = [\"x\"]\n\
+                 [plugins.{name}.grants.postgres]\ndatabases = [\"*\"]\n{server}"
+            )
+        };
+        let path = Path::new("/etc/pganalytics/config.toml");
+        let two = format!(
+            "[postgres]\nhost = \"/run/a\"\n[postgres.servers.b]\nhost = \"/run/b\"\n{}{}",
+            plugin("pa", None),
+            plugin("pb", Some("b"))
+        );
+        let config = parse(&two, path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.postgres.keys().collect::<Vec<_>>(), ["b", "default"]);
+        assert_eq!(config.postgres["b"].host, "/run/b");
+        let grant = |p: &str| config.plugins[p].grants.postgres.clone().unwrap();
+        assert_eq!(grant("pa").server(), "default");
+        assert_eq!(grant("pb").server(), "b");
+        let setup = config.host_setup();
+        assert_eq!(setup.capabilities.postgres.len(), 2);
+
+        let missing = |text: &str| -> Vec<String> {
+            problems(text).iter().map(|p| p.to_string()).collect()
+        };
+        // A named server that does not exist.
+        let rendered = missing(&format!("[postgres]\nhost = \"/run/a\"\n{}", plugin("pc", Some("c"))));
+        assert_eq!(rendered.len(), 1, "{rendered:#?}");
+        assert!(
+            rendered[0].contains("`plugins.pc.grants.postgres.server`")
+                && rendered[0].contains("no PostgreSQL server `c` (configured: default)"),
+            "{rendered:#?}"
+        );
+        // The implicit `default` when only named servers exist.
+        let rendered = missing(&format!("[postgres.servers.b]\nport = 1\n{}", plugin("pa", None)));
+        assert!(
+            rendered[0].contains("`plugins.pa.grants.postgres.server`")
+                && rendered[0].contains("`default` (configured: b)"),
+            "{rendered:#?}"
+        );
+        // A named server with no `[postgres]` at all.
+        let rendered = missing(&plugin("pb", Some("b")));
+        assert!(rendered[0].contains("has no `[postgres]` section"), "{rendered:#?}");
+        // No `[postgres]` and no server named: as before, the calls fail at run time.
+        assert!(parse(&plugin("pa", None), path).is_ok());
+        // A bad `[postgres]` is reported once, at its own key, not again at each grant.
+        let rendered = missing(&format!("[postgres.servers.B]\nport = 1\n{}", plugin("pb", Some("b"))));
+        assert_eq!(rendered.len(), 1, "{rendered:#?}");
+        assert!(rendered[0].contains("`postgres.servers.B`"), "{rendered:#?}");
     }
 
     #[test]

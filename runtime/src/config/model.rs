@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::host::postgres::PostgresConfig;
+pub use crate::host::postgres::{PostgresConfig, PostgresServers};
 use crate::plugin::signature::PublicKey;
 use crate::plugin::{HostSetup, PluginConfig};
 
@@ -27,7 +27,8 @@ pub struct Config {
     pub source: PathBuf,
     pub collector: CollectorConfig,
     pub backend: Option<BackendConfig>,
-    pub postgres: Option<PostgresConfig>,
+    /// `[postgres]` and `[postgres.servers.NAME]` by server name; empty without `[postgres]`.
+    pub postgres: PostgresServers,
     pub tls: TlsConfig,
     pub buffer: BufferConfig,
     pub trust: TrustConfig,

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod encoding;
+pub mod items;
 pub mod sender;
 pub mod spool;
 pub mod transport;
@@ -22,7 +23,7 @@ use serde::Serialize;
 use crate::config::{CollectorConfig, Config};
 use crate::host::Pending;
 use crate::plugin::{LoadError, LoadedPlugin, PluginHost, RunError, RunTiming};
-pub use validate::Items;
+pub use items::Items;
 
 /// The body pushed to the backend (`POST /api/v1/metrics/push`).
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +34,7 @@ pub struct Envelope {
     pub version: String,
     pub metrics_count: usize,
     /// The accepted items of one or more runs, written verbatim as one JSON array.
-    #[serde(serialize_with = "validate::serialize_items_flat")]
+    #[serde(serialize_with = "items::serialize_items_flat")]
     pub metrics: Vec<Items>,
 }
 
@@ -49,20 +50,24 @@ impl Envelope {
         }
     }
 
-    /// Every accepted item parsed into a JSON value, in order: for callers that inspect items
-    /// (tests, `run --once` output checks). The send path never builds these trees.
+    /// Every accepted item parsed into a JSON value, in order, server stamp included: for
+    /// callers that inspect items (tests, `run --once` output checks). The send path never
+    /// builds these trees.
     pub fn items(&self) -> Vec<serde_json::Value> {
-        self.metrics
-            .iter()
-            .flat_map(Items::iter)
-            .map(|item| serde_json::from_str(item.get()).expect("items were validated as JSON"))
-            .collect()
+        let mut out = Vec::new();
+        for run in &self.metrics {
+            let array: Vec<serde_json::Value> = serde_json::to_string(run)
+                .and_then(|json| serde_json::from_str(&json))
+                .expect("items were validated as JSON");
+            out.extend(array);
+        }
+        out
     }
 
     /// The envelope as JSON, in a buffer sized for it up front (a growing `Vec` would hold up
     /// to twice the batch while it doubles).
     pub fn encode(&self) -> serde_json::Result<Vec<u8>> {
-        let items: usize = self.metrics.iter().map(|m| m.as_json().len()).sum();
+        let items: usize = self.metrics.iter().map(Items::serialized_len).sum();
         let mut batch = Vec::with_capacity(items + 512);
         serde_json::to_writer(&mut batch, self)?;
         Ok(batch)
@@ -79,13 +84,16 @@ pub fn now_rfc3339() -> String {
 /// `collect --once`), so a run whose items are lost is read again.
 pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepted, RunError> {
     let output = host.run(plugin).await?;
-    let items =
-        validate::validate_output(output.json, &plugin.config.emits).map_err(|reason| {
+    // The host, not the guest, says which server the items come from.
+    let server = plugin.config.grants.postgres.as_deref().map(|g| g.server());
+    let items = validate::validate_output(output.json, &plugin.config.emits, server).map_err(
+        |reason| {
             RunError::InvalidOutput {
                 plugin: plugin.name().to_owned(),
                 reason,
             }
-        })?;
+        },
+    )?;
     Ok(Accepted {
         items,
         timing: output.timing,

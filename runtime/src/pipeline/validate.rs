@@ -9,19 +9,23 @@
 //! (which costs 5-35x the text). Each item is borrowed as a `&RawValue` slice of the output
 //! and walked by visitors that look only at the required fields; the accepted output is kept
 //! as one `Box<RawValue>` (the guest's own text, not copied again) and spliced verbatim into
-//! the envelope. The host holds the output once, plus a pointer pair per item while it is
-//! serialized (see the `validation_memory` test for the measured figure).
+//! the envelope, item by item as the array is walked. The host holds the output once, plus the
+//! envelope (see the `validation_memory` test for the measured figures).
 //!
 //! Nothing of the output is quoted in an error without going through `host::guest_text`.
+//!
+//! Server stamp: with a server (the plugin has a postgres grant), an item that has a top-level
+//! `server` field of its own is refused; the runtime writes that field (see `super::items`).
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
 
+pub use super::items::{Items, SERVER_FIELD, serialize_items_flat};
 use crate::host::guest_text;
 
 /// The JSON type a required field must have.
@@ -176,76 +180,24 @@ fn schema(item_type: &str) -> Option<&'static [(&'static str, Kind)]> {
     }
 }
 
-/// The accepted output of one run: the guest's JSON array as it was returned, validated.
-#[derive(Debug, Clone)]
-pub struct Items {
-    array: Box<RawValue>,
-    len: usize,
-}
-
-impl Items {
-    /// No items.
-    pub fn empty() -> Self {
-        Self {
-            array: RawValue::from_string("[]".to_owned()).expect("`[]` is JSON"),
-            len: 0,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The items, each the raw JSON text of one object.
-    pub fn iter(&self) -> impl Iterator<Item = &RawValue> {
-        // The array was validated when `self` was made, so this cannot fail.
-        let items: Vec<&RawValue> = serde_json::from_str(self.array.get()).unwrap_or_default();
-        items.into_iter()
-    }
-
-    /// The whole array as JSON text.
-    pub fn as_json(&self) -> &str {
-        self.array.get()
-    }
-}
-
-impl Serialize for Items {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.len))?;
-        for item in self.iter() {
-            seq.serialize_element(item)?;
-        }
-        seq.end()
-    }
-}
-
-/// Serializes several runs' items as one JSON array (the envelope's `metrics`).
-pub fn serialize_items_flat<S: Serializer>(runs: &[Items], serializer: S) -> Result<S::Ok, S::Error> {
-    let mut seq = serializer.serialize_seq(Some(runs.iter().map(Items::len).sum()))?;
-    for run in runs {
-        for item in run.iter() {
-            seq.serialize_element(item)?;
-        }
-    }
-    seq.end()
-}
-
 /// Checks one plugin's output and keeps it; returns the items or the first problem, naming the
-/// item index, its type and the field path.
-pub fn validate_output(json: String, emits: &BTreeSet<String>) -> Result<Items, String> {
-    let len = check_output(&json, emits)?;
+/// item index, its type and the field path. With `server`, every item is stamped with it (see
+/// the module's doc) and an item that has a top-level `server` field of its own is refused.
+pub fn validate_output(
+    json: String,
+    emits: &BTreeSet<String>,
+    server: Option<&str>,
+) -> Result<Items, String> {
+    let len = check_output(&json, emits, server.is_some())?;
     // The text is known to be valid JSON; this only re-owns it (no copy when the string has
     // no spare capacity, as a string lifted from the guest has not).
     let array = RawValue::from_string(json).map_err(|e| format!("not valid JSON: {e}"))?;
-    Ok(Items { array, len })
+    Ok(Items::new(array, len, server.map(Arc::from)))
 }
 
-/// Checks `json` and returns how many items it holds.
-pub fn check_output(json: &str, emits: &BTreeSet<String>) -> Result<usize, String> {
+/// Checks `json` and returns how many items it holds; `stamped`: a top-level `server` field is
+/// refused (the host sets it).
+pub fn check_output(json: &str, emits: &BTreeSet<String>, stamped: bool) -> Result<usize, String> {
     if !json.trim_start().starts_with('[') {
         // Not an array: say whether it is JSON at all before naming what it is.
         serde_json::from_str::<IgnoredAny>(json)
@@ -256,6 +208,7 @@ pub fn check_output(json: &str, emits: &BTreeSet<String>) -> Result<usize, Strin
     let checked = de
         .deserialize_any(OutputVisitor {
             emits,
+            stamped,
             problem: &problem,
         })
         .and_then(|len| de.end().map(|()| len));
@@ -339,6 +292,7 @@ macro_rules! unexpected_others {
 /// The top level: an array of items, each checked as it is reached.
 struct OutputVisitor<'a> {
     emits: &'a BTreeSet<String>,
+    stamped: bool,
     problem: &'a Problem,
 }
 
@@ -363,7 +317,7 @@ impl<'de> Visitor<'de> for OutputVisitor<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
         let mut index = 0;
         while let Some(item) = seq.next_element::<&'de RawValue>()? {
-            check_item(index, item.get(), self.emits)
+            check_item(index, item.get(), self.emits, self.stamped)
                 .map_err(|message| fail::<A::Error>(self.problem, message))?;
             index += 1;
         }
@@ -378,10 +332,13 @@ impl<'de> Visitor<'de> for OutputVisitor<'_> {
 struct Header<'de> {
     item_type: Option<Result<std::borrow::Cow<'de, str>, Found>>,
     timestamp: Option<Result<(), String>>,
+    /// It has a top-level `server` field.
+    server: bool,
 }
 
-/// Checks one item (the raw JSON text of one element of the output array).
-fn check_item(index: usize, item: &str, emits: &BTreeSet<String>) -> Result<(), String> {
+/// Checks one item (the raw JSON text of one element of the output array); `stamped`: the
+/// host stamps `server`, so the item may not have it.
+fn check_item(index: usize, item: &str, emits: &BTreeSet<String>, stamped: bool) -> Result<(), String> {
     let problem = Problem::default();
     let mut de = serde_json::Deserializer::from_str(item);
     let header = de
@@ -409,6 +366,12 @@ fn check_item(index: usize, item: &str, emits: &BTreeSet<String>) -> Result<(), 
             ));
         }
         None => return Err(format!("item {index} (`{item_type}`): missing `timestamp`")),
+    }
+    if stamped && header.server {
+        return Err(format!(
+            "item {index} (`{item_type}`): field `{SERVER_FIELD}` is set by the runtime for a \
+             plugin with a postgres grant (the grant's server); the plugin may not set it"
+        ));
     }
     if let Some(required) = schema(&item_type) {
         let mut de = serde_json::Deserializer::from_str(item);
@@ -454,6 +417,7 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
         while let Some(key) = map.next_key_seed(KeySeed(|key: &str| match key {
             "type" => Some(0),
             "timestamp" => Some(1),
+            SERVER_FIELD => Some(2),
             _ => None,
         }))? {
             match key {
@@ -464,6 +428,10 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
                         Ok(ts) => Err(format!("\"{}\"", guest_text::cut(&ts, 64))),
                         Err(found) => Err(found.to_string()),
                     })
+                }
+                Some(2) => {
+                    header.server = true;
+                    map.next_value::<IgnoredAny>()?;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -787,14 +755,14 @@ mod tests {
 
     #[test]
     fn a_complete_sysstat_item_passes() {
-        let items = validate_output(json!([sysstat()]).to_string(), &emits(&["sysstat"])).unwrap();
+        let items = validate_output(json!([sysstat()]).to_string(), &emits(&["sysstat"]), None).unwrap();
         assert_eq!(items.len(), 1);
     }
 
     #[test]
     fn unknown_types_need_only_type_and_timestamp() {
         let out = json!([{"type": "custom", "timestamp": "2026-11-26T10:00:00Z", "anything": [1]}]);
-        assert!(validate_output(out.to_string(), &emits(&["custom"])).is_ok());
+        assert!(validate_output(out.to_string(), &emits(&["custom"]), None).is_ok());
     }
 
     #[test]
@@ -822,16 +790,16 @@ mod tests {
             ),
         ];
         for (output, expected) in cases {
-            let err = validate_output(output.clone(), &only).unwrap_err();
+            let err = validate_output(output.clone(), &only, None).unwrap_err();
             assert!(err.contains(expected), "{output}: {err}");
         }
         let mut missing = sysstat();
         missing["cpu"].as_object_mut().unwrap().remove("iowait");
-        let err = validate_output(json!([missing]).to_string(), &only).unwrap_err();
+        let err = validate_output(json!([missing]).to_string(), &only, None).unwrap_err();
         assert_eq!(err, "item 0 (`sysstat`): missing field `cpu.iowait`");
         let mut wrong = sysstat();
         wrong["disk_io"][0]["device"] = json!(7);
-        let err = validate_output(json!([wrong]).to_string(), &only).unwrap_err();
+        let err = validate_output(json!([wrong]).to_string(), &only, None).unwrap_err();
         assert!(
             err.contains("field `disk_io[0].device` must be a string"),
             "{err}"
@@ -839,7 +807,7 @@ mod tests {
         let mut over = sysstat();
         over["cpu"]["idle"] = json!(140.0);
         assert!(
-            validate_output(json!([over]).to_string(), &only)
+            validate_output(json!([over]).to_string(), &only, None)
                 .unwrap_err()
                 .contains("outside 0..100")
         );
@@ -854,10 +822,10 @@ mod tests {
             )
         };
         let only = emits(&["pg_query_stats"]);
-        assert!(validate_output(item("-9223372036854775808"), &only).is_ok());
-        assert!(validate_output(item("9223372036854775807"), &only).is_ok());
+        assert!(validate_output(item("-9223372036854775808"), &only, None).is_ok());
+        assert!(validate_output(item("9223372036854775807"), &only, None).is_ok());
         for bad in ["9223372036854775808", "1.5", "1e3", "\"1\""] {
-            let err = validate_output(item(bad), &only).unwrap_err();
+            let err = validate_output(item(bad), &only, None).unwrap_err();
             assert!(
                 err.contains("field `queries[0].hash` must be an integer within the signed 64-bit range"),
                 "{bad}: {err}"
@@ -869,13 +837,13 @@ mod tests {
     fn guest_text_in_errors_is_cut_and_escaped() {
         let only = emits(&["sysstat"]);
         let long_type = format!("x\\n{}", "y".repeat(1 << 20));
-        let err = validate_output(format!(r#"[{{"type":"{long_type}"}}]"#), &only).unwrap_err();
+        let err = validate_output(format!(r#"[{{"type":"{long_type}"}}]"#), &only, None).unwrap_err();
         assert!(err.len() < 1024 && !err.contains('\n'), "{err}");
         let long_ts = "z".repeat(1 << 20);
         let out = format!(r#"[{{"type":"sysstat","timestamp":"{long_ts}"}}]"#);
-        let err = validate_output(out, &only).unwrap_err();
+        let err = validate_output(out, &only, None).unwrap_err();
         assert!(err.len() < 1024 && err.contains("RFC 3339"), "{err}");
-        let err = validate_output("[tru".into(), &only).unwrap_err();
+        let err = validate_output("[tru".into(), &only, None).unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
     }
 
@@ -883,7 +851,7 @@ mod tests {
     fn accepted_items_are_spliced_verbatim() {
         let text = r#"[ {"type":"custom","timestamp":"2026-11-26T10:00:00Z","n":1.50,"s":"\u00e9"} ,
             {"type":"custom","timestamp":"2026-11-26T10:00:01Z"}]"#;
-        let items = validate_output(text.to_owned(), &emits(&["custom"])).unwrap();
+        let items = validate_output(text.to_owned(), &emits(&["custom"]), None).unwrap();
         assert_eq!(items.len(), 2);
         let flat = serde_json::to_string(&items).unwrap();
         assert_eq!(
@@ -892,6 +860,54 @@ mod tests {
         );
         let value: Value = serde_json::from_str(&flat).unwrap();
         assert_eq!(value[0]["s"], "é");
+    }
+
+    #[test]
+    fn items_of_a_postgres_plugin_are_stamped_with_its_server() {
+        let only = emits(&["custom", "pg_server"]);
+        let text = r#"[{"type":"custom","timestamp":"2026-11-26T10:00:00Z","n":1.50,"s":"\u00e9","o":{"server":"inner"}},
+            {"type":"custom","timestamp":"2026-11-26T10:00:01Z"}]"#;
+        let items = validate_output(text.to_owned(), &only, Some("replica")).unwrap();
+        assert_eq!(items.server(), Some("replica"));
+        let flat = serde_json::to_string(&items).unwrap();
+        // The stamp first, then the guest's own fields and raw values as written.
+        assert_eq!(
+            flat,
+            r#"[{"server":"replica","type":"custom","timestamp":"2026-11-26T10:00:00Z","n":1.50,"s":"\u00e9","o":{"server":"inner"}},{"server":"replica","type":"custom","timestamp":"2026-11-26T10:00:01Z"}]"#
+        );
+        // Several runs, stamped or not, in one envelope array.
+        let plain = validate_output(
+            r#"[{"type":"custom","timestamp":"2026-11-26T10:00:02Z","server":"own"}]"#.to_owned(),
+            &only,
+            None,
+        )
+        .unwrap();
+        let mut out = serde_json::Serializer::new(Vec::new());
+        serialize_items_flat(&[items, plain], &mut out).unwrap();
+        let all: Value = serde_json::from_slice(&out.into_inner()).unwrap();
+        let servers: Vec<&str> = (0..3).map(|i| all[i]["server"].as_str().unwrap()).collect();
+        assert_eq!(servers, ["replica", "replica", "own"]);
+        assert_eq!(all.as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn a_postgres_plugin_may_not_set_server_itself() {
+        let only = emits(&["custom"]);
+        let cases = [
+            r#"[{"type":"custom","timestamp":"2026-11-26T10:00:00Z"},{"type":"custom","timestamp":"2026-11-26T10:00:00Z","server":"primary"}]"#,
+            // Any JSON value, and a name spelt with an escape, is the same field.
+            r#"[{"type":"custom","timestamp":"2026-11-26T10:00:00Z"},{"type":"custom","server":null,"timestamp":"2026-11-26T10:00:00Z"}]"#,
+            r#"[{"type":"custom","timestamp":"2026-11-26T10:00:00Z"},{"\u0073erver":{"a":1},"type":"custom","timestamp":"2026-11-26T10:00:00Z"}]"#,
+        ];
+        for text in cases {
+            let err = validate_output(text.to_owned(), &only, Some("replica")).unwrap_err();
+            assert!(
+                err.starts_with("item 1 (`custom`): field `server` is set by the runtime"),
+                "{text}: {err}"
+            );
+            // Without a postgres grant the field is the plugin's own.
+            assert!(validate_output(text.to_owned(), &only, None).is_ok());
+        }
     }
 
     /// Counts the heap bytes live on the current thread while a measurement is on, and their
@@ -950,9 +966,11 @@ mod tests {
     static ALLOCATOR: counting::Counting = counting::Counting;
 
     /// Output of `max_output` bytes, validated and serialized into an envelope: the host's
-    /// heap peak stays under 3x the output (issue 13). Measured (4 MiB): 2.00x for pg_log-like
-    /// output (the output itself, plus the envelope it is written into) and 2.50x for 71 000
-    /// small items (plus a pointer pair per item while serializing).
+    /// heap peak stays under 3x the output (issue 13), also with every item stamped with a
+    /// server name of the longest length. Measured (4 MiB): 2.00x for pg_log-like output (the
+    /// output itself, plus the envelope it is written into) and for 71 000 small items unstamped;
+    /// 2.81x for those items each stamped with a 32-byte name (the envelope grows by 44 bytes an
+    /// item: 1.75x the output, plus the output itself).
     #[test]
     fn validation_memory() {
         const MAX_OUTPUT: usize = 4 << 20;
@@ -975,7 +993,11 @@ mod tests {
         many.pop();
         many.push(']');
         let only = emits(&["pg_log", "custom"]);
-        for (name, output) in [("pg_log", pg_log), ("many small items", many)] {
+        for ((name, output), server) in [("pg_log", pg_log), ("many small items", many)]
+            .into_iter()
+            // The longest server name there can be.
+            .flat_map(|run| [(run.clone(), None), (run, Some("abcdefghijklmnopqrstuvwxyz-01234"))])
+        {
             let size = output.len();
             // As lifted from the guest: no spare capacity.
             let mut output = std::hint::black_box(output);
@@ -992,14 +1014,17 @@ mod tests {
                 cache_dir: None,
             };
             let (batch, peak) = counting::peak(size, || {
-                let items = validate_output(output, &only).unwrap();
+                let items = validate_output(output, &only, server).unwrap();
                 let envelope = super::super::Envelope::new(&collector, vec![items]);
                 let batch = envelope.encode().unwrap();
                 (batch.len(), envelope.metrics_count)
             });
             let ratio = peak as f64 / size as f64;
-            eprintln!("{name}: {size} bytes of output, heap peak {peak} bytes ({ratio:.2}x), {batch:?}");
-            assert!(peak < 3 * size, "{name}: peak {peak} for {size} bytes ({ratio:.2}x)");
+            eprintln!(
+                "{name} (server {server:?}): {size} bytes of output, heap peak {peak} bytes \
+                 ({ratio:.2}x), {batch:?}"
+            );
+            assert!(peak < 3 * size, "{name} ({server:?}): peak {peak} for {size} bytes ({ratio:.2}x)");
         }
     }
 }

@@ -20,7 +20,7 @@ pub mod tls;
 pub mod values;
 pub mod wire;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +32,10 @@ use wasmtime::component::{HasSelf, Linker};
 
 use self::client::{Client, ConnectError, Connection, QueryError};
 use self::pool::PgPool;
-pub use self::settings::{PostgresConfig, PostgresSettingsError, RawPostgres, SslMode};
+pub use self::settings::{
+    DEFAULT_SERVER, PostgresConfig, PostgresServers, PostgresSettingsError, RawPostgres,
+    ServerProblem, SslMode, valid_server_name,
+};
 use super::audit::Audit;
 use super::bindings::{
     Error,
@@ -66,13 +69,13 @@ impl HostCapability for Postgres {
     const SUMMARY: &'static str = "read-only SQL on PostgreSQL databases";
     const GRANT_EXAMPLE: Option<&'static str> = Some("databases = [\"postgres\"]");
 
-    /// `[postgres]`, when the config has it.
-    type Setup = Option<PostgresConfig>;
+    /// `[postgres]` and `[postgres.servers.NAME]`, by server name.
+    type Setup = PostgresServers;
     type GrantConfig = PostgresGrantConfig;
     type Grant = PostgresGrant;
     type GrantError = PostgresGrantError;
-    /// The pool, when the runtime has connection settings.
-    type Shared = Option<Arc<PgPool>>;
+    /// One pool per server, by server name.
+    type Shared = Arc<BTreeMap<String, Arc<PgPool>>>;
     type Ctx = PostgresCtx;
     type Pending = ();
 
@@ -80,20 +83,24 @@ impl HostCapability for Postgres {
         PostgresGrant::new(config)
     }
 
-    fn shared(setup: &Option<PostgresConfig>, _: Option<&Path>) -> Option<Arc<PgPool>> {
-        setup
-            .clone()
-            .map(|settings| Arc::new(PgPool::new(settings)))
+    fn shared(setup: &PostgresServers, _: Option<&Path>) -> Self::Shared {
+        Arc::new(
+            setup
+                .iter()
+                .map(|(name, settings)| (name.clone(), Arc::new(PgPool::new(settings.clone()))))
+                .collect(),
+        )
     }
 
-    fn context(
-        grant: Option<Arc<PostgresGrant>>,
-        pool: &Option<Arc<PgPool>>,
-        run: &RunInfo,
-    ) -> PostgresCtx {
+    fn context(grant: Option<Arc<PostgresGrant>>, pools: &Self::Shared, run: &RunInfo) -> PostgresCtx {
+        // The pool of the server the grant names, and no other.
+        let pool = grant
+            .as_deref()
+            .and_then(|grant| pools.get(grant.server()))
+            .cloned();
         PostgresCtx::new(
             grant,
-            pool.clone(),
+            pool,
             run.max_host_call_bytes,
             run.deadline,
             run.audit.clone(),
@@ -125,6 +132,9 @@ pub struct PostgresGrantConfig {
     /// Cluster-wide views and functions (other databases' sessions, statements, locks,
     /// replication) and settings that may hold secrets (default false).
     pub cluster: Option<bool>,
+    /// The server queried: `default` (`[postgres]`, the default) or a key of
+    /// `[postgres.servers]`. Whether it exists is checked with the whole config.
+    pub server: Option<String>,
 }
 
 /// The validated grant: which databases, how many rows, how long a statement may run.
@@ -136,6 +146,9 @@ pub struct PostgresGrant {
     statement_timeout: Duration,
     functions: BTreeSet<String>,
     cluster: bool,
+    server: String,
+    /// `server` was written in the grant (not defaulted).
+    server_named: bool,
 }
 
 /// Why a `[plugins.NAME.grants.postgres]` table is invalid.
@@ -147,6 +160,8 @@ pub enum PostgresGrantError {
     StarWithOthers,
     #[error("`{0}` is not a function name (`name` or `schema.name`)")]
     FunctionName(String),
+    #[error("`{0}` is not a server name (1 to 32 of `a-z`, `0-9`, `_` and `-`)")]
+    ServerName(String),
 }
 
 impl GrantProblem for PostgresGrantError {
@@ -154,6 +169,7 @@ impl GrantProblem for PostgresGrantError {
         match self {
             PostgresGrantError::Empty | PostgresGrantError::StarWithOthers => "databases",
             PostgresGrantError::FunctionName(_) => "functions",
+            PostgresGrantError::ServerName(_) => "server",
         }
     }
 }
@@ -183,8 +199,14 @@ impl PostgresGrant {
         if let Some(bad) = functions.iter().find(|f| !is_function_name(f)) {
             return Err(PostgresGrantError::FunctionName(bad.clone()));
         }
+        let server = config.server.as_deref().unwrap_or(DEFAULT_SERVER);
+        if !valid_server_name(server) {
+            return Err(PostgresGrantError::ServerName(server.to_owned()));
+        }
         Ok(Self {
             all,
+            server: server.to_owned(),
+            server_named: config.server.is_some(),
             databases: config.databases.iter().cloned().collect(),
             functions: functions.into_iter().collect(),
             cluster: config.cluster.unwrap_or(false),
@@ -197,6 +219,24 @@ impl PostgresGrant {
 
     pub fn allows(&self, database: &str) -> bool {
         self.all || self.databases.contains(database)
+    }
+
+    /// The server this grant queries.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Whether the grant's server is one of `servers` (the names the config defines), or may be
+    /// left to fail at run time: a grant that does not name a server, in a config with no
+    /// `[postgres]` at all, is allowed (its calls answer that nothing is configured), as before
+    /// servers could be named.
+    pub fn server_is_configured<'a>(&self, mut servers: impl Iterator<Item = &'a str>) -> bool {
+        let mut none = true;
+        let found = servers.any(|name| {
+            none = false;
+            name == self.server
+        });
+        found || (none && !self.server_named)
     }
 }
 
@@ -248,9 +288,10 @@ impl<C: Client> PostgresCtx<C> {
                 .deny("postgres database", target, "no databases are granted"));
         };
         let Some(client) = self.client.as_deref() else {
-            return Err(Error::Unavailable(
-                "the runtime has no [postgres] connection settings".into(),
-            ));
+            return Err(Error::Unavailable(format!(
+                "the runtime has no connection settings for the PostgreSQL server `{}`",
+                grant.server()
+            )));
         };
         Ok((grant, client))
     }
@@ -263,7 +304,7 @@ impl<C: Client> PostgresCtx<C> {
         let checkout = client
             .checkout(owner, &maintenance)
             .await
-            .map_err(connect_error);
+            .map_err(|e| connect_error(client.settings(), e));
         let listed = match checkout {
             Ok(mut connection) => {
                 let names = database_names(&mut connection).await;
@@ -329,7 +370,7 @@ impl<C: Client> PostgresCtx<C> {
             }
             Err(e) => {
                 self.count_server_time(waiting);
-                return Err(connect_error(e));
+                return Err(connect_error(client.settings(), e));
             }
         };
         let limits = QueryLimits {
@@ -456,10 +497,19 @@ async fn read_rows<K: Connection>(
     })
 }
 
-fn connect_error(error: ConnectError) -> Error {
+/// A connection error for the guest; a server other than `default` is named (the messages name
+/// keys as `postgres.KEY`).
+fn connect_error(settings: &PostgresConfig, error: ConnectError) -> Error {
+    let named = |message: String| {
+        if settings.name == DEFAULT_SERVER && settings.section == "postgres" {
+            message
+        } else {
+            format!("PostgreSQL server `{}` ([{}]): {message}", settings.name, settings.section)
+        }
+    };
     match error {
-        ConnectError::NoSuchDatabase(message) => Error::NotFound(message),
-        ConnectError::Unavailable(message) => Error::Unavailable(message),
+        ConnectError::NoSuchDatabase(message) => Error::NotFound(named(message)),
+        ConnectError::Unavailable(message) => Error::Unavailable(named(message)),
     }
 }
 
@@ -614,6 +664,7 @@ mod tests {
             statement_timeout: timeout.map(|t| HumanDuration::parse(t).unwrap()),
             functions: None,
             cluster: None,
+            server: None,
         })
         .unwrap()
     }
@@ -872,6 +923,7 @@ mod tests {
             statement_timeout: None,
             functions: Some(functions.iter().map(|f| f.to_string()).collect()),
             cluster,
+            server: None,
         };
         let run = |grant: PostgresGrant, sql: &'static str| async move {
             let fake = Arc::new(Fake::new(ints(&[1])));
@@ -906,6 +958,7 @@ mod tests {
             statement_timeout: None,
             functions: None,
             cluster: None,
+            server: None,
         };
         assert!(PostgresGrant::new(&config(&[])).is_err());
         assert!(PostgresGrant::new(&config(&["*", "app"])).is_err());
@@ -913,5 +966,73 @@ mod tests {
         assert!(all.allows("anything"));
         let some = PostgresGrant::new(&config(&["app"])).unwrap();
         assert!(some.allows("app") && !some.allows("postgres"));
+    }
+
+    #[test]
+    fn the_grant_names_its_server_and_runs_use_that_server_s_pool() {
+        let config = |server: Option<&str>| PostgresGrantConfig {
+            databases: vec!["*".into()],
+            max_rows: None,
+            statement_timeout: None,
+            functions: None,
+            cluster: None,
+            server: server.map(str::to_owned),
+        };
+        let default = PostgresGrant::new(&config(None)).unwrap();
+        assert_eq!(default.server(), "default");
+        let b = PostgresGrant::new(&config(Some("b"))).unwrap();
+        assert_eq!(b.server(), "b");
+        for bad in ["", "B", "a.b", "x y"] {
+            let err = PostgresGrant::new(&config(Some(bad))).unwrap_err();
+            assert_eq!(err.key(), "server", "{bad}");
+        }
+        // Existence is judged against the config's servers.
+        assert!(b.server_is_configured(["default", "b"].into_iter()));
+        assert!(!b.server_is_configured(["default"].into_iter()));
+        assert!(!b.server_is_configured(std::iter::empty()));
+        assert!(default.server_is_configured(std::iter::empty()));
+        assert!(!default.server_is_configured(["b"].into_iter()));
+        let named_default = PostgresGrant::new(&config(Some("default"))).unwrap();
+        assert!(!named_default.server_is_configured(std::iter::empty()));
+
+        let mut servers = PostgresServers::new();
+        for (name, port) in [("default", 1), ("b", 2)] {
+            let mut settings = PostgresConfig::unreachable_for_tests();
+            settings.name = name.into();
+            settings.port = port;
+            servers.insert(name.into(), settings);
+        }
+        let pools = Postgres::shared(&servers, None);
+        let run = RunInfo {
+            plugin: "t".into(),
+            audit: Audit::new("t".into(), "d".into()),
+            log: super::super::budget::LogBudget::new("t".into(), 1024),
+            deadline: Instant::now(),
+            max_host_call_bytes: 1 << 20,
+            max_state_bytes: 1 << 10,
+            settings: Default::default(),
+        };
+        let ctx = Postgres::context(Some(Arc::new(b)), &pools, &run);
+        assert_eq!(ctx.client.as_deref().unwrap().settings().port, 2);
+        let ctx = Postgres::context(Some(Arc::new(default)), &pools, &run);
+        assert_eq!(ctx.client.as_deref().unwrap().settings().port, 1);
+        let c = PostgresGrant::new(&config(Some("c"))).unwrap();
+        let ctx = Postgres::context(Some(Arc::new(c)), &pools, &run);
+        assert!(ctx.client.is_none());
+    }
+
+    #[test]
+    fn connection_errors_of_a_named_server_name_it() {
+        let mut settings = PostgresConfig::unreachable_for_tests();
+        let refused = || ConnectError::Unavailable("connection refused".into());
+        assert!(matches!(connect_error(&settings, refused()), Error::Unavailable(m) if m == "connection refused"));
+        settings.name = "b".into();
+        settings.section = "postgres.servers.b".into();
+        assert!(matches!(
+            connect_error(&settings, refused()),
+            Error::Unavailable(m) if m == "PostgreSQL server `b` ([postgres.servers.b]): connection refused"
+        ));
+        let missing = ConnectError::NoSuchDatabase("database \"x\" does not exist".into());
+        assert!(matches!(connect_error(&settings, missing), Error::NotFound(m) if m.starts_with("PostgreSQL server `b`")));
     }
 }

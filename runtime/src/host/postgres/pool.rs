@@ -253,7 +253,7 @@ impl PgPool {
         let Some(file) = &self.settings.password_file else {
             return Ok(None);
         };
-        read_password(file)
+        read_password(file, &self.settings.section)
             .map(Some)
             .map_err(ConnectError::Unavailable)
     }
@@ -278,13 +278,14 @@ impl PgPool {
         if !self.settings.allow_superuser {
             return Err(ConnectError::Unavailable(format!(
                 "the PostgreSQL role `{}` is a superuser; connect with a role granted pg_monitor, \
-                 or set `[postgres] allow_superuser = true`",
-                self.settings.user
+                 or set `[{}] allow_superuser = true`",
+                self.settings.user, self.settings.section
             )));
         }
         if !self.superuser_checked.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 user = %self.settings.user,
+                server = %self.settings.name,
                 "the PostgreSQL role of the runtime is a SUPERUSER (allowed by `[postgres] \
                  allow_superuser`): plugins only run guarded read-only statements, but use a role \
                  with pg_monitor instead"
@@ -294,10 +295,10 @@ impl PgPool {
     }
 }
 
-fn read_password(file: &PathBuf) -> Result<String, String> {
+fn read_password(file: &PathBuf, section: &str) -> Result<String, String> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         format!(
-            "cannot read `postgres.password_file` `{}`: {e}",
+            "cannot read `{section}.password_file` `{}`: {e}",
             file.display()
         )
     })?;

@@ -13,7 +13,13 @@
 //! - A key the section omits falls back to the libpq variable for it (`PGHOST`, `PGPORT`,
 //!   `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`,
 //!   `PGDATABASE` for `maintenance_db`, `PGAPPNAME` for `application_name`), then to the default.
+//!
+//! Several servers: `[postgres.servers.NAME]` tables take the same keys as `[postgres]` and
+//! inherit nothing from it (each falls back to the environment and the defaults on its own).
+//! `[postgres]` itself is the server named `default` when it sets any key besides `servers`, or
+//! has no `servers` table at all; see [`RawPostgres::servers_with_env`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -51,6 +57,45 @@ pub struct RawPostgres {
     /// Run with a superuser role (default false: the runtime refuses to start with `user =
     /// "postgres"` and refuses every connection whose role is a superuser).
     pub allow_superuser: Option<bool>,
+    /// `[postgres.servers.NAME]`: further servers, each with the keys above and nothing
+    /// inherited from `[postgres]`.
+    pub servers: Option<BTreeMap<String, RawPostgres>>,
+}
+
+/// The name of the server `[postgres]` itself describes.
+pub const DEFAULT_SERVER: &str = "default";
+
+/// The validated servers by name (empty: no `[postgres]` section).
+pub type PostgresServers = BTreeMap<String, PostgresConfig>;
+
+/// Whether `name` may name a server: `[a-z0-9_-]{1,32}`.
+pub fn valid_server_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A problem of one server of `[postgres]`: [`ServerProblem::key`] is the full dotted key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct ServerProblem {
+    /// `postgres` or `postgres.servers.NAME`.
+    pub section: String,
+    pub error: PostgresSettingsError,
+}
+
+impl ServerProblem {
+    /// The dotted key at fault, e.g. `postgres.servers.replica.port`.
+    pub fn key(&self) -> String {
+        match self.error {
+            // The problem is the table's name itself.
+            PostgresSettingsError::ServerName(_) | PostgresSettingsError::DefaultTwice => {
+                self.section.clone()
+            }
+            _ => format!("{}.{}", self.section, self.error.key()),
+        }
+    }
 }
 
 /// How TLS is used to reach the server, with libpq's meaning of each mode.
@@ -101,6 +146,10 @@ impl std::fmt::Display for SslMode {
 /// The validated `[postgres]` section.
 #[derive(Debug, Clone)]
 pub struct PostgresConfig {
+    /// The server's name: `default` for `[postgres]`, else its key in `[postgres.servers]`.
+    pub name: String,
+    /// The table it was written in, for messages: `postgres` or `postgres.servers.NAME`.
+    pub section: String,
     pub host: String,
     pub port: u16,
     pub user: String,
@@ -139,6 +188,15 @@ pub enum PostgresSettingsError {
         "`{text}` has a `${{` without a closing `}}` or an invalid variable name (write `$$` for a literal `$`)"
     )]
     BadReference { key: &'static str, text: String },
+    #[error("a server name may only be 1 to 32 of `a-z`, `0-9`, `_` and `-`, not `{0}`")]
+    ServerName(String),
+    #[error(
+        "`[postgres]` sets connection keys, so it already is the server `default`; rename this \
+         server or move its keys to `[postgres]`"
+    )]
+    DefaultTwice,
+    #[error("`servers` may only appear in `[postgres]`, not inside a server")]
+    NestedServers,
     #[error("`{value}` (from `{variable}`) is not a port number")]
     EnvPort {
         variable: &'static str,
@@ -158,6 +216,8 @@ impl PostgresSettingsError {
             PostgresSettingsError::UnsetVariable { key, .. }
             | PostgresSettingsError::BadReference { key, .. } => key,
             PostgresSettingsError::EnvPort { .. } => "port",
+            PostgresSettingsError::ServerName(_) | PostgresSettingsError::DefaultTwice => "servers",
+            PostgresSettingsError::NestedServers => "servers",
         }
     }
 }
@@ -249,16 +309,110 @@ impl Expander<'_> {
 }
 
 impl RawPostgres {
-    /// Validates the section with the agent's environment; `resolve` anchors relative paths
-    /// (at the config file's directory). Every problem is returned, not just the first.
-    pub fn validate(
-        self,
-        resolve: impl Fn(&Path) -> PathBuf,
-    ) -> Result<PostgresConfig, Vec<PostgresSettingsError>> {
-        self.validate_with_env(resolve, &|name| std::env::var(name).ok())
+    /// Whether the table sets any connection key (anything but `servers`).
+    fn sets_connection_keys(&self) -> bool {
+        let RawPostgres {
+            host,
+            port,
+            user,
+            password,
+            password_file,
+            sslmode,
+            sslrootcert,
+            sslcert,
+            sslkey,
+            application_name,
+            databases,
+            maintenance_db,
+            allow_superuser,
+            servers: _,
+        } = self;
+        host.is_some()
+            || port.is_some()
+            || user.is_some()
+            || password.is_some()
+            || password_file.is_some()
+            || sslmode.is_some()
+            || sslrootcert.is_some()
+            || sslcert.is_some()
+            || sslkey.is_some()
+            || application_name.is_some()
+            || databases.is_some()
+            || maintenance_db.is_some()
+            || allow_superuser.is_some()
     }
 
-    /// [`Self::validate`] with `env` as the environment.
+    /// Validates the whole section, `[postgres]` and every `[postgres.servers.NAME]`, with the
+    /// agent's environment; `resolve` anchors relative paths (at the config file's directory).
+    /// Every problem of every server is returned, not just the first.
+    pub fn servers(
+        self,
+        resolve: impl Fn(&Path) -> PathBuf,
+    ) -> Result<PostgresServers, Vec<ServerProblem>> {
+        self.servers_with_env(resolve, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::servers`] with `env` as the environment.
+    ///
+    /// `[postgres]` is the server `default` when it sets any connection key or has no
+    /// `servers` table; a `[postgres.servers.default]` is then an error. Each server is
+    /// validated on its own: nothing is inherited from `[postgres]`.
+    pub fn servers_with_env(
+        mut self,
+        resolve: impl Fn(&Path) -> PathBuf,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PostgresServers, Vec<ServerProblem>> {
+        let tables = self.servers.take();
+        let top_is_default = self.sets_connection_keys() || tables.is_none();
+        let mut servers = PostgresServers::new();
+        let mut problems = Vec::new();
+        if top_is_default {
+            match self.validate_with_env(&resolve, env) {
+                Ok(config) => {
+                    servers.insert(DEFAULT_SERVER.to_owned(), config);
+                }
+                Err(errors) => problems.extend(errors.into_iter().map(|error| ServerProblem {
+                    section: "postgres".to_owned(),
+                    error,
+                })),
+            }
+        }
+        for (name, mut table) in tables.unwrap_or_default() {
+            let section = format!("postgres.servers.{name}");
+            let problem = |error| ServerProblem {
+                section: section.clone(),
+                error,
+            };
+            if !valid_server_name(&name) {
+                problems.push(problem(PostgresSettingsError::ServerName(name)));
+                continue;
+            }
+            if name == DEFAULT_SERVER && top_is_default {
+                problems.push(problem(PostgresSettingsError::DefaultTwice));
+                continue;
+            }
+            if table.servers.take().is_some() {
+                problems.push(problem(PostgresSettingsError::NestedServers));
+                continue;
+            }
+            match table.validate_with_env(&resolve, env) {
+                Ok(mut config) => {
+                    config.name = name.clone();
+                    config.section = section.clone();
+                    servers.insert(name, config);
+                }
+                Err(errors) => problems.extend(errors.into_iter().map(problem)),
+            }
+        }
+        if problems.is_empty() {
+            Ok(servers)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Validates one server's keys (`servers` aside) as the server `default`, with `env` as the
+    /// environment. Every problem is returned, not just the first.
     pub fn validate_with_env(
         self,
         resolve: impl Fn(&Path) -> PathBuf,
@@ -346,6 +500,8 @@ impl RawPostgres {
             return Err(problems);
         }
         Ok(PostgresConfig {
+            name: DEFAULT_SERVER.to_owned(),
+            section: "postgres".to_owned(),
             host: host.unwrap_or_else(|| "localhost".into()),
             port,
             user: user.unwrap_or_else(|| "pganalytics".into()),
@@ -379,6 +535,8 @@ impl PostgresConfig {
     #[cfg(test)]
     pub fn unreachable_for_tests() -> Self {
         Self {
+            name: DEFAULT_SERVER.to_owned(),
+            section: "postgres".to_owned(),
             host: "/nonexistent".into(),
             port: 1,
             user: "nobody".into(),
@@ -576,5 +734,112 @@ mod tests {
         );
         assert!(problems[2].to_string().contains("ALSO_NOPE"));
         assert!(problems[1].to_string().contains("`${unterminated`"));
+    }
+
+    fn servers(text: &str, vars: &[(&str, &str)]) -> Result<PostgresServers, Vec<ServerProblem>> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        raw(text).servers_with_env(|p| Path::new("/etc/pganalytics").join(p), &|name| {
+            vars.get(name).cloned()
+        })
+    }
+
+    fn names(servers: &PostgresServers) -> Vec<&str> {
+        servers.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn postgres_alone_is_the_default_server() {
+        let only = servers("host = \"/run/a\"\nport = 5433", &[]).unwrap();
+        assert_eq!(names(&only), ["default"]);
+        assert_eq!(only["default"].name, "default");
+        assert_eq!(only["default"].port, 5433);
+        // An empty `[postgres]` is still the default server, with every default.
+        let empty = servers("", &[]).unwrap();
+        assert_eq!(names(&empty), ["default"]);
+        assert_eq!(empty["default"].host, "localhost");
+    }
+
+    #[test]
+    fn servers_sit_beside_the_default_and_inherit_nothing() {
+        let both = servers(
+            "host = \"/run/a\"\nuser = \"mon\"\ndatabases = [\"app\"]\n\
+             [servers.replica]\nhost = \"/run/b\"\nport = 6000\n\
+             [servers.analytics-2]\nhost = \"db2\"\nsslmode = \"disable\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(names(&both), ["analytics-2", "default", "replica"]);
+        let replica = &both["replica"];
+        assert_eq!(replica.name, "replica");
+        assert_eq!(replica.section, "postgres.servers.replica");
+        assert_eq!(both["default"].section, "postgres");
+        assert_eq!((replica.host.as_str(), replica.port), ("/run/b", 6000));
+        // Not `mon` nor `["app"]`: a server takes nothing from `[postgres]`.
+        assert_eq!(replica.user, "pganalytics");
+        assert_eq!(replica.databases, ["*"]);
+        assert_eq!(both["default"].databases, ["app"]);
+        assert_eq!(both["analytics-2"].sslmode, SslMode::Disable);
+    }
+
+    #[test]
+    fn servers_alone_have_no_default() {
+        let only = servers(
+            "[servers.a]\nhost = \"/run/a\"\n[servers.default]\nhost = \"/run/d\"",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(names(&only), ["a", "default"]);
+        assert_eq!(only["default"].host, "/run/d");
+        let only = servers("[servers.b]\nport = 7000", &[]).unwrap();
+        assert_eq!(names(&only), ["b"]);
+    }
+
+    #[test]
+    fn bad_names_a_second_default_and_nesting_are_named_by_key() {
+        let problems = servers(
+            "port = 5433\n[servers.default]\nport = 1\n[servers.Replica]\nport = 2\n\
+             [servers.x]\nport = 3\n[servers.x.servers.y]\nport = 4\n[servers.b]\nsslmode = \"nope\"",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<String> = problems.iter().map(ServerProblem::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "postgres.servers.Replica",
+                "postgres.servers.b.sslmode",
+                "postgres.servers.default",
+                "postgres.servers.x.servers",
+            ]
+        );
+        assert!(problems[0].to_string().contains("`Replica`"), "{}", problems[0]);
+        assert!(problems[2].to_string().contains("already is the server `default`"));
+        for bad in ["", "a.b", "a b", "é", &*"x".repeat(33)] {
+            assert!(!valid_server_name(bad), "{bad:?}");
+        }
+        for good in ["a", "replica_2", "eu-west-1", &*"x".repeat(32)] {
+            assert!(valid_server_name(good), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn pg_variables_and_expansion_apply_to_each_server() {
+        let env = [("PGHOST", "envhost"), ("PGUSER", "envuser"), ("B_PORT", "x")];
+        let both = servers(
+            "host = \"/run/a\"\n[servers.b]\nuser = \"b_${PGHOST}\"\n[servers.c]\nport = 6000",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(both["default"].host, "/run/a");
+        assert_eq!(both["default"].user, "envuser");
+        assert_eq!(both["b"].host, "envhost");
+        assert_eq!(both["b"].user, "b_envhost");
+        assert_eq!((both["c"].host.as_str(), both["c"].port), ("envhost", 6000));
+        let problems = servers("[servers.b]\nhost = \"${NOPE}\"", &env).unwrap_err();
+        assert_eq!(problems[0].key(), "postgres.servers.b.host");
+        assert!(problems[0].to_string().contains("NOPE"));
     }
 }
