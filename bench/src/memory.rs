@@ -147,20 +147,21 @@ fn pg_log_output(dir: &Path, max_output: usize) -> String {
     .expect("settings");
     let path = log.display().to_string();
     let mut offset = 0usize;
-    let output =
-        pg_log::run::collect(&settings, pganalytics_guest::now_rfc3339(), |max_bytes| {
-            // Whole lines from where the last read ended, like the host's `log-tail`.
-            let end = text.len().min(offset + max_bytes as usize);
-            let end = text[offset..end].rfind('\n').map_or(offset, |i| offset + i + 1);
-            let chunk = pg_log::run::Chunk {
-                path: path.clone(),
-                offset: offset as u64,
-                data: text[offset..end].to_owned(),
-            };
-            offset = end;
-            Ok(vec![chunk])
-        })
-        .expect("parsing");
+    let output = pg_log::run::collect(&settings, pganalytics_guest::now_rfc3339(), |max_bytes| {
+        // Whole lines from where the last read ended, like the host's `log-tail`.
+        let end = text.len().min(offset + max_bytes as usize);
+        let end = text[offset..end]
+            .rfind('\n')
+            .map_or(offset, |i| offset + i + 1);
+        let chunk = pg_log::run::Chunk {
+            path: path.clone(),
+            offset: offset as u64,
+            data: text[offset..end].to_owned(),
+        };
+        offset = end;
+        Ok(vec![chunk])
+    })
+    .expect("parsing");
     output.json
 }
 
@@ -210,7 +211,11 @@ mod tests {
     #[test]
     fn small_items_fill_max_output_and_are_valid() {
         let output = small_items(64 << 10);
-        assert!(output.len() <= 64 << 10 && output.len() > 60 << 10, "{}", output.len());
+        assert!(
+            output.len() <= 64 << 10 && output.len() > 60 << 10,
+            "{}",
+            output.len()
+        );
         let emits: BTreeSet<String> = ["custom".to_owned()].into();
         let items = validate_output(output, &emits).expect("valid");
         assert!(items.len() > 400, "{}", items.len());
