@@ -5,7 +5,7 @@
 //! `pganalytics-bench --agent PATH [--quick] [--out FILE]`: `--agent` is the release
 //! `pganalytics` binary (the agent benchmarks run it as operators do); `--quick` shrinks every
 //! size and count for a smoke run of the suite itself (its numbers are not the ones to quote);
-//! `--only collect|logs|cycle|scale|compare|cold|rss` (or several, comma-separated, e.g.
+//! `--only collect|logs|validate|cycle|scale|compare|cold|rss` (or several, comma-separated, e.g.
 //! `scale,compare` to compare with postgres_exporter on the large database) runs those parts and
 //! prints them.
 
@@ -13,6 +13,7 @@ mod agent;
 mod compare;
 mod logs;
 mod measure;
+mod memory;
 mod postgres;
 mod report;
 mod sandbox;
@@ -118,6 +119,10 @@ fn main() {
                 plan.log_repetitions,
             )
             .await;
+        }
+        if wants("validate") {
+            eprintln!("bench: host memory while validating a plugin's output");
+            memory::run(&mut report, &part("validate"));
         }
         if !["cycle", "scale", "compare", "cold", "rss"]
             .into_iter()

@@ -63,10 +63,10 @@ pub async fn cycle(report: &mut Report, dir: &Path, cluster: &TestCluster, cycle
             without_server.push(cycle - postgres);
         }
     }
-    let met = without_server.median() <= Duration::from_millis(5);
+    let met = without_server.median() <= Duration::from_millis(3);
     report.row(
         "one full cycle of all four collectors, excluding PostgreSQL's own query time",
-        "≤ 5 ms",
+        "≤ 3 ms",
         &format!(
             "{} ({} with PostgreSQL)",
             human(without_server.median()),
@@ -157,13 +157,13 @@ pub async fn scale(
             .len();
     }
     let server_cpu_per_run = server_cpu_total / runs.max(1) as u32;
-    let met = wall.median() <= Duration::from_millis(150) && payload < 4 << 20;
+    let met = wall.median() <= Duration::from_millis(150);
     report.row(
         &format!(
             "pg_stats on a database with {tables} tables and {} indexes",
             indexes.trim()
         ),
-        "≤ 150 ms per cycle, bounded payload",
+        "≤ 150 ms wall; server CPU per cycle measured (≤ postgres_exporter's: see the comparison)",
         &format!(
             "{}, PostgreSQL's CPU {} per cycle, {} KiB payload",
             human(wall.median()),

@@ -466,13 +466,17 @@ fn apt_install(packages: &[&str]) -> Result<(), String> {
     )
 }
 
-/// The native exporters the benchmarks compare against (Debian's packages), installed when
-/// missing and possible; without them that comparison is reported as skipped.
+/// The native exporters and pgbadger the benchmarks compare against (Debian's packages),
+/// installed when missing and possible; without them that comparison is reported as skipped.
 fn ensure_comparison_exporters() {
-    let missing: Vec<&str> = ["prometheus-node-exporter", "prometheus-postgres-exporter"]
-        .into_iter()
-        .filter(|name| !Path::new("/usr/bin").join(name).exists())
-        .collect();
+    let missing: Vec<&str> = [
+        "prometheus-node-exporter",
+        "prometheus-postgres-exporter",
+        "pgbadger",
+    ]
+    .into_iter()
+    .filter(|name| !Path::new("/usr/bin").join(name).exists())
+    .collect();
     if missing.is_empty() {
         return;
     }
