@@ -445,3 +445,40 @@ fn the_sample_config_checks_clean_after_the_guests_are_built() {
         "{stdout}"
     );
 }
+
+/// More plugins mid-run at once than the instance pool holds (64 runs): those that find it full
+/// fail as `host_busy`, the host's refusal and not their fault (the agent does not back them
+/// off), and the runs that got a slot are unaffected (they end at their own deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_instance_pool_is_host_busy_for_the_runs_that_find_it_full() {
+    const PLUGINS: usize = 70;
+    let dir = tempfile::tempdir().unwrap();
+    let body: String = (0..PLUGINS)
+        .map(|i| plugin(&format!("loop{i}"), "hostile_loop", "x", "timeout = \"10s\""))
+        .collect();
+    let config = config::load(&write_config(dir.path(), &body)).unwrap_or_else(|e| panic!("{e}"));
+    let host = PluginHost::new(&config.host_setup()).unwrap();
+    let collection = pipeline::collect_once(&config, &host, &[]).await;
+    let (mut busy, mut deadline) = (0, 0);
+    for (name, outcome) in &collection.outcomes {
+        match outcome {
+            Outcome::RunFailed(e @ RunError::HostBusy { .. }) => {
+                assert_eq!(e.reason(), "host_busy");
+                assert!(e.is_host_side());
+                let text = e.to_string();
+                assert!(text.contains(&format!("`{name}`")) && text.contains("busy"), "{text}");
+                busy += 1;
+            }
+            Outcome::RunFailed(e @ RunError::Deadline { .. }) => {
+                assert!(!e.is_host_side());
+                deadline += 1;
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    eprintln!("{busy} runs host_busy, {deadline} ended at their deadline");
+    assert_eq!(busy + deadline, PLUGINS);
+    // Each run holds its slot until its 10 s deadline, far longer than loading all of them.
+    assert!(busy >= PLUGINS - 64, "{busy} host_busy, {deadline} deadlines");
+    assert!(deadline <= 64, "{busy} host_busy, {deadline} deadlines");
+}
