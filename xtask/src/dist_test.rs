@@ -472,7 +472,8 @@ fn run_unit_command(unit: &Unit, account: &Account) -> Result<(), String> {
             "host = \"/var/run/postgresql\"".to_owned(),
             format!("host = {:?}", cluster.socket_dir().display().to_string()),
         ),
-        ("port = 5432".to_owned(), format!("port = {}", cluster.port)),
+        // The line of [postgres] itself, not the commented example of another server.
+        ("\nport = 5432\n".to_owned(), format!("\nport = {}\n", cluster.port)),
         (
             "url = \"https://localhost:8443\"".to_owned(),
             format!("url = {:?}", backend.url()),

@@ -408,7 +408,8 @@ fn demo_config(sample: &str, cluster: &throwaway_pg::TestCluster) -> String {
             "host = \"/var/run/postgresql\"",
             &format!("host = {:?}", cluster.socket_dir().display().to_string()),
         )
-        .replace("port = 5432", &format!("port = {}", cluster.port))
+        // The line of [postgres] itself, not the commented example of another server.
+        .replace("\nport = 5432\n", &format!("\nport = {}\n", cluster.port))
         .replace(
             "/var/log/postgresql/postgresql-*.log",
             &format!("{}/postgresql.log", cluster.log_dir().display()),
