@@ -142,9 +142,6 @@ async fn a_fifo_log_and_kmsg_stall_neither_the_plugin_nor_its_neighbours() {
     // The FIFO is refused, the gzip file skipped, the text file read.
     assert_eq!(item["log_tail"], "ok:1:other\n");
     let items = collection.envelope.items();
-    let types: Vec<&str> = items
-        .iter()
-        .map(|m| m["type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = items.iter().map(|m| m["type"].as_str().unwrap()).collect();
     assert!(types.contains(&"sysstat"), "{types:?}");
 }

@@ -72,25 +72,60 @@ impl TestPki {
             openssl(
                 d,
                 &[
-                    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.crt"),
-                    "-subj", &format!("/CN=pganalytics test {name}"), "-days", "30",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.crt"),
+                    "-subj",
+                    &format!("/CN=pganalytics test {name}"),
+                    "-days",
+                    "30",
                 ],
             );
         }
         openssl(
             d,
             &[
-                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
             ],
         );
         std::fs::write(d.join("ext"), format!("subjectAltName={san}\n")).unwrap();
         openssl(
             d,
             &[
-                "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "server.crt", "-days", "30", "-extfile", "ext",
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "30",
+                "-extfile",
+                "ext",
             ],
         );
         Self { dir }
@@ -131,10 +166,22 @@ async fn every_sslmode_against_a_server_with_tls() {
     let section = |host: &str, extra: String| cluster.postgres_section_tcp(host, &extra);
 
     for (host, extra, expected) in [
-        ("localhost", format!("sslmode = \"verify-full\"\nsslrootcert = {ca:?}"), "ok:1:1"),
-        ("127.0.0.1", format!("sslmode = \"verify-ca\"\nsslrootcert = {ca:?}"), "ok:1:1"),
+        (
+            "localhost",
+            format!("sslmode = \"verify-full\"\nsslrootcert = {ca:?}"),
+            "ok:1:1",
+        ),
+        (
+            "127.0.0.1",
+            format!("sslmode = \"verify-ca\"\nsslrootcert = {ca:?}"),
+            "ok:1:1",
+        ),
         // libpq: require with a root certificate verifies the chain (not the name).
-        ("127.0.0.1", format!("sslmode = \"require\"\nsslrootcert = {ca:?}"), "ok:1:1"),
+        (
+            "127.0.0.1",
+            format!("sslmode = \"require\"\nsslrootcert = {ca:?}"),
+            "ok:1:1",
+        ),
         ("127.0.0.1", "sslmode = \"require\"".to_owned(), "ok:1:1"),
         ("127.0.0.1", "sslmode = \"prefer\"".to_owned(), "ok:1:1"),
         ("127.0.0.1", String::new(), "ok:1:1"),
@@ -146,16 +193,26 @@ async fn every_sslmode_against_a_server_with_tls() {
     }
 
     let results = probe(
-        &section("127.0.0.1", format!("sslmode = \"verify-full\"\nsslrootcert = {ca:?}")),
+        &section(
+            "127.0.0.1",
+            format!("sslmode = \"verify-full\"\nsslrootcert = {ca:?}"),
+        ),
         &[USES_TLS],
     )
     .await;
     expect_unavailable(&results, "verify-full, wrong host name", "verify-full");
-    expect_unavailable(&results, "verify-full, wrong host name", "not valid for name");
+    expect_unavailable(
+        &results,
+        "verify-full, wrong host name",
+        "not valid for name",
+    );
 
     for mode in ["verify-full", "verify-ca", "require"] {
         let results = probe(
-            &section("localhost", format!("sslmode = {mode:?}\nsslrootcert = {other_ca:?}")),
+            &section(
+                "localhost",
+                format!("sslmode = {mode:?}\nsslrootcert = {other_ca:?}"),
+            ),
             &[USES_TLS],
         )
         .await;
@@ -171,15 +228,26 @@ async fn a_server_without_tls_is_refused_unless_tls_is_only_preferred() {
         ..ClusterOptions::default()
     });
     let ca = pki.path("ca.crt").display().to_string();
-    for (extra, expected) in [("sslmode = \"prefer\"", "ok:0"), ("sslmode = \"disable\"", "ok:0")] {
-        let results = probe(&cluster.postgres_section_tcp("127.0.0.1", extra), &[USES_TLS]).await;
+    for (extra, expected) in [
+        ("sslmode = \"prefer\"", "ok:0"),
+        ("sslmode = \"disable\"", "ok:0"),
+    ] {
+        let results = probe(
+            &cluster.postgres_section_tcp("127.0.0.1", extra),
+            &[USES_TLS],
+        )
+        .await;
         expect_ok(&results, USES_TLS, expected, extra);
     }
     for extra in [
         "sslmode = \"require\"".to_owned(),
         format!("sslmode = \"verify-full\"\nsslrootcert = {ca:?}"),
     ] {
-        let results = probe(&cluster.postgres_section_tcp("localhost", &extra), &[USES_TLS]).await;
+        let results = probe(
+            &cluster.postgres_section_tcp("localhost", &extra),
+            &[USES_TLS],
+        )
+        .await;
         expect_unavailable(&results, &extra, "does not accept TLS connections");
     }
 }
@@ -213,7 +281,10 @@ fn a_value_larger_than_the_per_call_limit_is_refused_on_the_wire_and_memory_stay
     let config = write_config(dir.path(), &body);
     let mut child = Command::new(binary())
         .args(["collect", "--once", "--config", config.to_str().unwrap()])
-        .env("PGANALYTICS_LOG", std::env::var("PGANALYTICS_LOG").unwrap_or("warn".into()))
+        .env(
+            "PGANALYTICS_LOG",
+            std::env::var("PGANALYTICS_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -247,7 +318,10 @@ fn a_value_larger_than_the_per_call_limit_is_refused_on_the_wire_and_memory_stay
     let refused = results[huge].as_str().unwrap();
     assert!(
         refused.starts_with("too-large: ")
-            && refused.contains(&format!("message of {} bytes", 200 * 1024 * 1024 + 4 + 2 + 5)),
+            && refused.contains(&format!(
+                "message of {} bytes",
+                200 * 1024 * 1024 + 4 + 2 + 5
+            )),
         "{refused}\n{stderr}"
     );
     // Under the limit, and the connection after the refusal is a fresh one.
@@ -269,7 +343,10 @@ fn a_value_larger_than_the_per_call_limit_is_refused_on_the_wire_and_memory_stay
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_stats_runs_on_every_installed_major() {
     let majors = installed_server_bins();
-    assert!(!majors.is_empty(), "no PostgreSQL under /usr/lib/postgresql");
+    assert!(
+        !majors.is_empty(),
+        "no PostgreSQL under /usr/lib/postgresql"
+    );
     for (major, bin) in majors {
         let cluster = TestCluster::start_with(ClusterOptions {
             bin: Some(bin),

@@ -458,7 +458,9 @@ async fn probe_of(config: &config::Config, host: &PluginHost, name: &str) -> Val
 
 fn expect(results: &Value, cases: &[(&str, &str)], who: &str) {
     for (sql, expected) in cases {
-        let got = results[*sql].as_str().unwrap_or_else(|| panic!("{who}: no result for {sql}"));
+        let got = results[*sql]
+            .as_str()
+            .unwrap_or_else(|| panic!("{who}: no result for {sql}"));
         assert!(
             got.starts_with(expected),
             "{who}: {sql}\n  got:      {got}\n  expected: {expected}"
@@ -472,7 +474,10 @@ fn hostile_plugin(name: &str, grant: &str, statements: &[&str]) -> String {
 
 fn wal_lsn(cluster: &TestCluster) -> i64 {
     cluster
-        .psql("postgres", "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+        .psql(
+            "postgres",
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+        )
         .parse()
         .unwrap()
 }
@@ -484,24 +489,63 @@ async fn grants_bound_what_a_plugin_learns_and_no_session_state_crosses_plugins(
     cluster.psql("postgres", "CREATE DATABASE other");
     let emit = "SELECT pg_logical_emit_message(false, 'x', repeat('x', 1000000))";
     let narrow_cases: Vec<(&str, &str)> = vec![
-        (emit, "invalid: query refused: function `pg_logical_emit_message` is not on the read-only allow-list"),
-        ("SELECT pg_replication_slot_advance('s', '0/1')", "invalid: query refused: function `pg_replication_slot_advance` is not on"),
-        ("SELECT pg_stat_reset()", "invalid: query refused: function `pg_stat_reset` is not on"),
-        ("SELECT pg_stat_statements_reset()", "invalid: query refused: function `pg_stat_statements_reset` is not on"),
-        ("SELECT setseed(0.5)", "invalid: query refused: function `setseed` is not on"),
-        ("SELECT query FROM pg_stat_activity WHERE datname = 'other'", "invalid: query refused: relation `pg_stat_activity` shows other databases"),
-        ("SELECT * FROM pg_stat_get_activity(NULL)", "invalid: query refused: function `pg_stat_get_activity` shows other databases"),
-        ("SELECT query FROM pg_stat_statements", "invalid: query refused: relation `pg_stat_statements`"),
-        ("SELECT current_setting('primary_conninfo')", "invalid: query refused: setting `primary_conninfo` may hold a secret"),
-        ("SELECT * FROM pg_catalog.\"pg_authid\"", "invalid: query refused: relation `pg_authid` holds secrets"),
+        (
+            emit,
+            "invalid: query refused: function `pg_logical_emit_message` is not on the read-only allow-list",
+        ),
+        (
+            "SELECT pg_replication_slot_advance('s', '0/1')",
+            "invalid: query refused: function `pg_replication_slot_advance` is not on",
+        ),
+        (
+            "SELECT pg_stat_reset()",
+            "invalid: query refused: function `pg_stat_reset` is not on",
+        ),
+        (
+            "SELECT pg_stat_statements_reset()",
+            "invalid: query refused: function `pg_stat_statements_reset` is not on",
+        ),
+        (
+            "SELECT setseed(0.5)",
+            "invalid: query refused: function `setseed` is not on",
+        ),
+        (
+            "SELECT query FROM pg_stat_activity WHERE datname = 'other'",
+            "invalid: query refused: relation `pg_stat_activity` shows other databases",
+        ),
+        (
+            "SELECT * FROM pg_stat_get_activity(NULL)",
+            "invalid: query refused: function `pg_stat_get_activity` shows other databases",
+        ),
+        (
+            "SELECT query FROM pg_stat_statements",
+            "invalid: query refused: relation `pg_stat_statements`",
+        ),
+        (
+            "SELECT current_setting('primary_conninfo')",
+            "invalid: query refused: setting `primary_conninfo` may hold a secret",
+        ),
+        (
+            "SELECT * FROM pg_catalog.\"pg_authid\"",
+            "invalid: query refused: relation `pg_authid` holds secrets",
+        ),
         ("SELECT current_setting('server_version_num')", "ok:1:"),
         ("SELECT count(*) FROM pg_class", "ok:1:"),
     ];
     let wide_cases: Vec<(&str, &str)> = vec![
-        ("SELECT count(*) FROM pg_stat_activity WHERE datname = 'other'", "ok:1:"),
+        (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'other'",
+            "ok:1:",
+        ),
         ("SELECT current_setting('primary_conninfo')", "ok:1"),
-        ("TABLE pg_authid", "invalid: query refused: relation `pg_authid` holds secrets"),
-        ("SELECT rolpassword FROM pg_shadow", "invalid: query refused: relation `pg_shadow` holds secrets"),
+        (
+            "TABLE pg_authid",
+            "invalid: query refused: relation `pg_authid` holds secrets",
+        ),
+        (
+            "SELECT rolpassword FROM pg_shadow",
+            "invalid: query refused: relation `pg_shadow` holds secrets",
+        ),
         ("SELECT setseed(0.5)::text", "ok:1"),
     ];
     let narrow: Vec<&str> = narrow_cases.iter().map(|(s, _)| *s).collect();
@@ -521,7 +565,11 @@ async fn grants_bound_what_a_plugin_learns_and_no_session_state_crosses_plugins(
     let host = host(&config);
 
     let wal_before = wal_lsn(&cluster);
-    expect(&probe_of(&config, &host, "narrow").await, &narrow_cases, "narrow");
+    expect(
+        &probe_of(&config, &host, "narrow").await,
+        &narrow_cases,
+        "narrow",
+    );
     assert!(
         wal_lsn(&cluster) - wal_before < 500_000,
         "the refused 1 MB WAL message was never written"
@@ -533,7 +581,10 @@ async fn grants_bound_what_a_plugin_learns_and_no_session_state_crosses_plugins(
     let next = probe_of(&config, &host, "next").await;
     let drawn = next["SELECT random()"].as_str().unwrap();
     assert!(drawn.starts_with("ok:1:"), "{drawn}");
-    assert_ne!(drawn, seeded, "plugin `next` drew from the seed plugin `wide` set");
+    assert_ne!(
+        drawn, seeded,
+        "plugin `next` drew from the seed plugin `wide` set"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,11 +593,26 @@ async fn a_superuser_role_is_refused_unless_allowed_and_secrets_stay_refused_whe
     cluster.psql("postgres", "CREATE DATABASE app");
     cluster.psql("postgres", "CREATE ROLE su LOGIN SUPERUSER");
     let cases: Vec<(&str, &str)> = vec![
-        ("SELECT rolpassword FROM pg_authid", "invalid: query refused: relation `pg_authid` holds secrets"),
-        ("SELECT * FROM pg_hba_file_rules", "invalid: query refused: relation `pg_hba_file_rules` holds secrets"),
-        ("SELECT * FROM pg_file_settings", "invalid: query refused: relation `pg_file_settings` holds secrets"),
-        ("SELECT pg_logical_emit_message(false, 'x', 'y')", "invalid: query refused: function `pg_logical_emit_message` is not on"),
-        ("SELECT pg_stat_reset()", "invalid: query refused: function `pg_stat_reset` is not on"),
+        (
+            "SELECT rolpassword FROM pg_authid",
+            "invalid: query refused: relation `pg_authid` holds secrets",
+        ),
+        (
+            "SELECT * FROM pg_hba_file_rules",
+            "invalid: query refused: relation `pg_hba_file_rules` holds secrets",
+        ),
+        (
+            "SELECT * FROM pg_file_settings",
+            "invalid: query refused: relation `pg_file_settings` holds secrets",
+        ),
+        (
+            "SELECT pg_logical_emit_message(false, 'x', 'y')",
+            "invalid: query refused: function `pg_logical_emit_message` is not on",
+        ),
+        (
+            "SELECT pg_stat_reset()",
+            "invalid: query refused: function `pg_stat_reset` is not on",
+        ),
         ("SELECT 1", "ok:1:1"),
     ];
     let statements: Vec<&str> = cases.iter().map(|(s, _)| *s).collect();
@@ -556,8 +622,11 @@ async fn a_superuser_role_is_refused_unless_allowed_and_secrets_stay_refused_whe
     let plugin_toml = hostile_plugin("su_probe", "cluster = true", &statements);
 
     let dir = tempfile::tempdir().unwrap();
-    let refused = config::load(&write_config(dir.path(), &format!("{section}\n{plugin_toml}")))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let refused = config::load(&write_config(
+        dir.path(),
+        &format!("{section}\n{plugin_toml}"),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     let results = probe_of(&refused, &host(&refused), "su_probe").await;
     for (sql, _) in &cases {
         let got = results[*sql].as_str().unwrap();
@@ -584,9 +653,14 @@ async fn a_superuser_role_is_refused_unless_allowed_and_secrets_stay_refused_whe
         dir.path(),
         &format!(
             "{}\n{plugin_toml}",
-            cluster.postgres_section().replace("user = \"pganalytics\"", "user = \"postgres\"")
+            cluster
+                .postgres_section()
+                .replace("user = \"pganalytics\"", "user = \"postgres\"")
         ),
     );
-    let error = config::load(&named).err().expect("user = \"postgres\" is refused").to_string();
+    let error = config::load(&named)
+        .err()
+        .expect("user = \"postgres\" is refused")
+        .to_string();
     assert!(error.contains("allow_superuser = true"), "{error}");
 }

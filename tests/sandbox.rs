@@ -177,10 +177,7 @@ async fn hostile_plugins_are_contained_with_named_errors_while_sysstat_delivers(
 
     // The well-behaved plugin delivers, and only its items (plus accepted probes) are in the envelope.
     let items = collection.envelope.items();
-    let types: Vec<&str> = items
-        .iter()
-        .map(|m| m["type"].as_str().unwrap())
-        .collect();
+    let types: Vec<&str> = items.iter().map(|m| m["type"].as_str().unwrap()).collect();
     assert!(types.contains(&"sysstat"), "{types:?}");
     assert!(
         !types.contains(&"flood") && !types.contains(&"x"),
@@ -333,10 +330,10 @@ fn component_importing(interface: &str, name: &str) -> Vec<u8> {
     };
     let mut instance = InstanceType::new();
     instance
-            .ty()
-            .function()
-            .params(Vec::<(&str, wasm_encoder::ComponentValType)>::new())
-            .result(None);
+        .ty()
+        .function()
+        .params(Vec::<(&str, wasm_encoder::ComponentValType)>::new())
+        .result(None);
     instance.export(name, ComponentTypeRef::Func(0));
     let mut types = ComponentTypeSection::new();
     types.instance(&instance);
@@ -468,7 +465,11 @@ async fn a_full_instance_pool_is_host_busy_for_the_runs_that_find_it_full() {
     let config = config::load(&write_config(dir.path(), &body)).unwrap_or_else(|e| panic!("{e}"));
     let host = PluginHost::new(&config.host_setup()).unwrap();
     let warm = pipeline::collect_once(&config, &host, &["warm".to_owned()]).await;
-    assert!(matches!(warm.outcomes[0].1, Outcome::Accepted(_)), "{:?}", warm.outcomes);
+    assert!(
+        matches!(warm.outcomes[0].1, Outcome::Accepted(_)),
+        "{:?}",
+        warm.outcomes
+    );
     let ticks: Vec<String> = (0..PLUGINS).map(|i| format!("tick{i}")).collect();
     let collection = pipeline::collect_once(&config, &host, &ticks).await;
     let (mut busy, mut accepted) = (0, 0);
@@ -478,7 +479,10 @@ async fn a_full_instance_pool_is_host_busy_for_the_runs_that_find_it_full() {
                 assert_eq!(e.reason(), "host_busy");
                 assert!(e.is_host_side());
                 let text = e.to_string();
-                assert!(text.contains(&format!("`{name}`")) && text.contains("busy"), "{text}");
+                assert!(
+                    text.contains(&format!("`{name}`")) && text.contains("busy"),
+                    "{text}"
+                );
                 busy += 1;
             }
             Outcome::Accepted(_) => accepted += 1,

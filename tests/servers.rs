@@ -53,7 +53,10 @@ async fn two_servers_in_one_agent() {
         b.psql("postgres", &format!("CREATE DATABASE {db}"));
     }
     b.psql("beta_app", "CREATE EXTENSION pg_stat_statements");
-    b.psql("beta_app", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)");
+    b.psql(
+        "beta_app",
+        "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)",
+    );
     for _ in 0..3 {
         b.psql("beta_app", "SELECT count(*) FROM t WHERE id > 5");
     }
@@ -99,7 +102,9 @@ async fn two_servers_in_one_agent() {
         if item["type"] == "pg_stats" {
             let database = item["database"].as_str().unwrap().to_owned();
             assert!(
-                seen.entry(server.clone()).or_default().insert(database.clone()),
+                seen.entry(server.clone())
+                    .or_default()
+                    .insert(database.clone()),
                 "{server}: {database} twice"
             );
         }
@@ -140,11 +145,13 @@ async fn two_servers_in_one_agent() {
         items.len(),
         "the pushed envelope holds the same items"
     );
-    assert!(envelope["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|i| i["server"] == "default" || i["server"] == "b"));
+    assert!(
+        envelope["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["server"] == "default" || i["server"] == "b")
+    );
 
     // `pganalytics check`: one line per server, both reached.
     let (code, stdout, stderr) = run_cli(&["check", "--config", path.to_str().unwrap()]);
@@ -163,8 +170,14 @@ async fn two_servers_in_one_agent() {
     }
 
     // A grant naming a server the config lacks is refused when the config is loaded.
-    let bad = format!("{}\n{}", a.postgres_section(), pg_stats("pg_stats_c", Some("c")));
-    let error = config::load(&write_config(dir.path(), &bad)).unwrap_err().to_string();
+    let bad = format!(
+        "{}\n{}",
+        a.postgres_section(),
+        pg_stats("pg_stats_c", Some("c"))
+    );
+    let error = config::load(&write_config(dir.path(), &bad))
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("`plugins.pg_stats_c.grants.postgres.server`")
             && error.contains("no PostgreSQL server `c`"),

@@ -473,7 +473,10 @@ fn run_unit_command(unit: &Unit, account: &Account) -> Result<(), String> {
             format!("host = {:?}", cluster.socket_dir().display().to_string()),
         ),
         // The line of [postgres] itself, not the commented example of another server.
-        ("\nport = 5432\n".to_owned(), format!("\nport = {}\n", cluster.port)),
+        (
+            "\nport = 5432\n".to_owned(),
+            format!("\nport = {}\n", cluster.port),
+        ),
         (
             "url = \"https://localhost:8443\"".to_owned(),
             format!("url = {:?}", backend.url()),
@@ -615,7 +618,9 @@ fn run_unit_command(unit: &Unit, account: &Account) -> Result<(), String> {
     })();
     if result.is_err() {
         if let Some(pid) = seen_pid.get() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         let _ = child.kill();
         let _ = child.wait();

@@ -426,7 +426,11 @@ impl<'a> Checker<'a> {
             } else {
                 format!(
                     "configured: {}",
-                    servers.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                    servers
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             self.problem(

@@ -211,11 +211,13 @@ databases = []
         let setup = config.host_setup();
         assert_eq!(setup.capabilities.postgres.len(), 2);
 
-        let missing = |text: &str| -> Vec<String> {
-            problems(text).iter().map(|p| p.to_string()).collect()
-        };
+        let missing =
+            |text: &str| -> Vec<String> { problems(text).iter().map(|p| p.to_string()).collect() };
         // A named server that does not exist.
-        let rendered = missing(&format!("[postgres]\nhost = \"/run/a\"\n{}", plugin("pc", Some("c"))));
+        let rendered = missing(&format!(
+            "[postgres]\nhost = \"/run/a\"\n{}",
+            plugin("pc", Some("c"))
+        ));
         assert_eq!(rendered.len(), 1, "{rendered:#?}");
         assert!(
             rendered[0].contains("`plugins.pc.grants.postgres.server`")
@@ -223,7 +225,10 @@ databases = []
             "{rendered:#?}"
         );
         // The implicit `default` when only named servers exist.
-        let rendered = missing(&format!("[postgres.servers.b]\nport = 1\n{}", plugin("pa", None)));
+        let rendered = missing(&format!(
+            "[postgres.servers.b]\nport = 1\n{}",
+            plugin("pa", None)
+        ));
         assert!(
             rendered[0].contains("`plugins.pa.grants.postgres.server`")
                 && rendered[0].contains("`default` (configured: b)"),
@@ -231,13 +236,22 @@ databases = []
         );
         // A named server with no `[postgres]` at all.
         let rendered = missing(&plugin("pb", Some("b")));
-        assert!(rendered[0].contains("has no `[postgres]` section"), "{rendered:#?}");
+        assert!(
+            rendered[0].contains("has no `[postgres]` section"),
+            "{rendered:#?}"
+        );
         // No `[postgres]` and no server named: as before, the calls fail at run time.
         assert!(parse(&plugin("pa", None), path).is_ok());
         // A bad `[postgres]` is reported once, at its own key, not again at each grant.
-        let rendered = missing(&format!("[postgres.servers.B]\nport = 1\n{}", plugin("pb", Some("b"))));
+        let rendered = missing(&format!(
+            "[postgres.servers.B]\nport = 1\n{}",
+            plugin("pb", Some("b"))
+        ));
         assert_eq!(rendered.len(), 1, "{rendered:#?}");
-        assert!(rendered[0].contains("`postgres.servers.B`"), "{rendered:#?}");
+        assert!(
+            rendered[0].contains("`postgres.servers.B`"),
+            "{rendered:#?}"
+        );
     }
 
     #[test]

@@ -95,7 +95,11 @@ mod tests {
         else {
             panic!("not a denial");
         };
-        assert!(message.len() < 2 * guest_text::MAX_GUEST_TEXT_BYTES, "{}", message.len());
+        assert!(
+            message.len() < 2 * guest_text::MAX_GUEST_TEXT_BYTES,
+            "{}",
+            message.len()
+        );
         assert!(!message.contains('\n'), "{message}");
         assert!(message.contains("self/environ\\n2026"), "{message}");
         assert!(message.contains("…[cut, "), "{message}");

@@ -250,7 +250,10 @@ mod tests {
         // Each written line cost 1 byte of text plus the overhead.
         assert_eq!(written % (1 + LINE_OVERHEAD_BYTES), 0);
         let written_lines = written / (1 + LINE_OVERHEAD_BYTES);
-        assert!(written_lines < (64 << 10) / LINE_OVERHEAD_BYTES, "{written_lines}");
+        assert!(
+            written_lines < (64 << 10) / LINE_OVERHEAD_BYTES,
+            "{written_lines}"
+        );
         assert!(state.dropped_bytes >= (1 << 20) - (64 << 10));
     }
 

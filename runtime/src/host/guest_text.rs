@@ -98,7 +98,10 @@ mod tests {
     fn long_text_is_cut_with_a_marker_naming_what_was_left_out() {
         let long = "x".repeat(16 << 20);
         let out = cut(&long, 100);
-        assert_eq!(out, format!("{}…[cut, {} bytes]", "x".repeat(100), (16 << 20) - 100));
+        assert_eq!(
+            out,
+            format!("{}…[cut, {} bytes]", "x".repeat(100), (16 << 20) - 100)
+        );
         assert!(out.len() <= 100 + MAX_MARKER_BYTES);
         // Escapes count toward the cut: the output is bounded whatever the input.
         let newlines = "\n".repeat(1000);

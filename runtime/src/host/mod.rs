@@ -14,8 +14,8 @@ pub mod audit;
 pub mod bindings;
 pub mod blocking;
 pub mod budget;
-pub mod guest_text;
 pub mod capability;
+pub mod guest_text;
 #[macro_use]
 mod registry;
 pub mod run;

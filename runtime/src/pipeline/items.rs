@@ -107,7 +107,10 @@ impl Serialize for Items {
 }
 
 /// Serializes several runs' items as one JSON array (the envelope's `metrics`).
-pub fn serialize_items_flat<S: Serializer>(runs: &[Items], serializer: S) -> Result<S::Ok, S::Error> {
+pub fn serialize_items_flat<S: Serializer>(
+    runs: &[Items],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     let mut seq = serializer.serialize_seq(Some(runs.iter().map(Items::len).sum()))?;
     for run in runs {
         run.serialize_into(&mut seq)?;
@@ -145,9 +148,9 @@ impl Serialize for Stamped<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut de = serde_json::Deserializer::from_str(self.item.get());
         // Validated as an object without a `server` field when the items were made.
-        let fields = de
-            .deserialize_map(TopLevel)
-            .map_err(|e| serde::ser::Error::custom(format!("item changed after validation: {e}")))?;
+        let fields = de.deserialize_map(TopLevel).map_err(|e| {
+            serde::ser::Error::custom(format!("item changed after validation: {e}"))
+        })?;
         let mut map = serializer.serialize_map(Some(fields.len() + 1))?;
         map.serialize_entry(SERVER_FIELD, self.server)?;
         for (key, value) in &fields {

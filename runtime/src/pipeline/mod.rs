@@ -86,14 +86,13 @@ pub async fn collect(host: &PluginHost, plugin: &LoadedPlugin) -> Result<Accepte
     let output = host.run(plugin).await?;
     // The host, not the guest, says which server the items come from.
     let server = plugin.config.grants.postgres.as_deref().map(|g| g.server());
-    let items = validate::validate_output(output.json, &plugin.config.emits, server).map_err(
-        |reason| {
+    let items =
+        validate::validate_output(output.json, &plugin.config.emits, server).map_err(|reason| {
             RunError::InvalidOutput {
                 plugin: plugin.name().to_owned(),
                 reason,
             }
-        },
-    )?;
+        })?;
     Ok(Accepted {
         items,
         timing: output.timing,

@@ -326,7 +326,6 @@ impl<'de> Visitor<'de> for OutputVisitor<'_> {
     unexpected_others!();
 }
 
-
 /// What the first pass over an item learns: its `type` and whether its `timestamp` is good.
 #[derive(Default)]
 struct Header<'de> {
@@ -338,15 +337,31 @@ struct Header<'de> {
 
 /// Checks one item (the raw JSON text of one element of the output array); `stamped`: the
 /// host stamps `server`, so the item may not have it.
-fn check_item(index: usize, item: &str, emits: &BTreeSet<String>, stamped: bool) -> Result<(), String> {
+fn check_item(
+    index: usize,
+    item: &str,
+    emits: &BTreeSet<String>,
+    stamped: bool,
+) -> Result<(), String> {
     let problem = Problem::default();
     let mut de = serde_json::Deserializer::from_str(item);
     let header = de
-        .deserialize_any(HeaderVisitor { index, problem: &problem })
-        .map_err(|_| problem.take().unwrap_or_else(|| format!("item {index}: not valid JSON")))?;
+        .deserialize_any(HeaderVisitor {
+            index,
+            problem: &problem,
+        })
+        .map_err(|_| {
+            problem
+                .take()
+                .unwrap_or_else(|| format!("item {index}: not valid JSON"))
+        })?;
     let item_type = match header.item_type {
         Some(Ok(t)) => t,
-        Some(Err(found)) => return Err(format!("item {index}: `type` must be a string, got {found}")),
+        Some(Err(found)) => {
+            return Err(format!(
+                "item {index}: `type` must be a string, got {found}"
+            ));
+        }
         None => return Err(format!("item {index}: missing `type`")),
     };
     if !emits.contains(item_type.as_ref()) {
@@ -382,7 +397,9 @@ fn check_item(index: usize, item: &str, emits: &BTreeSet<String>, stamped: bool)
         }
         .deserialize(&mut de)
         .map_err(|_| {
-            let why = problem.take().unwrap_or_else(|| "not valid JSON".to_owned());
+            let why = problem
+                .take()
+                .unwrap_or_else(|| "not valid JSON".to_owned());
             format!("item {index} (`{item_type}`): {why}")
         })?;
     }
@@ -755,7 +772,8 @@ mod tests {
 
     #[test]
     fn a_complete_sysstat_item_passes() {
-        let items = validate_output(json!([sysstat()]).to_string(), &emits(&["sysstat"]), None).unwrap();
+        let items =
+            validate_output(json!([sysstat()]).to_string(), &emits(&["sysstat"]), None).unwrap();
         assert_eq!(items.len(), 1);
     }
 
@@ -827,7 +845,9 @@ mod tests {
         for bad in ["9223372036854775808", "1.5", "1e3", "\"1\""] {
             let err = validate_output(item(bad), &only, None).unwrap_err();
             assert!(
-                err.contains("field `queries[0].hash` must be an integer within the signed 64-bit range"),
+                err.contains(
+                    "field `queries[0].hash` must be an integer within the signed 64-bit range"
+                ),
                 "{bad}: {err}"
             );
         }
@@ -837,7 +857,8 @@ mod tests {
     fn guest_text_in_errors_is_cut_and_escaped() {
         let only = emits(&["sysstat"]);
         let long_type = format!("x\\n{}", "y".repeat(1 << 20));
-        let err = validate_output(format!(r#"[{{"type":"{long_type}"}}]"#), &only, None).unwrap_err();
+        let err =
+            validate_output(format!(r#"[{{"type":"{long_type}"}}]"#), &only, None).unwrap_err();
         assert!(err.len() < 1024 && !err.contains('\n'), "{err}");
         let long_ts = "z".repeat(1 << 20);
         let out = format!(r#"[{{"type":"sysstat","timestamp":"{long_ts}"}}]"#);
@@ -996,7 +1017,12 @@ mod tests {
         for ((name, output), server) in [("pg_log", pg_log), ("many small items", many)]
             .into_iter()
             // The longest server name there can be.
-            .flat_map(|run| [(run.clone(), None), (run, Some("abcdefghijklmnopqrstuvwxyz-01234"))])
+            .flat_map(|run| {
+                [
+                    (run.clone(), None),
+                    (run, Some("abcdefghijklmnopqrstuvwxyz-01234")),
+                ]
+            })
         {
             let size = output.len();
             // As lifted from the guest: no spare capacity.
@@ -1010,7 +1036,8 @@ mod tests {
                 log_level: "info".into(),
                 listen: None,
                 listen_public: false,
-                unhealthy_after_push_intervals: crate::config::DEFAULT_UNHEALTHY_AFTER_PUSH_INTERVALS,
+                unhealthy_after_push_intervals:
+                    crate::config::DEFAULT_UNHEALTHY_AFTER_PUSH_INTERVALS,
                 cache_dir: None,
             };
             let (batch, peak) = counting::peak(size, || {
@@ -1024,7 +1051,10 @@ mod tests {
                 "{name} (server {server:?}): {size} bytes of output, heap peak {peak} bytes \
                  ({ratio:.2}x), {batch:?}"
             );
-            assert!(peak < 3 * size, "{name} ({server:?}): peak {peak} for {size} bytes ({ratio:.2}x)");
+            assert!(
+                peak < 3 * size,
+                "{name} ({server:?}): peak {peak} for {size} bytes ({ratio:.2}x)"
+            );
         }
     }
 }

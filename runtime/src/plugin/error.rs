@@ -131,7 +131,9 @@ pub enum RunError {
     /// The host had no room for the run (every slot of the shared instance pool was taken by
     /// runs of other plugins). Not the plugin's fault: it is not backed off, and runs again at
     /// its next interval.
-    #[error("plugin `{plugin}` was not run: the host is busy ({message}); it runs again at its next interval")]
+    #[error(
+        "plugin `{plugin}` was not run: the host is busy ({message}); it runs again at its next interval"
+    )]
     HostBusy { plugin: String, message: String },
 }
 

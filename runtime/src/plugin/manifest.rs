@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
 use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
 
 use crate::host::bindings::CollectorPre;
 use crate::host::{self, Capability};
@@ -135,7 +135,10 @@ mod tests {
     /// The collectors this repository ships pass (when they were built).
     #[test]
     fn shipped_collectors_are_runnable() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/target/wasm32-wasip2/release");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../guests/target/wasm32-wasip2/release"
+        );
         for name in ["sysstat", "disk", "pg_log", "pg_stats"] {
             let path = format!("{dir}/{name}.wasm");
             let Ok(bytes) = std::fs::read(&path) else {

@@ -455,7 +455,9 @@ fn classify_trap(
             // its name section): cut and escaped like any guest text.
             let mut message = match other {
                 Some(trap) => trap.to_string(),
-                None => guest_text::cut(&format!("{error:#}"), 4 * guest_text::MAX_GUEST_TEXT_BYTES),
+                None => {
+                    guest_text::cut(&format!("{error:#}"), 4 * guest_text::MAX_GUEST_TEXT_BYTES)
+                }
             };
             // A Rust guest prints its panic message to stderr right before it aborts.
             let stderr = budget.stderr_tail(guest_text::MAX_GUEST_TEXT_BYTES);

@@ -147,12 +147,20 @@ impl Structure {
         [
             ("functions", self.functions, MAX_FUNCTIONS),
             ("bytes of code", self.code_bytes, MAX_CODE_BYTES),
-            ("bytes in one function body", self.largest_function_bytes, MAX_FUNCTION_BODY_BYTES),
+            (
+                "bytes in one function body",
+                self.largest_function_bytes,
+                MAX_FUNCTION_BODY_BYTES,
+            ),
             ("core modules", self.core_modules, MAX_CORE_MODULES),
             ("core instances", self.core_instances, MAX_CORE_INSTANCES),
             ("linear memories", self.memories, MAX_MEMORIES),
             ("tables", self.tables, MAX_TABLES),
-            ("nested components", self.nested_components, MAX_NESTED_COMPONENTS),
+            (
+                "nested components",
+                self.nested_components,
+                MAX_NESTED_COMPONENTS,
+            ),
         ]
         .into_iter()
         .filter(|(_, count, max)| count > max)
@@ -196,7 +204,9 @@ pub(crate) mod tests {
     pub(crate) fn module(functions: u32, memories: u32, tables: u32) -> Module {
         let mut module = Module::new();
         let mut types = TypeSection::new();
-        types.ty().function(Vec::<ValType>::new(), Vec::<ValType>::new());
+        types
+            .ty()
+            .function(Vec::<ValType>::new(), Vec::<ValType>::new());
         module.section(&types);
         let mut funcs = FunctionSection::new();
         for _ in 0..functions {
@@ -251,7 +261,13 @@ pub(crate) mod tests {
     fn counts_what_instantiation_will_create() {
         let s = Structure::survey(&component(&module(3, 1, 2), 5)).unwrap();
         assert_eq!(
-            (s.functions, s.core_modules, s.core_instances, s.memories, s.tables),
+            (
+                s.functions,
+                s.core_modules,
+                s.core_instances,
+                s.memories,
+                s.tables
+            ),
             (3, 1, 5, 5, 10)
         );
         assert!(s.exceeded().iter().any(|e| e.what == "linear memories"));
@@ -260,13 +276,24 @@ pub(crate) mod tests {
     #[test]
     fn each_cap_is_named_with_its_count() {
         let cases = [
-            (component(&module(1, 1, 0), 127), vec!["core instances", "linear memories"]),
+            (
+                component(&module(1, 1, 0), 127),
+                vec!["core instances", "linear memories"],
+            ),
             (component(&module(0, 0, 1), 17), vec!["tables"]),
-            (component(&module(MAX_FUNCTIONS as u32 + 1, 0, 0), 0), vec!["functions"]),
+            (
+                component(&module(MAX_FUNCTIONS as u32 + 1, 0, 0), 0),
+                vec!["functions"],
+            ),
         ];
         for (bytes, expected) in cases {
-            let err = check("hostile", Path::new("h.wasm"), &bytes).unwrap_err().to_string();
-            assert!(err.contains("plugin `hostile`") && err.contains("h.wasm"), "{err}");
+            let err = check("hostile", Path::new("h.wasm"), &bytes)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("plugin `hostile`") && err.contains("h.wasm"),
+                "{err}"
+            );
             for what in expected {
                 assert!(err.contains(what), "{what}: {err}");
             }
@@ -275,7 +302,9 @@ pub(crate) mod tests {
         for _ in 0..=MAX_CORE_MODULES {
             many.section(&ModuleSection(&module(0, 0, 0)));
         }
-        let err = check("m", Path::new("m.wasm"), &many.finish()).unwrap_err().to_string();
+        let err = check("m", Path::new("m.wasm"), &many.finish())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("17 core modules (max 16)"), "{err}");
     }
 
@@ -283,7 +312,9 @@ pub(crate) mod tests {
     fn a_huge_function_body_or_code_section_is_refused() {
         let mut m = Module::new();
         let mut types = TypeSection::new();
-        types.ty().function(Vec::<ValType>::new(), Vec::<ValType>::new());
+        types
+            .ty()
+            .function(Vec::<ValType>::new(), Vec::<ValType>::new());
         m.section(&types);
         let mut funcs = FunctionSection::new();
         funcs.function(0);
@@ -305,7 +336,10 @@ pub(crate) mod tests {
     /// The collectors and fixtures this repository ships use a small part of every cap.
     #[test]
     fn shipped_guests_pass_by_a_wide_margin() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../guests/target/wasm32-wasip2/release");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../guests/target/wasm32-wasip2/release"
+        );
         let Ok(entries) = std::fs::read_dir(dir) else {
             eprintln!("no guests built in {dir}; skipped");
             return;
@@ -318,9 +352,21 @@ pub(crate) mod tests {
             }
             let s = Structure::survey(&std::fs::read(&path).unwrap()).unwrap();
             eprintln!("{}: {s:?}", path.display());
-            assert!(s.functions * 10 < MAX_FUNCTIONS, "{}: {s:?}", path.display());
-            assert!(s.code_bytes * 4 < MAX_CODE_BYTES, "{}: {s:?}", path.display());
-            assert!(s.core_instances * 2 <= MAX_CORE_INSTANCES, "{}: {s:?}", path.display());
+            assert!(
+                s.functions * 10 < MAX_FUNCTIONS,
+                "{}: {s:?}",
+                path.display()
+            );
+            assert!(
+                s.code_bytes * 4 < MAX_CODE_BYTES,
+                "{}: {s:?}",
+                path.display()
+            );
+            assert!(
+                s.core_instances * 2 <= MAX_CORE_INSTANCES,
+                "{}: {s:?}",
+                path.display()
+            );
             assert!(s.memories * 2 <= MAX_MEMORIES, "{}: {s:?}", path.display());
             assert!(s.tables * 2 <= MAX_TABLES, "{}: {s:?}", path.display());
             seen += 1;

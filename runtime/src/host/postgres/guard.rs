@@ -310,9 +310,7 @@ mod tests {
 
     #[test]
     fn the_shipped_pg_stats_statements_pass_with_cluster() {
-        let sources = [
-            include_str!("../../../../guests/pg_stats/src/sql.rs"),
-        ];
+        let sources = [include_str!("../../../../guests/pg_stats/src/sql.rs")];
         // Every statement of the guest, as it reaches the host (pg_stat_statements layout of
         // PostgreSQL 13 to 16; the others differ by column names only).
         let statements = [
@@ -462,19 +460,34 @@ mod tests {
         for (sql, expected) in [
             ("SELECT 1 OPERATOR(public.+) 1", "operator `public.+`"),
             ("SELECT a === b FROM t", "operator `===`"),
-            ("SELECT a FROM t WHERE a OPERATOR(myschema.=) ANY (SELECT 1)", "myschema.="),
-            ("SELECT a FROM t WHERE a <=> ALL (SELECT 1)", "operator `<=>`"),
+            (
+                "SELECT a FROM t WHERE a OPERATOR(myschema.=) ANY (SELECT 1)",
+                "myschema.=",
+            ),
+            (
+                "SELECT a FROM t WHERE a <=> ALL (SELECT 1)",
+                "operator `<=>`",
+            ),
             ("SELECT 'x'::myschema.mydomain", "type `myschema.mydomain`"),
             ("SELECT CAST(1 AS mydomain)", "type `mydomain`"),
             ("SELECT '(1)'::public.t", "type `public.t`"),
-            ("SELECT * FROM t TABLESAMPLE system_rows (10)", "TABLESAMPLE method `system_rows`"),
-            ("SELECT * FROM t TABLESAMPLE public.system (10)", "`public.system`"),
+            (
+                "SELECT * FROM t TABLESAMPLE system_rows (10)",
+                "TABLESAMPLE method `system_rows`",
+            ),
+            (
+                "SELECT * FROM t TABLESAMPLE public.system (10)",
+                "`public.system`",
+            ),
         ] {
             let why = refused(sql);
             assert!(why.contains(expected), "{sql}: {why}");
         }
         assert_eq!(check("SELECT 1 OPERATOR(pg_catalog.+) 1", DATABASE), Ok(()));
-        assert_eq!(check("SELECT 'pg_class'::regclass::oid, 'now'::regproc", DATABASE), Ok(()));
+        assert_eq!(
+            check("SELECT 'pg_class'::regclass::oid, 'now'::regproc", DATABASE),
+            Ok(())
+        );
     }
 
     #[test]

@@ -92,7 +92,11 @@ impl HostCapability for Postgres {
         )
     }
 
-    fn context(grant: Option<Arc<PostgresGrant>>, pools: &Self::Shared, run: &RunInfo) -> PostgresCtx {
+    fn context(
+        grant: Option<Arc<PostgresGrant>>,
+        pools: &Self::Shared,
+        run: &RunInfo,
+    ) -> PostgresCtx {
         // The pool of the server the grant names, and no other.
         let pool = grant
             .as_deref()
@@ -179,7 +183,9 @@ fn is_function_name(entry: &str) -> bool {
     let parts: Vec<&str> = entry.split('.').collect();
     parts.len() <= 2
         && parts.iter().all(|part| {
-            part.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
                 && part
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
@@ -504,7 +510,10 @@ fn connect_error(settings: &PostgresConfig, error: ConnectError) -> Error {
         if settings.name == DEFAULT_SERVER && settings.section == "postgres" {
             message
         } else {
-            format!("PostgreSQL server `{}` ([{}]): {message}", settings.name, settings.section)
+            format!(
+                "PostgreSQL server `{}` ([{}]): {message}",
+                settings.name, settings.section
+            )
         }
     };
     match error {
@@ -1025,7 +1034,9 @@ mod tests {
     fn connection_errors_of_a_named_server_name_it() {
         let mut settings = PostgresConfig::unreachable_for_tests();
         let refused = || ConnectError::Unavailable("connection refused".into());
-        assert!(matches!(connect_error(&settings, refused()), Error::Unavailable(m) if m == "connection refused"));
+        assert!(
+            matches!(connect_error(&settings, refused()), Error::Unavailable(m) if m == "connection refused")
+        );
         settings.name = "b".into();
         settings.section = "postgres.servers.b".into();
         assert!(matches!(
@@ -1033,6 +1044,8 @@ mod tests {
             Error::Unavailable(m) if m == "PostgreSQL server `b` ([postgres.servers.b]): connection refused"
         ));
         let missing = ConnectError::NoSuchDatabase("database \"x\" does not exist".into());
-        assert!(matches!(connect_error(&settings, missing), Error::NotFound(m) if m.starts_with("PostgreSQL server `b`")));
+        assert!(
+            matches!(connect_error(&settings, missing), Error::NotFound(m) if m.starts_with("PostgreSQL server `b`"))
+        );
     }
 }

@@ -815,8 +815,16 @@ mod tests {
                 "postgres.servers.x.servers",
             ]
         );
-        assert!(problems[0].to_string().contains("`Replica`"), "{}", problems[0]);
-        assert!(problems[2].to_string().contains("already is the server `default`"));
+        assert!(
+            problems[0].to_string().contains("`Replica`"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[2]
+                .to_string()
+                .contains("already is the server `default`")
+        );
         for bad in ["", "a.b", "a b", "é", &*"x".repeat(33)] {
             assert!(!valid_server_name(bad), "{bad:?}");
         }
@@ -827,7 +835,11 @@ mod tests {
 
     #[test]
     fn pg_variables_and_expansion_apply_to_each_server() {
-        let env = [("PGHOST", "envhost"), ("PGUSER", "envuser"), ("B_PORT", "x")];
+        let env = [
+            ("PGHOST", "envhost"),
+            ("PGUSER", "envuser"),
+            ("B_PORT", "x"),
+        ];
         let both = servers(
             "host = \"/run/a\"\n[servers.b]\nuser = \"b_${PGHOST}\"\n[servers.c]\nport = 6000",
             &env,
