@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use pganalytics::config;
-use pganalytics::pipeline::{self, Outcome};
+use pganalytics::pipeline;
 use pganalytics::plugin::PluginHost;
 use pganalytics_e2e::*;
 use serde_json::Value;
@@ -30,13 +30,8 @@ async fn probe(postgres_section: &str, statements: &[&str]) -> serde_json::Map<S
     let config = config::load(&write_config(dir.path(), &body)).unwrap_or_else(|e| panic!("{e}"));
     let host = PluginHost::new(&config.host_setup()).unwrap();
     let collection = pipeline::collect_once(&config, &host, &[]).await;
-    for (name, outcome) in &collection.outcomes {
-        match outcome {
-            Outcome::RunFailed(e) => panic!("{name}: {e}"),
-            Outcome::LoadFailed(e) => panic!("{name}: {e}"),
-            _ => {}
-        }
-    }
+    let failed: Vec<_> = collection.failures().collect();
+    assert!(failed.is_empty(), "{failed:?}");
     let item = collection
         .envelope
         .items()
@@ -364,13 +359,8 @@ async fn pg_stats_runs_on_every_installed_major() {
             config::load(&write_config(dir.path(), &body)).unwrap_or_else(|e| panic!("{e}"));
         let host = PluginHost::new(&config.host_setup()).unwrap();
         let collection = pipeline::collect_once(&config, &host, &[]).await;
-        for (name, outcome) in &collection.outcomes {
-            match outcome {
-                Outcome::RunFailed(e) => panic!("PostgreSQL {major}: {name}: {e}"),
-                Outcome::LoadFailed(e) => panic!("PostgreSQL {major}: {name}: {e}"),
-                _ => {}
-            }
-        }
+        let failed: Vec<_> = collection.failures().collect();
+        assert!(failed.is_empty(), "PostgreSQL {major}: {failed:?}");
         let server = collection
             .envelope
             .items()

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pganalytics::config;
-use pganalytics::pipeline::{self, Outcome};
+use pganalytics::pipeline;
 use pganalytics::plugin::PluginHost;
 use pganalytics_e2e::*;
 use serde_json::Value;
@@ -53,13 +53,8 @@ async fn collect(config: &config::Config, host: &PluginHost) -> BTreeMap<String,
     let mut entries = BTreeMap::new();
     for name in config.plugins.keys() {
         let collection = pipeline::collect_once(config, host, std::slice::from_ref(name)).await;
-        for (_, outcome) in &collection.outcomes {
-            match outcome {
-                Outcome::Accepted(_) => {}
-                Outcome::LoadFailed(e) => panic!("{e}"),
-                Outcome::RunFailed(e) => panic!("{e}"),
-            }
-        }
+        let failed: Vec<_> = collection.failures().collect();
+        assert!(failed.is_empty(), "{failed:?}");
         let mut mine = Vec::new();
         for item in collection.envelope.items() {
             assert_eq!(item["type"], "pg_log");

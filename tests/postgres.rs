@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use pganalytics::config;
-use pganalytics::pipeline::{self, Collection, Outcome};
+use pganalytics::pipeline::{self, Collection};
 use pganalytics::plugin::PluginHost;
 use pganalytics_e2e::*;
 use serde_json::Value;
@@ -28,14 +28,8 @@ fn host(config: &config::Config) -> PluginHost {
 }
 
 fn accepted(collection: &Collection) -> Vec<Value> {
-    for (name, outcome) in &collection.outcomes {
-        if let Outcome::RunFailed(e) = outcome {
-            panic!("{name}: {e}");
-        }
-        if let Outcome::LoadFailed(e) = outcome {
-            panic!("{name}: {e}");
-        }
-    }
+    let failed: Vec<_> = collection.failures().collect();
+    assert!(failed.is_empty(), "{failed:?}");
     collection.envelope.items()
 }
 
