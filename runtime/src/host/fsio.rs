@@ -53,6 +53,11 @@ fn openat(dir: libc::c_int, name: &[u8], flags: libc::c_int) -> io::Result<Owned
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Opens `name` (one component) in the held directory `dir` with `flags`, as given.
+pub fn open_in(dir: &OwnedFd, name: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+    openat(dir.as_raw_fd(), name, flags)
+}
+
 /// Opens directory `name` in `at` without following a link; a link is ELOOP (the kernel says
 /// ENOTDIR for `O_DIRECTORY | O_NOFOLLOW` on a symlink, which would read as "missing").
 fn openat_dir(at: libc::c_int, name: &[u8]) -> io::Result<OwnedFd> {

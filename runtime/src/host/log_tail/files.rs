@@ -11,7 +11,7 @@ use std::collections::BinaryHeap;
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -90,7 +90,7 @@ pub(super) struct Scan {
 /// Memory stays bounded by `keep` whatever the directory holds.
 pub(super) fn scan(dir: &OwnedFd, pattern: &GlobMatcher, keep: usize) -> io::Result<Scan> {
     // A new open file description, so this readdir has its own position.
-    let own = openat_raw(
+    let own = fsio::open_in(
         dir,
         b".",
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
@@ -172,17 +172,6 @@ fn kind_name(kind: libc::mode_t) -> &'static str {
     }
 }
 
-fn openat_raw(dir: &OwnedFd, name: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
-    let name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `name` is NUL-terminated; the fd returned is new and ours.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: just opened.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// A granted log file, open.
 pub(super) struct OpenLog {
     pub(super) file: File,
@@ -204,7 +193,7 @@ pub(super) enum Skip {
 /// owned by `owner`.
 pub(super) fn open_log(dir: &OwnedFd, name: &OsStr, owner: u32) -> Result<OpenLog, Skip> {
     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-    let fd = match openat_raw(dir, name.as_bytes(), flags) {
+    let fd = match fsio::open_in(dir, name.as_bytes(), flags) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(Skip::Refused(kind_name(libc::S_IFLNK).to_owned()));
