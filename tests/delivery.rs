@@ -450,9 +450,17 @@ async fn sigkill_at_any_moment_loses_no_spooled_batch() {
     let distinct: BTreeSet<u64> = received.iter().copied().collect();
     let missing: Vec<u64> = (1..=committed).filter(|s| !distinct.contains(s)).collect();
     assert!(missing.is_empty(), "lost batches: {missing:?}");
-    // Every batch is whole: 20 items each.
-    for batch in backend.batches() {
-        assert_eq!(batch.metrics().len(), 20);
+    // Every batch is whole: 20 items per run, in every push (a push merges the batches
+    // waiting, so it carries whole runs, never part of one).
+    for push in backend.batches() {
+        let mut per_run: std::collections::BTreeMap<u64, usize> = Default::default();
+        for item in push.metrics() {
+            *per_run.entry(item["seq"].as_u64().unwrap()).or_default() += 1;
+        }
+        assert!(
+            per_run.values().all(|&items| items == 20),
+            "a push with part of a run: {per_run:?}"
+        );
     }
     println!(
         "{} runs committed, {} batches received, {} duplicates (2xx not recorded before a kill)",
