@@ -349,7 +349,13 @@ pub fn gzip_ratio(report: &mut Report, pushes: &[RecordedBatch]) {
     report.section(
         "gzip",
         &format!(
-            "The RSS run's pushes: {} requests carrying {} plugin runs, {json} bytes of JSON,              {wire} bytes on the wire ({:.1} % smaller; its 50 ms intervals put up to              {} runs or {} of JSON in one push). The same {} runs pushed              {RUNS_PER_DEFAULT_PUSH} at a time, as the sample config's intervals would, at level              6 (what the sender uses): {default:.1} % smaller ({raw} → {gz} bytes, {}). Each run              alone: level 1 (the sender before merging) {:.1} % in {}, level 6 {:.1} %. Up to 100              runs per push at level 6: {:.1} %.\n",
+            "The RSS run's pushes: {} requests carrying {} plugin runs, {json} bytes of JSON, \
+             {wire} bytes on the wire ({:.1} % smaller; its 50 ms intervals put up to \
+             {} runs or {} of JSON in one push). The same {} runs pushed \
+             {RUNS_PER_DEFAULT_PUSH} at a time, as the sample config's intervals would, at level \
+             6 (what the sender uses): {default:.1} % smaller ({raw} → {gz} bytes, {}). Each run \
+             alone: level 1 (the sender before merging) {:.1} % in {}, level 6 {:.1} %. Up to 100 \
+             runs per push at level 6: {:.1} %.\n",
             pushes.len(),
             runs.len(),
             smaller(json, wire),
