@@ -161,20 +161,31 @@ pub fn is_link_refusal(error: &io::Error) -> bool {
 
 /// Reads at most `cap + 1` bytes from a file opened with `O_NONBLOCK`; a read that would block
 /// ends the text (a /proc file that waits for data, like `kmsg`, returns what it had).
+///
+/// The bytes go straight into the returned buffer, which starts small and grows only as the
+/// file does (a /proc file reports size 0, so there is nothing to size it from): no scratch
+/// buffer, no second copy.
 pub fn read_up_to(file: &mut File, cap: usize) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    let mut buffer = vec![0u8; (cap + 1).min(64 << 10)];
-    while bytes.len() <= cap {
-        let want = (cap + 1 - bytes.len()).min(buffer.len());
-        match file.read(&mut buffer[..want]) {
-            Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(&buffer[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
+    /// Enough for the usual /proc file (`stat` of a few CPUs, `meminfo`, `loadavg`) in one read.
+    const FIRST_CAPACITY: usize = 8 << 10;
+    let limit = cap.saturating_add(1);
+    let mut bytes = Vec::with_capacity(limit.min(FIRST_CAPACITY));
+    // `read_to_end` retries EINTR and keeps what it read before any other error.
+    match file
+        .by_ref()
+        .take(u64::try_from(limit).unwrap_or(u64::MAX))
+        .read_to_end(&mut bytes)
+    {
+        Ok(_) => Ok(bytes),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(bytes),
+        Err(e) => Err(e),
     }
-    Ok(bytes)
+}
+
+/// Text from bytes a capability read: valid UTF-8 is taken as it is (no copy); anything else
+/// shows invalid sequences as U+FFFD.
+pub fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

@@ -10,12 +10,17 @@
 //! one link the host follows is `self`, by rewriting it to the agent's pid. Files in
 //! [`EXACT_GRANT_ONLY`] (`environ`, `mem`, ...) are served only when a grant names them exactly.
 //! Only regular files are read, opened `O_NONBLOCK`, in the plugin's blocking lane, under its
-//! deadline.
+//! deadline, with one exception: the few system-wide counter files in [`NEVER_WAIT`] (`stat`,
+//! `meminfo`, ...), which the kernel fills from in-memory counters without waiting on anything,
+//! are read on the calling thread once the root is known to be a real procfs (a hop to the
+//! blocking pool and back costs more than the read). Everything else, every file of a process
+//! directory included, goes through the lane.
 
 use std::collections::HashSet;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -53,7 +58,7 @@ impl HostCapability for Procfs {
 
     fn shared(_: &(), _: Option<&Path>) -> ProcfsShared {
         ProcfsShared {
-            root: PathBuf::from(PROC_ROOT),
+            root: Arc::new(ProcRoot::new(PathBuf::from(PROC_ROOT))),
             lanes: BlockingLanes::default(),
         }
     }
@@ -79,9 +84,80 @@ impl HostCapability for Procfs {
 /// What every run of every plugin shares: the proc root and the plugins' blocking lanes.
 #[derive(Clone)]
 pub struct ProcfsShared {
-    root: PathBuf,
+    root: Arc<ProcRoot>,
     lanes: BlockingLanes,
 }
+
+/// The proc root, opened once (in a blocking lane, on first use) and held as a directory fd
+/// that every later open is made beneath. A failed open is not remembered: the next call tries
+/// again and reports its own error.
+#[derive(Debug)]
+pub struct ProcRoot {
+    path: PathBuf,
+    opened: OnceLock<OpenedRoot>,
+}
+
+#[derive(Debug)]
+struct OpenedRoot {
+    fd: OwnedFd,
+    /// Whether the directory is a procfs mount: only there are [`NEVER_WAIT`] files the
+    /// kernel's counters (a test's directory, or anything mounted over /proc, is not).
+    procfs: bool,
+}
+
+impl ProcRoot {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            opened: OnceLock::new(),
+        }
+    }
+
+    /// The root's fd, opening it without following any link if this is the first use. Makes
+    /// blocking syscalls the first time: call it in the lane.
+    fn open(&self) -> std::io::Result<&OpenedRoot> {
+        if let Some(opened) = self.opened.get() {
+            return Ok(opened);
+        }
+        let fd = fsio::open_dir_no_follow(&self.path)?;
+        let procfs = is_procfs(&fd);
+        // Two first calls may race here; either fd is as good, the other is closed.
+        Ok(self.opened.get_or_init(|| OpenedRoot { fd, procfs }))
+    }
+
+    /// The root's fd when it is already open and a real procfs.
+    fn opened_procfs(&self) -> Option<&OwnedFd> {
+        self.opened
+            .get()
+            .filter(|opened| opened.procfs)
+            .map(|opened| &opened.fd)
+    }
+}
+
+fn is_procfs(fd: &OwnedFd) -> bool {
+    // SAFETY: an all-zero statfs is a valid out-parameter.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a valid open fd and `stat` writable.
+    let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut stat) };
+    rc == 0 && stat.f_type == libc::PROC_SUPER_MAGIC
+}
+
+/// Files directly below the proc root that are read on the calling thread rather than in the
+/// blocking lane. Each is generated from system-wide counters kept in memory: producing it takes
+/// no lock that is held across I/O and never waits for an event, another process or a device,
+/// so it costs microseconds of CPU like any other work of the call. Process directories
+/// (`self`, `PID/...`: their `maps`, `cmdline` and others wait on that process's locks),
+/// `cpuinfo` (asks every CPU for its frequency), `swaps` (waits for a running swapon) and
+/// everything not listed stay in the lane. Grants are checked exactly as for any other file.
+const NEVER_WAIT: &[&str] = &[
+    "stat",
+    "meminfo",
+    "loadavg",
+    "diskstats",
+    "uptime",
+    "vmstat",
+    "version",
+];
 
 /// `[plugins.NAME.grants.procfs]`
 #[derive(Debug, Clone, Deserialize)]
@@ -208,7 +284,7 @@ const EXACT_GRANT_ONLY: &[&str] = &[
 /// Per-run state of the `procfs` capability.
 pub struct ProcfsCtx {
     grant: Option<Arc<ProcfsGrant>>,
-    root: PathBuf,
+    root: Arc<ProcRoot>,
     max_bytes: usize,
     audit: Audit,
     lane: BlockingLane,
@@ -216,10 +292,10 @@ pub struct ProcfsCtx {
 
 impl ProcfsCtx {
     /// `root` is `/proc` in production; tests point it at a directory they built. Reads run in
-    /// `lane` and end at its deadline.
+    /// `lane` and end at its deadline (except [`NEVER_WAIT`] files of a real procfs).
     pub fn new(
         grant: Option<Arc<ProcfsGrant>>,
-        root: PathBuf,
+        root: Arc<ProcRoot>,
         max_bytes: usize,
         audit: Audit,
         lane: BlockingLane,
@@ -274,37 +350,51 @@ impl ProcfsCtx {
     /// The whole checked read, on the calling thread (tests; the host call runs it in the lane).
     pub fn read_checked(&self, path: &str) -> Result<String, Error> {
         let relative = self.check(path)?;
-        read_beneath(&self.root, &relative, self.max_bytes, path, &self.audit)
+        let root = open_root(&self.root, path)?;
+        read_beneath(root, &relative, self.max_bytes, path, &self.audit)
     }
 
-    /// The checked read in the blocking lane, bounded by the run's deadline.
+    /// The checked read: in the blocking lane, bounded by the run's deadline, or on this thread
+    /// for a [`NEVER_WAIT`] file of a real procfs whose root is already open.
     pub async fn read_in_lane(&self, path: &str) -> Result<String, Error> {
         let relative = self.check(path)?;
+        if NEVER_WAIT.contains(&relative.as_str())
+            && let Some(root) = self.root.opened_procfs()
+        {
+            return read_beneath(root, &relative, self.max_bytes, path, &self.audit);
+        }
         let (root, max_bytes, audit) = (self.root.clone(), self.max_bytes, self.audit.clone());
         let guest_path = path.to_owned();
         self.lane
             .run(&format!("procfs `{path}`"), move || {
-                read_beneath(&root, &relative, max_bytes, &guest_path, &audit)
+                let root = open_root(&root, &guest_path)?;
+                read_beneath(root, &relative, max_bytes, &guest_path, &audit)
             })
             .await
     }
+}
+
+/// The root's fd (opened on first use), or `unavailable` naming the path the guest asked for.
+fn open_root<'a>(root: &'a ProcRoot, path: &str) -> Result<&'a OwnedFd, Error> {
+    root.open().map(|opened| &opened.fd).map_err(|e| {
+        Error::Unavailable(format!(
+            "procfs `{path}`: the proc root cannot be opened: {e}"
+        ))
+    })
 }
 
 /// Opens `relative` below `root` without following any link, refuses what is not a regular
 /// file, and reads it without blocking. Messages name the path as the guest wrote it, never a
 /// resolved host path.
 fn read_beneath(
-    root: &Path,
+    root: &OwnedFd,
     relative: &str,
     max_bytes: usize,
     path: &str,
     audit: &Audit,
 ) -> Result<String, Error> {
-    let resource = format!("procfs `{path}`");
-    let root = fsio::open_dir_no_follow(root).map_err(|e| {
-        Error::Unavailable(format!("{resource}: the proc root cannot be opened: {e}"))
-    })?;
-    let mut file = match fsio::open_beneath(&root, relative) {
+    let resource = || format!("procfs `{path}`");
+    let mut file = match fsio::open_beneath(root, relative) {
         Ok(file) => file,
         Err(e) if fsio::is_link_refusal(&e) => {
             return Err(audit.deny(
@@ -314,22 +404,22 @@ fn read_beneath(
             ));
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
-            return Err(Error::NotFound(format!("{resource} does not exist")));
+            return Err(Error::NotFound(format!("{} does not exist", resource())));
         }
-        Err(e) => return Err(Error::Io(format!("{resource}: {e}"))),
+        Err(e) => return Err(Error::Io(format!("{}: {e}", resource()))),
     };
     let metadata = file
         .metadata()
-        .map_err(|e| Error::Io(format!("{resource}: {e}")))?;
+        .map_err(|e| Error::Io(format!("{}: {e}", resource())))?;
     if !metadata.file_type().is_file() {
         return Err(audit.deny("procfs path", path, "it is not a regular file"));
     }
     let bytes = fsio::read_up_to(&mut file, max_bytes)
-        .map_err(|e| Error::Io(format!("{resource}: {e}")))?;
+        .map_err(|e| Error::Io(format!("{}: {e}", resource())))?;
     if bytes.len() > max_bytes {
-        return Err(ReadError::TooLarge(max_bytes).with_resource(&resource));
+        return Err(ReadError::TooLarge(max_bytes).with_resource(&resource()));
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(fsio::into_text(bytes))
 }
 
 /// Why a capped read failed, before the resource name is attached.
@@ -366,7 +456,7 @@ pub(crate) fn read_capped(path: &Path, cap: usize) -> Result<String, ReadError> 
     if bytes.len() > cap {
         return Err(ReadError::TooLarge(cap));
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(fsio::into_text(bytes))
 }
 
 impl procfs::Host for ProcfsCtx {
@@ -387,7 +477,7 @@ mod tests {
         .unwrap();
         ProcfsCtx::new(
             Some(Arc::new(grant)),
-            root.to_path_buf(),
+            Arc::new(ProcRoot::new(root.to_path_buf())),
             1 << 20,
             Audit::new("t".into(), "d".into()),
             BlockingLane::standalone("procfs", "t", Instant::now() + Duration::from_secs(30)),
@@ -556,6 +646,77 @@ mod tests {
         denied(proc.read_in_lane("kmsg").await);
     }
 
+    /// A lane whose one slot is held by a read stuck on a FIFO past its deadline: every call
+    /// through it is refused as `unavailable` until the FIFO gets a writer. Returns the lane and
+    /// the FIFO (write to it to release the slot).
+    async fn stuck_lane(dir: &Path) -> (BlockingLane, PathBuf) {
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let lane =
+            BlockingLane::standalone("procfs", "t", Instant::now() + Duration::from_millis(20));
+        let reader = fifo.clone();
+        let stuck = lane
+            .run("stuck", move || {
+                std::fs::read(&reader).map_err(|e| Error::Io(e.to_string()))
+            })
+            .await;
+        assert!(matches!(stuck, Err(Error::Timeout(_))), "{stuck:?}");
+        assert_eq!(lane.in_flight(), 1);
+        (lane, fifo)
+    }
+
+    #[tokio::test]
+    async fn only_never_wait_files_of_a_real_procfs_skip_the_lane_and_grants_still_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lane, fifo) = stuck_lane(dir.path()).await;
+        let with_lane = |root: &Path, patterns: &[&str]| {
+            let mut proc = ctx(root, patterns);
+            proc.lane = lane.clone();
+            proc
+        };
+        let proc = with_lane(
+            Path::new("/proc"),
+            &["stat", "meminfo", "self/status", "cpuinfo"],
+        );
+        // Before the root is open, even `stat` goes through the lane (opening it may block).
+        assert!(matches!(
+            proc.read_in_lane("stat").await,
+            Err(Error::Unavailable(_))
+        ));
+        proc.read_checked("meminfo").unwrap();
+        // Once it is open and known to be procfs, the never-wait files are read here...
+        assert!(proc.read_in_lane("stat").await.unwrap().starts_with("cpu "));
+        assert!(
+            proc.read_in_lane("meminfo")
+                .await
+                .unwrap()
+                .contains("MemTotal")
+        );
+        // ...and everything else still waits for the lane: process files, other files.
+        for path in ["self/status", "cpuinfo"] {
+            let outcome = proc.read_in_lane(path).await;
+            assert!(
+                matches!(outcome, Err(Error::Unavailable(_))),
+                "{path}: {outcome:?}"
+            );
+        }
+        // The grant is checked before either path: an ungranted never-wait file is denied.
+        denied(proc.read_in_lane("loadavg").await);
+        denied(proc.read_in_lane("self/../stat").await);
+        // A root that is not procfs never skips the lane, whatever its files are called.
+        let fake = tempfile::tempdir().unwrap();
+        std::fs::write(fake.path().join("stat"), "cpu  1 2 3 4\n").unwrap();
+        let proc = with_lane(fake.path(), &["stat"]);
+        assert_eq!(proc.read_checked("stat").unwrap(), "cpu  1 2 3 4\n");
+        assert!(matches!(
+            proc.read_in_lane("stat").await,
+            Err(Error::Unavailable(_))
+        ));
+        std::fs::write(&fifo, b"x").unwrap();
+    }
+
     #[test]
     fn missing_files_are_not_found_and_large_files_too_large() {
         let dir = tempfile::tempdir().unwrap();
@@ -578,7 +739,7 @@ mod tests {
     fn no_grant_denies_everything() {
         let proc = ProcfsCtx::new(
             None,
-            "/proc".into(),
+            Arc::new(ProcRoot::new("/proc".into())),
             1024,
             Audit::new("t".into(), "d".into()),
             BlockingLane::standalone("procfs", "t", Instant::now() + Duration::from_secs(30)),

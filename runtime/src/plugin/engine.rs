@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::limits::MAX_WASM_STACK_BYTES;
 use super::structure::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
@@ -21,6 +21,15 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The pool holds this many runs *at their caps* (see `structure`): each run's store is
 /// limited to those caps, so no plugin can take another's slots.
 pub const MAX_LIVE_INSTANCES: u32 = 64;
+
+/// Written pages of a linear memory zeroed in place and kept mapped when a run ends (beyond
+/// this, they are returned to the kernel). Bounds the memory a pool slot keeps resident between
+/// runs: what a small collector (sysstat, disk) writes in a run fits, a pg_log run's megabytes
+/// of log text do not and are released as before.
+pub const KEEP_RESIDENT_MEMORY_BYTES: usize = 1 << 20;
+
+/// The same for tables (a few KiB for any collector).
+pub const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 
 /// Frames kept in a trap's backtrace.
 pub const BACKTRACE_FRAMES: usize = 64;
@@ -81,7 +90,16 @@ fn engine_config(fuel: bool) -> Config {
         .total_tables(per_run(MAX_TABLES))
         .total_stacks(MAX_LIVE_INSTANCES)
         .max_memories_per_module(1)
-        .max_memory_size(4 << 30);
+        .max_memory_size(4 << 30)
+        // When a run ends, its memory and tables go back to their slot. By default every page
+        // the run wrote is handed back to the kernel (`madvise`), and the next run of the
+        // plugin faults each one in again. With PAGEMAP_SCAN (Linux 6.7+; older kernels keep
+        // the default) the pool finds the pages the run wrote and zeroes up to this much of
+        // them in place, so a small collector's working set stays mapped from one run to the
+        // next. The guest sees the same fresh memory either way.
+        .pagemap_scan(Enabled::Auto)
+        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
