@@ -55,9 +55,6 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Threat: a monitoring query queueing behind an exclusive lock and blocking others behind it.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Opens the transaction every plugin query runs in.
-const BEGIN_READ_ONLY: &str = "START TRANSACTION READ ONLY";
-
 /// Lists the databases a plugin may be offered (on the maintenance database, outside any
 /// transaction).
 const LIST_DATABASES: &str = "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname";
@@ -429,10 +426,14 @@ struct QueryLimits {
     max_bytes: usize,
 }
 
-/// The `SET LOCAL` of a query's timeouts, in milliseconds, never beyond `timeout`.
-fn timeouts_sql(timeout: Duration) -> String {
+/// Opens the read-only transaction every plugin query runs in, with `SET LOCAL` of its timeouts
+/// in milliseconds (never beyond `timeout`): one simple-protocol message, so one round trip. The
+/// statements run in order and the first error stops the rest, so the timeouts are never set
+/// outside the transaction.
+fn begin_sql(timeout: Duration) -> String {
     format!(
-        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+        "START TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; \
+         SET LOCAL lock_timeout = {}",
         timeout.as_millis().max(1),
         LOCK_TIMEOUT.as_millis().min(timeout.as_millis()).max(1)
     )
@@ -446,15 +447,11 @@ async fn run_read_only<K: Connection>(
     params: &[Value],
     limits: &QueryLimits,
 ) -> (Result<Rows, Error>, bool) {
-    if let Err(e) = connection.batch_execute(BEGIN_READ_ONLY).await {
-        let error = format!("starting a read-only transaction: {}", e.detail());
-        return (Err(Error::Unavailable(error)), false);
-    }
-    if let Err(e) = connection
-        .batch_execute(&timeouts_sql(limits.timeout))
-        .await
-    {
-        let error = format!("setting timeouts: {}", e.detail());
+    if let Err(e) = connection.batch_execute(&begin_sql(limits.timeout)).await {
+        let error = format!(
+            "starting a read-only transaction with timeouts: {}",
+            e.detail()
+        );
         return (Err(Error::Unavailable(error)), false);
     }
     let result = read_rows(connection, sql, params, limits).await;
@@ -715,8 +712,8 @@ mod tests {
         assert_eq!(
             fake.statements(),
             [
-                "app: START TRANSACTION READ ONLY",
-                "app: SET LOCAL statement_timeout = 2000; SET LOCAL lock_timeout = 1000",
+                "app: START TRANSACTION READ ONLY; SET LOCAL statement_timeout = 2000; \
+                 SET LOCAL lock_timeout = 1000",
                 "app: query SELECT $1::text [Value::Text(\"x\")]",
                 "app: ROLLBACK",
             ]
@@ -735,8 +732,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            fake.statements()[1],
-            "app: SET LOCAL statement_timeout = 200; SET LOCAL lock_timeout = 200"
+            fake.statements()[0],
+            "app: START TRANSACTION READ ONLY; SET LOCAL statement_timeout = 200; \
+             SET LOCAL lock_timeout = 200"
         );
     }
 
