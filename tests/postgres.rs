@@ -87,6 +87,10 @@ async fn pg_stats_matches_sql_across_databases_grants_and_a_restart() {
             .parse()
             .unwrap();
         assert_eq!(item["size_bytes"].as_i64().unwrap(), size, "{db} size");
+        assert_eq!(
+            item["size_at"], item["timestamp"],
+            "{db}: sized in this run"
+        );
         let inserted: i64 = cluster
             .psql(
                 "postgres",
@@ -199,7 +203,16 @@ async fn pg_stats_matches_sql_across_databases_grants_and_a_restart() {
     // The server restarts: stale pooled connections are replaced and the next cycle succeeds.
     cluster.restart();
     let collection = pipeline::collect_once(&config, &host, &[]).await;
-    assert_eq!(by_database(&accepted(&collection), "pg_stats").len(), 2);
+    let items_again = accepted(&collection);
+    let again = by_database(&items_again, "pg_stats");
+    assert_eq!(again.len(), 2);
+    // Within `database_size_interval` (default 5 minutes) the size measured in the first run
+    // is reported again, and says when it was measured.
+    for (db, item) in &again {
+        assert_eq!(item["size_bytes"], stats[db]["size_bytes"], "{db}");
+        assert_eq!(item["size_at"], stats[db]["timestamp"], "{db}");
+        assert_ne!(item["timestamp"], stats[db]["timestamp"], "{db}");
+    }
 
     // A database added to the grant appears, one removed disappears; "*" is every database.
     let only_app2 = pg_stats_config(&cluster, dir.path(), "[\"app2\", \"postgres\"]");

@@ -304,7 +304,7 @@ type Answer = Box<dyn Fn(&str, &str, &[Value]) -> Result<Rows, Error>>;
 
 /// Answers every statement like a healthy PostgreSQL 15 primary with pg_stat_statements 1.10
 /// installed in every database.
-pub fn healthy(_database: &str, statement: &str, _params: &[Value]) -> Result<Rows, Error> {
+pub fn healthy(_database: &str, statement: &str, params: &[Value]) -> Result<Rows, Error> {
     if statement == sql::SERVER {
         Ok(server(false))
     } else if statement == sql::checkpoints(150_018) {
@@ -312,7 +312,12 @@ pub fn healthy(_database: &str, statement: &str, _params: &[Value]) -> Result<Ro
     } else if statement == sql::replication(false) {
         Ok(replication())
     } else if statement == sql::DATABASE {
-        Ok(database(Some("1.10")))
+        let mut rows = database(Some("1.10"));
+        // `$1` false: the database is not sized, as the server answers.
+        if matches!(params, [Value::Boolean(false)]) {
+            rows.rows[0][0] = null();
+        }
+        Ok(rows)
     } else if statement == sql::TABLES {
         Ok(tables())
     } else if statement == sql::INDEXES {

@@ -2,7 +2,8 @@
 //!
 //! The field names of `pg_stats` and `pg_query_stats` are the backend contract (DESIGN.md,
 //! "Backend contract"): rename nothing here without the backend. Fields beyond the contract
-//! (`tables_total`, `indexes_total`, `queries_total`, `text_truncated`) are allowed extras.
+//! (`tables_total`, `indexes_total`, `size_at`, `queries_total`, `text_truncated`) are allowed
+//! extras.
 //! Counters the server reports as NULL stay `null`: a missing number is not a zero. This module
 //! must never call the host.
 
@@ -14,6 +15,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatabaseCounters {
     pub size_bytes: Option<i64>,
+    /// When `size_bytes` was measured (RFC 3339): the run's timestamp, or an earlier run's when
+    /// the size is reused (see [`crate::sizes`]); null when there is no size.
+    pub size_at: Option<String>,
     pub transactions_committed: Option<i64>,
     pub transactions_rolledback: Option<i64>,
     pub tuples_returned: Option<i64>,
@@ -29,6 +33,7 @@ pub fn database_counters(table: &Table) -> Result<(DatabaseCounters, Option<Stri
     let row = table.single()?;
     let counters = DatabaseCounters {
         size_bytes: row.int("size_bytes")?,
+        size_at: None,
         transactions_committed: row.int("transactions_committed")?,
         transactions_rolledback: row.int("transactions_rolledback")?,
         tuples_returned: row.int("tuples_returned")?,
@@ -533,6 +538,8 @@ mod tests {
             "indexes",
             "tables_total",
             "indexes_total",
+            // Extra: when `size_bytes` was measured.
+            "size_at",
         ]
         .into();
         assert_eq!(keys(&json), expected);

@@ -9,15 +9,18 @@
 //! Needs `[plugins.pg_stats.grants.postgres] databases = [...]` and nothing else: it must never
 //! import `procfs`, `fs-stats` or `log-tail`, and never runs anything but the read-only
 //! statements of [`sql`]. Settings (all optional): `top_tables`, `top_indexes`, `top_queries`
-//! (each default 100), `max_query_text` (bytes, default 4096), `query_stats` (default true).
+//! (each default 100), `max_query_text` (bytes, default 4096), `query_stats` (default true),
+//! `database_size_interval` (seconds a measured database size is reused, default 300; see
+//! [`sizes`]).
 //!
-//! [`sql`] holds the statements, [`rows`] and [`items`] turn results into item fields, and
-//! [`run`] drives one run through the [`run::Host`] trait; all four compile and are tested
-//! natively. Only the glue below talks to the real host.
+//! [`sql`] holds the statements, [`rows`] and [`items`] turn results into item fields,
+//! [`sizes`] keeps database sizes between runs, and [`run`] drives one run through the
+//! [`run::Host`] trait; all five compile and are tested natively. Only the glue below talks to the real host.
 
 pub mod items;
 pub mod rows;
 pub mod run;
+pub mod sizes;
 pub mod sql;
 
 #[cfg(test)]
@@ -25,9 +28,10 @@ mod fixtures;
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    use crate::run::{self, Host, Settings};
+    use crate::run::{self, Host, Now, Settings};
+    use crate::sizes::Sizes;
     use pganalytics_guest::postgres::{self, Rows, Value as SqlValue};
-    use pganalytics_guest::{Collector, Error, Value, log};
+    use pganalytics_guest::{Collector, Error, ErrorExt, Value, log};
     use serde::de::DeserializeOwned;
 
     /// The real host behind [`Host`].
@@ -56,7 +60,27 @@ mod component {
     impl Collector for PgStats {
         fn collect() -> Result<Vec<Value>, Error> {
             let settings = Settings::load(&Wasm)?;
-            run::collect(&Wasm, &settings, &pganalytics_guest::now_rfc3339())
+            let time = std::time::SystemTime::now();
+            let timestamp = pganalytics_guest::format_rfc3339_millis(time);
+            let unix_secs = time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            let now = Now {
+                timestamp: &timestamp,
+                unix_secs,
+            };
+            let mut sizes = Sizes::from_saved(pganalytics_guest::load_state());
+            let items = run::collect(&Wasm, &settings, now, &mut sizes)?;
+            // Kept only when the run's output is accepted; a failed save costs a re-measure.
+            if sizes.changed()
+                && let Err(e) = pganalytics_guest::save_state(&sizes)
+            {
+                log::warn(&format!(
+                    "database sizes not kept for the next run: {}",
+                    e.message()
+                ));
+            }
+            Ok(items)
         }
     }
 

@@ -8,6 +8,7 @@
 
 use crate::items::{self, DatabaseStats};
 use crate::rows::Table;
+use crate::sizes::{Measured, Sizes};
 use crate::sql;
 use pganalytics_guest::postgres::{Rows, Value as SqlValue};
 use pganalytics_guest::{Error, ErrorExt, Value};
@@ -40,6 +41,9 @@ pub struct Settings {
     pub max_query_text: u32,
     /// Whether to read pg_stat_statements at all (`query_stats`, default true).
     pub query_stats: bool,
+    /// Seconds a database's measured size is reused before it is measured again
+    /// (`database_size_interval`, default 300; 0 measures on every run).
+    pub database_size_interval: u64,
 }
 
 impl Default for Settings {
@@ -50,6 +54,7 @@ impl Default for Settings {
             top_queries: 100,
             max_query_text: 4096,
             query_stats: true,
+            database_size_interval: 300,
         }
     }
 }
@@ -66,6 +71,9 @@ impl Settings {
                 .setting("max_query_text")?
                 .unwrap_or(defaults.max_query_text),
             query_stats: host.setting("query_stats")?.unwrap_or(defaults.query_stats),
+            database_size_interval: host
+                .setting("database_size_interval")?
+                .unwrap_or(defaults.database_size_interval),
         };
         // `top_tables = 0` still reports the database counters and totals; zero queries would
         // only be an empty item, so it is taken for a mistake.
@@ -80,13 +88,24 @@ impl Settings {
     }
 }
 
-/// Collects every item of one run, all stamped with `timestamp`.
+/// The time of one run: the timestamp of its items, and the same instant in Unix seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Now<'a> {
+    pub timestamp: &'a str,
+    pub unix_secs: u64,
+}
+
+/// Collects every item of one run, all stamped with `now`; database sizes measured in earlier
+/// runs are taken from and recorded into `sizes`.
 pub fn collect(
     host: &impl Host,
     settings: &Settings,
-    timestamp: &str,
+    now: Now<'_>,
+    sizes: &mut Sizes,
 ) -> Result<Vec<Value>, Error> {
+    let timestamp = now.timestamp;
     let databases = host.databases()?;
+    sizes.keep_only(&databases);
     let Some(first) = databases.first() else {
         host.warn("no granted database exists: nothing to collect");
         return Ok(Vec::new());
@@ -112,7 +131,7 @@ pub fn collect(
     let mut first_error = None;
     let mut succeeded = 0_usize;
     for database in &databases {
-        match database_items(host, settings, server_version_num, database, timestamp) {
+        match database_items(host, settings, server_version_num, database, now, sizes) {
             Ok(database_items) => {
                 succeeded += 1;
                 items.extend(database_items);
@@ -150,13 +169,40 @@ fn database_items(
     settings: &Settings,
     server_version_num: Option<i64>,
     database: &str,
-    timestamp: &str,
+    now: Now<'_>,
+    sizes: &mut Sizes,
 ) -> Result<Vec<Value>, Error> {
+    let timestamp = now.timestamp;
     let what = |part: &str| format!("{part} of database `{database}`");
 
-    let counters = host.query(database, sql::DATABASE, &[])?;
-    let (counters, statements_version) =
+    let earlier = sizes
+        .fresh(database, now.unix_secs, settings.database_size_interval)
+        .cloned();
+    let counters = host.query(
+        database,
+        sql::DATABASE,
+        &[SqlValue::Boolean(earlier.is_none())],
+    )?;
+    let (mut counters, statements_version) =
         items::database_counters(&Table::new(&what("counters"), &counters))?;
+    match (earlier, counters.size_bytes) {
+        (Some(earlier), _) => {
+            counters.size_bytes = Some(earlier.bytes);
+            counters.size_at = Some(earlier.at);
+        }
+        (None, Some(bytes)) => {
+            counters.size_at = Some(timestamp.to_owned());
+            sizes.record(
+                database,
+                Measured {
+                    bytes,
+                    at: timestamp.to_owned(),
+                    at_secs: now.unix_secs,
+                },
+            );
+        }
+        (None, None) => {}
+    }
     let limit = |n: u32| [SqlValue::Int(i64::from(n))];
     let tables = host.query(database, sql::TABLES, &limit(settings.top_tables))?;
     let (tables, tables_total) = items::tables(
@@ -241,7 +287,11 @@ mod tests {
 
     fn run(host: &FakeHost) -> Result<Vec<Value>, Error> {
         let settings = Settings::load(host)?;
-        collect(host, &settings, TIMESTAMP)
+        let now = Now {
+            timestamp: TIMESTAMP,
+            unix_secs: 1_000_000,
+        };
+        collect(host, &settings, now, &mut Sizes::from_saved(None))
     }
 
     fn kinds(items: &[Value]) -> Vec<(String, String)> {
@@ -363,6 +413,8 @@ mod tests {
             ("top_indexes", "-1"),
             ("max_query_text", "4.5"),
             ("query_stats", "\"yes\""),
+            ("database_size_interval", "\"5m\""),
+            ("database_size_interval", "-1"),
         ] {
             let host = FakeHost::new(&["app"]).with_setting(key, json);
             let err = Settings::load(&host).expect_err("wrong type");
@@ -377,6 +429,77 @@ mod tests {
         let err = run(&host).expect_err("zero queries");
         assert!(err.message().contains("`top_queries`"), "{}", err.message());
         assert!(host.queries.borrow().is_empty(), "nothing queried");
+    }
+
+    #[test]
+    fn database_sizes_are_measured_once_per_interval_and_say_when() {
+        /// Whether each DATABASE statement so far asked the server for the size.
+        fn sized(host: &FakeHost) -> Vec<bool> {
+            params_of(host, sql::DATABASE)
+                .iter()
+                .map(|p| match p.as_slice() {
+                    [SqlValue::Boolean(b)] => *b,
+                    _ => panic!("DATABASE takes one bool"),
+                })
+                .collect()
+        }
+        let host = FakeHost::new(&["app"]);
+        let settings = Settings::load(&host).expect("defaults");
+        assert_eq!(settings.database_size_interval, 300);
+        let at = |timestamp: &'static str, unix_secs: u64, sizes: &mut Sizes| {
+            let items = collect(
+                &host,
+                &settings,
+                Now {
+                    timestamp,
+                    unix_secs,
+                },
+                sizes,
+            )
+            .expect("collects");
+            let stats = items.iter().find(|i| i["type"] == "pg_stats").unwrap();
+            (stats["size_bytes"].clone(), stats["size_at"].clone())
+        };
+        let mut sizes = Sizes::from_saved(None);
+        assert_eq!(at("t1", 1000, &mut sizes), (9_362_791.into(), "t1".into()));
+        assert!(sizes.changed(), "a new size is saved");
+        let mut sizes = Sizes::from_saved(Some(sizes));
+        assert_eq!(at("t2", 1299, &mut sizes), (9_362_791.into(), "t1".into()));
+        assert!(!sizes.changed(), "nothing new to save");
+        assert_eq!(at("t3", 1300, &mut sizes), (9_362_791.into(), "t3".into()));
+        // A clock that went back measures again.
+        assert_eq!(at("t0", 10, &mut sizes), (9_362_791.into(), "t0".into()));
+        assert_eq!(sized(&host), [true, false, true, true]);
+
+        // 0: every run.
+        let host = FakeHost::new(&["app"]).with_setting("database_size_interval", "0");
+        let settings = Settings::load(&host).expect("zero");
+        let mut sizes = Sizes::from_saved(None);
+        for unix_secs in [1000, 1001] {
+            let now = Now {
+                timestamp: "t",
+                unix_secs,
+            };
+            collect(&host, &settings, now, &mut sizes).expect("collects");
+        }
+        assert_eq!(sized(&host), [true, true]);
+
+        // A database the server could not size (null) has no `size_at` and is asked again.
+        let host = FakeHost::new(&["app"]).answering(|db, sql, params| {
+            let mut rows = healthy(db, sql, params)?;
+            if sql == sql::DATABASE {
+                rows.rows[0][0] = SqlValue::Null;
+            }
+            Ok(rows)
+        });
+        let mut sizes = Sizes::from_saved(None);
+        let now = Now {
+            timestamp: "t",
+            unix_secs: 5,
+        };
+        let items = collect(&host, &settings, now, &mut sizes).expect("collects");
+        assert!(items[1]["size_bytes"].is_null() && items[1]["size_at"].is_null());
+        assert!(!sizes.changed());
     }
 
     #[test]

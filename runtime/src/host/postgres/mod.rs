@@ -18,6 +18,7 @@ pub mod pool;
 pub mod settings;
 pub mod tls;
 pub mod values;
+pub mod verdicts;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,9 +54,6 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Threat: a monitoring query queueing behind an exclusive lock and blocking others behind it.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Opens the transaction every plugin query runs in.
-const BEGIN_READ_ONLY: &str = "START TRANSACTION READ ONLY";
 
 /// Lists the databases a plugin may be offered (on the maintenance database, outside any
 /// transaction).
@@ -153,6 +151,8 @@ pub struct PostgresGrant {
     server: String,
     /// `server` was written in the grant (not defaulted).
     server_named: bool,
+    /// The guard's verdicts under this grant's policy, by statement text.
+    verdicts: verdicts::VerdictCache,
 }
 
 /// Why a `[plugins.NAME.grants.postgres]` table is invalid.
@@ -220,7 +220,19 @@ impl PostgresGrant {
             statement_timeout: config
                 .statement_timeout
                 .map_or(DEFAULT_STATEMENT_TIMEOUT, |t| t.0),
+            verdicts: verdicts::VerdictCache::default(),
         })
+    }
+
+    /// The [`guard`]'s verdict on `sql` under this grant's `cluster` and `functions`,
+    /// remembered per statement text for this grant only ([`verdicts`]).
+    pub fn check_sql(&self, sql: &str) -> Result<(), guard::Refusal> {
+        let policy = guard::Policy {
+            cluster: self.cluster,
+            functions: &self.functions,
+        };
+        self.verdicts
+            .get_or_check(sql, || guard::check(sql, policy))
     }
 
     pub fn allows(&self, database: &str) -> bool {
@@ -350,11 +362,7 @@ impl<C: Client> PostgresCtx<C> {
                 "it is not in `[postgres] databases`",
             ));
         }
-        let policy = guard::Policy {
-            cluster: grant.cluster,
-            functions: &grant.functions,
-        };
-        if let Err(refusal) = guard::check(sql, policy) {
+        if let Err(refusal) = grant.check_sql(sql) {
             tracing::warn!(
                 plugin = self.audit.plugin(),
                 database,
@@ -418,10 +426,14 @@ struct QueryLimits {
     max_bytes: usize,
 }
 
-/// The `SET LOCAL` of a query's timeouts, in milliseconds, never beyond `timeout`.
-fn timeouts_sql(timeout: Duration) -> String {
+/// Opens the read-only transaction every plugin query runs in, with `SET LOCAL` of its timeouts
+/// in milliseconds (never beyond `timeout`): one simple-protocol message, so one round trip. The
+/// statements run in order and the first error stops the rest, so the timeouts are never set
+/// outside the transaction.
+fn begin_sql(timeout: Duration) -> String {
     format!(
-        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+        "START TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; \
+         SET LOCAL lock_timeout = {}",
         timeout.as_millis().max(1),
         LOCK_TIMEOUT.as_millis().min(timeout.as_millis()).max(1)
     )
@@ -435,15 +447,11 @@ async fn run_read_only<K: Connection>(
     params: &[Value],
     limits: &QueryLimits,
 ) -> (Result<Rows, Error>, bool) {
-    if let Err(e) = connection.batch_execute(BEGIN_READ_ONLY).await {
-        let error = format!("starting a read-only transaction: {}", e.detail());
-        return (Err(Error::Unavailable(error)), false);
-    }
-    if let Err(e) = connection
-        .batch_execute(&timeouts_sql(limits.timeout))
-        .await
-    {
-        let error = format!("setting timeouts: {}", e.detail());
+    if let Err(e) = connection.batch_execute(&begin_sql(limits.timeout)).await {
+        let error = format!(
+            "starting a read-only transaction with timeouts: {}",
+            e.detail()
+        );
         return (Err(Error::Unavailable(error)), false);
     }
     let result = read_rows(connection, sql, params, limits).await;
@@ -704,8 +712,8 @@ mod tests {
         assert_eq!(
             fake.statements(),
             [
-                "app: START TRANSACTION READ ONLY",
-                "app: SET LOCAL statement_timeout = 2000; SET LOCAL lock_timeout = 1000",
+                "app: START TRANSACTION READ ONLY; SET LOCAL statement_timeout = 2000; \
+                 SET LOCAL lock_timeout = 1000",
                 "app: query SELECT $1::text [Value::Text(\"x\")]",
                 "app: ROLLBACK",
             ]
@@ -724,8 +732,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            fake.statements()[1],
-            "app: SET LOCAL statement_timeout = 200; SET LOCAL lock_timeout = 200"
+            fake.statements()[0],
+            "app: START TRANSACTION READ ONLY; SET LOCAL statement_timeout = 200; \
+             SET LOCAL lock_timeout = 200"
         );
     }
 
@@ -922,6 +931,108 @@ mod tests {
             Audit::new("t".into(), "d".into()),
         );
         assert!(matches!(none.list_databases().await, Err(Error::Denied(_))));
+    }
+
+    /// The `refused SQL` warnings logged while `body` runs on this thread.
+    async fn refusals_logged<F: std::future::Future<Output = ()>>(body: F) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        body.await;
+        drop(guard);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter(|l| l.contains("refused SQL"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn remembered_verdicts_allow_and_refuse_as_the_guard_did_and_refusals_are_still_logged() {
+        let grant = Arc::new(grant(&["app"], None, None));
+        let logged = refusals_logged(async {
+            for round in 0..3 {
+                let fake = Arc::new(Fake::new(ints(&[1])));
+                let ctx = PostgresCtx::new(
+                    Some(grant.clone()),
+                    Some(fake.clone()),
+                    1 << 20,
+                    Instant::now() + Duration::from_secs(60),
+                    Audit::new("t".into(), "d".into()),
+                );
+                let rows = ctx.run_query("app", "SELECT n FROM t", &[]).await;
+                assert!(rows.is_ok(), "round {round}: {rows:?}");
+                let err = ctx
+                    .run_query("app", "SELECT pg_sleep(60)", &[])
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(&err, Error::Invalid(m) if m == "query refused: function `pg_sleep` is not on the read-only allow-list; grant it with functions = [\"pg_sleep\"] if it is read-only"),
+                    "round {round}: {err:?}"
+                );
+                assert_eq!(Fake::count(&fake.seen.checkouts), 1, "round {round}");
+                assert_eq!(
+                    fake.statements().iter().filter(|s| s.contains("pg_sleep")).count(),
+                    0
+                );
+            }
+        })
+        .await;
+        assert_eq!(grant.verdicts.len(), 2, "both verdicts remembered");
+        assert_eq!(logged.len(), 3, "every refusal is logged: {logged:?}");
+        assert!(
+            logged
+                .iter()
+                .all(|l| l.contains("pg_sleep") && l.contains("plugin=\"t\"")),
+            "{logged:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_grant_never_sees_another_grant_s_verdict() {
+        let config = |cluster: Option<bool>, functions: &[&str]| PostgresGrantConfig {
+            databases: vec!["app".into()],
+            max_rows: None,
+            statement_timeout: None,
+            functions: Some(functions.iter().map(|f| f.to_string()).collect()),
+            cluster,
+            server: None,
+        };
+        let activity = "SELECT count(*) FROM pg_stat_activity";
+        let granted_fn = "SELECT ext.reader()";
+        let plain = PostgresGrant::new(&config(None, &[])).unwrap();
+        let cluster = PostgresGrant::new(&config(Some(true), &[])).unwrap();
+        let reader = PostgresGrant::new(&config(None, &["ext.reader"])).unwrap();
+        // Each order: the first grant's remembered verdict never decides for the second.
+        for _ in 0..2 {
+            assert!(cluster.check_sql(activity).is_ok());
+            assert!(plain.check_sql(activity).is_err());
+            assert!(reader.check_sql(granted_fn).is_ok());
+            assert!(plain.check_sql(granted_fn).is_err());
+            assert!(cluster.check_sql(granted_fn).is_err());
+        }
+        let plain_again = PostgresGrant::new(&config(None, &[])).unwrap();
+        assert!(plain_again.check_sql(granted_fn).is_err());
+        let reader_again = PostgresGrant::new(&config(None, &["ext.reader"])).unwrap();
+        assert!(reader_again.check_sql(activity).is_err());
+        assert_eq!(plain.verdicts.len(), 2);
+        assert_eq!(cluster.verdicts.len(), 2);
+        assert_eq!(reader.verdicts.len(), 1);
     }
 
     #[tokio::test]
