@@ -249,8 +249,9 @@ pub struct Recovery {
     /// `append` that never returned.
     pub truncated_bytes: u64,
     /// Pending batches that were accepted once but are unreadable now (media corruption), to
-    /// be set aside when they reach the front: exact, except at the very end of the spool
-    /// where unreadable bytes count as one batch. Zero after a plain crash.
+    /// be set aside when they reach the front: exact, except at the very end of the spool,
+    /// where the records still recognisable in the unreadable bytes are counted (at least one).
+    /// Zero after a plain crash.
     pub lost_batches: u64,
     /// Segments set aside as `*.seg.corrupt` because their header was unreadable.
     pub corrupt_segments: u64,

@@ -499,8 +499,13 @@ fn scan_segments(
             } else {
                 last_appendable = false;
                 // Within the spool the next segment says exactly which seqs are missing; at
-                // its very end, unreadable bytes count as one batch.
-                let last = if is_last { end_seq } else { limit - 1 };
+                // its very end, the highest seq of a record header still recognisable in the
+                // unreadable bytes says how many there were (one when none is).
+                let last = if is_last {
+                    highest_record_seq(tail, end_seq).map_or(end_seq, |seq| seq.max(end_seq))
+                } else {
+                    limit - 1
+                };
                 let reason = format!(
                     "unreadable bytes at the end of `{}` from offset {at}",
                     path.display()
