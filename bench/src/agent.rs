@@ -246,6 +246,9 @@ pub async fn steady_rss(
     let backend = TestBackend::start(gzip_backend()).await;
     let port = test_backend::free_loopback_port();
     let _ = std::fs::remove_dir_all(dir.join("state"));
+    // As packaged: the collectors come precompiled, so Cranelift never runs (nor are its pages
+    // of the binary touched).
+    let precompiled = precompile(binary, dir);
     let config = config(
         dir,
         "agent.toml",
@@ -254,7 +257,7 @@ pub async fn steady_rss(
         interval,
         "1s",
         Some(port),
-        None,
+        Some(&precompiled),
     );
     let agent = spawn(binary, &config, &dir.join("rss.log"));
     let started = Instant::now();
@@ -335,7 +338,8 @@ pub async fn steady_rss(
         "Steady RSS",
         &format!(
             "`pganalytics run` with sysstat, disk, pg_log and pg_stats each on a {interval} \
-             interval, pushing every second to the test backend, until every plugin ran \
+             interval, as packaged (the four precompiled by the same binary, in a read-only \
+             `precompiled_dir`), pushing every second to the test backend, until every plugin ran \
              {cycles} times ({} s). RSS from /proc/PID/status every 2 s; \"steady\" is from cycle \
              {warm_at} on.\n\n- RSS at cycle {warm_at}: {}; median after: {median_mib}; peak: {}; \
              last: {}\n- of the last sample, anonymous memory {} and pages of mapped files (the \

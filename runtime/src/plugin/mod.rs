@@ -423,8 +423,9 @@ impl PluginHost {
     }
 }
 
-/// Returns the allocator's free memory at the top of its heaps to the system (glibc only).
-fn trim_heap() {
+/// Returns the allocator's free memory to the system: the top of each heap, and the free pages
+/// inside it (glibc only; elsewhere a no-op).
+pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory malloc has already freed.
     unsafe {
