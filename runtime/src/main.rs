@@ -580,6 +580,8 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // Warnings (a cache or precompiled directory not used, an artifact ignored) go to stderr.
+    init_logging(config.collector.log_format, "warn");
     let host = PluginHost::new(&config.host_setup()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let mut problems = 0;
     for plugin in config.plugins.values().filter(|p| p.enabled) {
