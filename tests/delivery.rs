@@ -359,6 +359,21 @@ async fn an_outage_loses_and_repeats_nothing_and_retry_after_is_honoured() {
         (1..=committed).collect::<Vec<_>>(),
         "every batch exactly once, in order"
     );
+    // What waited during the outage went out several batches per push.
+    let most_runs_in_a_push = backend
+        .batches()
+        .iter()
+        .map(|push| {
+            push.envelope["metrics"]
+                .as_array()
+                .map_or(0, |items| items.iter().filter(|i| i["index"] == 0).count())
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most_runs_in_a_push > 1,
+        "the batches spooled during the outage were pushed one at a time"
+    );
 
     // Retry-After: nothing was pushed within 2 s of the 429.
     let requests = backend.requests();
@@ -435,9 +450,17 @@ async fn sigkill_at_any_moment_loses_no_spooled_batch() {
     let distinct: BTreeSet<u64> = received.iter().copied().collect();
     let missing: Vec<u64> = (1..=committed).filter(|s| !distinct.contains(s)).collect();
     assert!(missing.is_empty(), "lost batches: {missing:?}");
-    // Every batch is whole: 20 items each.
-    for batch in backend.batches() {
-        assert_eq!(batch.metrics().len(), 20);
+    // Every batch is whole: 20 items per run, in every push (a push merges the batches
+    // waiting, so it carries whole runs, never part of one).
+    for push in backend.batches() {
+        let mut per_run: std::collections::BTreeMap<u64, usize> = Default::default();
+        for item in push.metrics() {
+            *per_run.entry(item["seq"].as_u64().unwrap()).or_default() += 1;
+        }
+        assert!(
+            per_run.values().all(|&items| items == 20),
+            "a push with part of a run: {per_run:?}"
+        );
     }
     println!(
         "{} runs committed, {} batches received, {} duplicates (2xx not recorded before a kill)",
@@ -505,7 +528,13 @@ async fn a_rejected_batch_is_set_aside_and_later_ones_still_arrive() {
         ..BackendConfig::default()
     })
     .await;
-    backend.reject_batches_where(|envelope| envelope["metrics"][0]["seq"] == 2);
+    // Any push holding run 2: the agent merges the batches waiting into one push, so the
+    // push carrying 2 is rejected whole, and its batches are then sent one by one.
+    backend.reject_batches_where(|envelope| {
+        envelope["metrics"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|item| item["seq"] == 2))
+    });
     let setup = Setup::new(&backend);
     let config = setup.config(
         &backend.url(),
@@ -535,6 +564,17 @@ async fn a_rejected_batch_is_set_aside_and_later_ones_still_arrive() {
     assert!(batch.contains("\"seq\":2"), "{batch}");
     let reason = std::fs::read_to_string(&files[1]).unwrap();
     assert!(reason.contains("400"), "{reason}");
+    let batch: serde_json::Value = serde_json::from_str(&batch).unwrap();
+    let runs: Vec<_> = batch["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["seq"].clone())
+        .collect();
+    assert!(
+        runs.iter().all(|seq| *seq == 2),
+        "only run 2 is set aside: {runs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

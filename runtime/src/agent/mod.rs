@@ -436,61 +436,105 @@ async fn backend_loop(
 }
 
 /// Sends pending batches oldest-first until the spool is empty (`Ok`) or the backend must be
-/// left alone for a while (`Err(retry_after)`).
+/// left alone for a while (`Err(retry_after)`). The batches waiting are sent several per push
+/// (up to [`sender::MAX_BATCHES_PER_PUSH`] and [`sender::MAX_PUSH_BYTES`]) and acked together;
+/// when the backend rejects such a push, its batches are sent again one by one, so only a batch
+/// the backend refuses on its own is set aside.
 async fn drain(sender: &mut Sender, shared: &Arc<Shared>) -> Result<(), Option<Duration>> {
     loop {
-        let oldest = shared.with_spool(|spool| spool.oldest()).await;
-        let (id, batch): (BatchId, Vec<u8>) = match oldest {
-            Ok(Some(next)) => next,
-            Ok(None) => return Ok(()),
+        let run = shared
+            .with_spool(|spool| {
+                spool.oldest_run(sender::MAX_BATCHES_PER_PUSH, sender::MAX_PUSH_BYTES)
+            })
+            .await;
+        let run: Vec<(BatchId, Vec<u8>)> = match run {
+            Ok(run) if run.is_empty() => return Ok(()),
+            Ok(run) => run,
             Err(e) => {
                 tracing::error!("cannot read the spool: {e}");
                 return Err(None);
             }
         };
-        match sender.push(&batch).await {
-            Delivery::Delivered => {
-                shared.metrics.inc("pganalytics_batches_sent_total", "");
-                if let Err(e) = shared.with_spool(move |spool| spool.ack(id)).await {
-                    shared
-                        .metrics
-                        .health
-                        .spool_write_failed(format!("recording a delivery: {e}"));
-                    tracing::error!(
-                        "cannot record delivery of batch {id} (it will be sent again): {e}"
-                    );
-                    return Err(None);
+        let bodies: Vec<&[u8]> = run.iter().map(|(_, batch)| batch.as_slice()).collect();
+        let delivery = sender.push(&bodies).await;
+        match delivery {
+            Delivery::Rejected(reason) if run.len() > 1 => {
+                tracing::info!(
+                    batches = run.len(),
+                    "the backend rejected a push of several batches ({reason}); sending them one by one"
+                );
+                for (id, batch) in &run {
+                    let delivery = sender.push(&[batch.as_slice()]).await;
+                    settle(shared, *id, 1, delivery).await?;
                 }
             }
-            Delivery::Rejected(reason) => {
-                let why = reason.clone();
-                match shared
-                    .with_spool(move |spool| spool.dead_letter(id, &why))
-                    .await
-                {
-                    Ok(path) => tracing::error!(
-                        batch = %id,
+            delivery => {
+                let last = run.last().map(|(id, _)| *id).expect("the run is not empty");
+                settle(shared, last, run.len(), delivery).await?;
+            }
+        }
+    }
+}
+
+/// Acts on what became of a push of the `count` oldest pending batches, `last` the newest of
+/// them: acks them, sets the (single) rejected batch aside, or says when to try again.
+async fn settle(
+    shared: &Arc<Shared>,
+    last: BatchId,
+    count: usize,
+    delivery: Delivery,
+) -> Result<(), Option<Duration>> {
+    match delivery {
+        Delivery::Delivered => {
+            shared
+                .metrics
+                .add("pganalytics_batches_sent_total", "", count as u64);
+            if let Err(e) = shared
+                .with_spool(move |spool| spool.ack_through(last))
+                .await
+            {
+                shared
+                    .metrics
+                    .health
+                    .spool_write_failed(format!("recording a delivery: {e}"));
+                tracing::error!(
+                    "cannot record delivery of the batches through {last} (they will be sent again): {e}"
+                );
+                return Err(None);
+            }
+            Ok(())
+        }
+        Delivery::Rejected(reason) => {
+            let why = reason.clone();
+            match shared
+                .with_spool(move |spool| spool.dead_letter(last, &why))
+                .await
+            {
+                Ok(path) => {
+                    tracing::error!(
+                        batch = %last,
                         file = %path.display(),
                         "the backend rejected a batch; it was set aside: {reason}"
-                    ),
-                    Err(e) => {
-                        tracing::error!("cannot set rejected batch {id} aside: {e}");
-                        return Err(None);
-                    }
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!("cannot set rejected batch {last} aside: {e}");
+                    Err(None)
                 }
             }
-            Delivery::Retry {
-                reason,
-                cause,
-                after,
-            } => {
-                shared.metrics.inc(
-                    "pganalytics_push_retries_total",
-                    &labels(&[("cause", cause)]),
-                );
-                tracing::warn!(batch = %id, cause, "push failed, will retry: {reason}");
-                return Err(after);
-            }
+        }
+        Delivery::Retry {
+            reason,
+            cause,
+            after,
+        } => {
+            shared.metrics.inc(
+                "pganalytics_push_retries_total",
+                &labels(&[("cause", cause)]),
+            );
+            tracing::warn!(batch = %last, cause, "push failed, will retry: {reason}");
+            Err(after)
         }
     }
 }

@@ -525,6 +525,12 @@ impl PostgresConfig {
         self.databases.iter().any(|d| d == "*" || d == database)
     }
 
+    /// The whole dotted name of one of this server's keys, for messages:
+    /// `postgres.sslrootcert`, `postgres.servers.replica.sslrootcert`.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.section)
+    }
+
     /// Whether `host` is a unix socket directory rather than a TCP host (as libpq: an absolute
     /// path). TLS is never used on a unix socket, whatever `sslmode` says (as libpq).
     pub fn is_unix_socket(&self) -> bool {

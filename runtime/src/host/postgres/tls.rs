@@ -33,14 +33,15 @@ pub enum TlsError {
     Refused(SslMode),
     #[error("the server answered the TLS request with byte {0:#04x}, not `S` or `N`")]
     BadAnswer(u8),
-    #[error("cannot read `postgres.{key}` `{path}`: {detail}")]
+    /// `key` is the whole dotted key: `postgres.sslrootcert`, `postgres.servers.NAME.sslkey`.
+    #[error("cannot read `{key}` `{path}`: {detail}")]
     File {
-        key: &'static str,
+        key: String,
         path: String,
         detail: String,
     },
-    #[error("`postgres.{key}` `{path}` holds no PEM certificate")]
-    NoCertificate { key: &'static str, path: String },
+    #[error("`{key}` `{path}` holds no PEM certificate")]
+    NoCertificate { key: String, path: String },
     #[error("`{0}` is not a valid TLS server name for `host`")]
     ServerName(String),
     #[error("TLS setup: {0}")]
@@ -115,9 +116,9 @@ fn build_config(settings: &PostgresConfig) -> Result<rustls::ClientConfig, TlsEr
                 ))
             })?;
             let mut roots = rustls::RootCertStore::empty();
-            for cert in certificates("sslrootcert", path)? {
+            for cert in certificates(settings, "sslrootcert", path)? {
                 roots.add(cert).map_err(|e| TlsError::File {
-                    key: "sslrootcert",
+                    key: settings.key("sslrootcert"),
                     path: path.display().to_string(),
                     detail: e.to_string(),
                 })?;
@@ -141,9 +142,9 @@ fn build_config(settings: &PostgresConfig) -> Result<rustls::ClientConfig, TlsEr
         .with_custom_certificate_verifier(verifier);
     match (&settings.sslcert, &settings.sslkey) {
         (Some(cert), Some(key)) => {
-            let chain = certificates("sslcert", cert)?;
+            let chain = certificates(settings, "sslcert", cert)?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
-                key: "sslkey",
+                key: settings.key("sslkey"),
                 path: key.display().to_string(),
                 detail: e.to_string(),
             })?;
@@ -155,9 +156,13 @@ fn build_config(settings: &PostgresConfig) -> Result<rustls::ClientConfig, TlsEr
     }
 }
 
-fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certificates(
+    settings: &PostgresConfig,
+    key: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file_error = |detail: String| TlsError::File {
-        key,
+        key: settings.key(key),
         path: path.display().to_string(),
         detail,
     };
@@ -167,7 +172,7 @@ fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'st
         .map_err(|e| file_error(e.to_string()))?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
-            key,
+            key: settings.key(key),
             path: path.display().to_string(),
         });
     }
@@ -258,5 +263,42 @@ impl ServerCertVerifier for Unverified {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file problem names the key as written, in the server's own table.
+    #[test]
+    fn file_errors_name_the_key_of_the_server_they_belong_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let empty = tmp.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for (section, root, expected) in [
+            (
+                "postgres",
+                tmp.path().join("missing.pem"),
+                "cannot read `postgres.sslrootcert`",
+            ),
+            (
+                "postgres.servers.replica",
+                tmp.path().join("missing.pem"),
+                "cannot read `postgres.servers.replica.sslrootcert`",
+            ),
+            (
+                "postgres.servers.replica",
+                empty.clone(),
+                "`postgres.servers.replica.sslrootcert`",
+            ),
+        ] {
+            let mut settings = PostgresConfig::unreachable_for_tests();
+            settings.section = section.to_owned();
+            settings.sslmode = SslMode::VerifyFull;
+            settings.sslrootcert = Some(root);
+            let error = build_config(&settings).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{error}");
+        }
     }
 }

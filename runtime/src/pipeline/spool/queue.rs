@@ -84,6 +84,41 @@ impl Spool {
         }
     }
 
+    /// The oldest pending batch and the ones right behind it, for one push: at most `max_batches`
+    /// of them and, past the first, at most `max_bytes` of payload in all. The first is what
+    /// [`Spool::oldest`] returns (unreadable batches set aside on the way). The run stops before
+    /// a batch that cannot be read or that follows a lost batch, so acking the whole run with
+    /// [`Spool::ack_through`] never moves the cursor past a batch that was not in it.
+    pub fn oldest_run(
+        &mut self,
+        max_batches: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(BatchId, Vec<u8>)>, SpoolError> {
+        let Some(first) = self.oldest()? else {
+            return Ok(Vec::new());
+        };
+        let mut bytes = first.1.len();
+        let mut run = vec![first];
+        for record in self.pending.iter().skip(1) {
+            let lost_before = self
+                .lost
+                .front()
+                .is_some_and(|lost| lost.first_seq < record.seq);
+            if run.len() >= max_batches || bytes + record.len as usize > max_bytes || lost_before {
+                break;
+            }
+            match self.read_record(record) {
+                Ok(payload) => {
+                    bytes += payload.len();
+                    run.push((BatchId(record.seq), payload));
+                }
+                // Left for `oldest` to set aside once it is the oldest.
+                Err(_) => break,
+            }
+        }
+        Ok(run)
+    }
+
     /// Every pending batch that can be read, oldest first, read from disk one at a time (lost
     /// batches waiting to be set aside are not listed).
     pub fn pending(&self) -> impl Iterator<Item = Result<(BatchId, Vec<u8>), SpoolError>> + '_ {
@@ -113,6 +148,25 @@ impl Spool {
         self.set_aside_lost_before(id)?;
         self.check_oldest(id)?;
         self.commit(id.0, self.cursor.counters)
+    }
+
+    /// Removes the pending batches from the oldest through `last` after the backend accepted
+    /// them in one push (a run from [`Spool::oldest_run`]): one durable store of the cursor.
+    /// `last` must be pending, and no lost batch may come before it (those are set aside
+    /// one by one, never acked).
+    pub fn ack_through(&mut self, last: BatchId) -> Result<(), SpoolError> {
+        let Some(oldest) = self.pending.front().map(|record| BatchId(record.seq)) else {
+            return Err(SpoolError::NothingPending { id: last });
+        };
+        self.set_aside_lost_before(oldest)?;
+        let lost_in_run = self
+            .lost
+            .front()
+            .is_some_and(|lost| lost.first_seq <= last.0);
+        if lost_in_run || !self.pending.iter().any(|record| record.seq == last.0) {
+            return Err(SpoolError::OutOfOrder { id: last, oldest });
+        }
+        self.commit(last.0, self.cursor.counters)
     }
 
     /// Sets the oldest pending batch aside after the backend rejected it as invalid, so that it

@@ -242,6 +242,50 @@ fn corruption_found_while_running_does_not_stop_delivery() {
     }
 }
 
+/// Pushes of several batches: a run stops before a batch found unreadable (at open or while
+/// running), which is then set aside on its own, so acking a whole run never moves the cursor
+/// past a batch that was not sent.
+#[test]
+fn runs_of_batches_stop_before_an_unreadable_one() {
+    for field in FIELDS {
+        for found_at_open in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let segment = one_segment(tmp.path(), 10);
+            let (mut spool, _) = if found_at_open {
+                flip_byte(&segment, record_offset(3, PAYLOAD) + field.offset());
+                open(tmp.path(), options(1 << 20, DEFAULT_SEGMENT_BYTES))
+            } else {
+                let opened = open(tmp.path(), options(1 << 20, DEFAULT_SEGMENT_BYTES));
+                flip_byte(&segment, record_offset(3, PAYLOAD) + field.offset());
+                opened
+            };
+            let context = format!("{field:?}, found at open: {found_at_open}");
+            let pushes = drain_in_runs(&mut spool, 8);
+            let ids: Vec<Vec<u64>> = pushes
+                .iter()
+                .map(|push| push.iter().map(|(id, _)| *id).collect())
+                .collect();
+            assert_eq!(
+                ids,
+                vec![vec![1, 2, 3], vec![5, 6, 7, 8, 9, 10]],
+                "{context}"
+            );
+            assert_eq!(
+                pushes.concat(),
+                expected((1..=3).chain(5..=10)),
+                "{context}"
+            );
+            assert_eq!(spool.stats().lost_batches, 1, "{context}");
+            assert!(
+                dead_letter_names(tmp.path())
+                    .iter()
+                    .any(|name| name.starts_with(&format!("{:020}.", 4))),
+                "{context}"
+            );
+        }
+    }
+}
+
 /// An I/O error reading the oldest batch is returned (the caller retries later), but only a few
 /// times in a row: then the batch is set aside as lost, so a bad sector cannot stop delivery
 /// for good. Here the segment file was replaced by a directory (reads fail with EISDIR).

@@ -103,6 +103,20 @@ fn drain(spool: &mut Spool) -> Vec<(u64, Vec<u8>)> {
     delivered
 }
 
+/// Delivers everything in pushes of up to `per_push` batches (`oldest_run`, then
+/// `ack_through` the last of the run), as the agent does; returns what was delivered, by push.
+fn drain_in_runs(spool: &mut Spool, per_push: usize) -> Vec<Vec<(u64, Vec<u8>)>> {
+    let mut pushes = Vec::new();
+    loop {
+        let run = spool.oldest_run(per_push, usize::MAX).unwrap();
+        let Some(&(last, _)) = run.last() else {
+            return pushes;
+        };
+        spool.ack_through(last).unwrap();
+        pushes.push(run.into_iter().map(|(id, b)| (id.get(), b)).collect());
+    }
+}
+
 /// The names in `dead-letter/`, sorted.
 fn dead_letter_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<_> = fs::read_dir(dir.join(DEAD_LETTER_DIR))

@@ -321,3 +321,42 @@ fn append_throughput() {
         began.elapsed().as_secs_f64() * 1000.0
     );
 }
+
+/// A run for one push holds at most `max_batches`, and past the first at most `max_bytes`; a
+/// first batch larger than `max_bytes` still goes alone. `ack_through` removes the whole run
+/// durably, and refuses a batch that is not pending.
+#[test]
+fn runs_are_bounded_and_acked_through_their_last_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(tmp.path(), options(1 << 20, 1000));
+    for n in 1..=10 {
+        spool.append(&batch(n, 30)).unwrap();
+    }
+    spool.append(&batch(11, 500)).unwrap();
+    spool.append(&batch(12, 30)).unwrap();
+    let ids = |run: &[(BatchId, Vec<u8>)]| run.iter().map(|(id, _)| id.get()).collect::<Vec<_>>();
+
+    let run = spool.oldest_run(4, usize::MAX).unwrap();
+    assert_eq!(ids(&run), [1, 2, 3, 4]);
+    assert!(matches!(
+        spool.ack_through(BatchId(99)),
+        Err(SpoolError::OutOfOrder { .. })
+    ));
+    spool.ack_through(BatchId(4)).unwrap();
+    assert_eq!(ids(&spool.oldest_run(100, 95).unwrap()), [5, 6, 7]);
+    spool.ack_through(BatchId(7)).unwrap();
+    assert_eq!(ids(&spool.oldest_run(100, 200).unwrap()), [8, 9, 10]);
+    spool.ack_through(BatchId(10)).unwrap();
+    assert_eq!(ids(&spool.oldest_run(100, 100).unwrap()), [11]);
+    drop(spool);
+
+    let (mut spool, recovery) = open(tmp.path(), options(1 << 20, 1000));
+    assert_eq!(recovery.pending_batches, 2);
+    assert_eq!(ids(&spool.oldest_run(100, usize::MAX).unwrap()), [11, 12]);
+    spool.ack_through(BatchId(12)).unwrap();
+    assert!(spool.oldest_run(100, usize::MAX).unwrap().is_empty());
+    assert!(matches!(
+        spool.ack_through(BatchId(12)),
+        Err(SpoolError::NothingPending { .. })
+    ));
+}
