@@ -380,6 +380,122 @@ fn a_cache_directory_open_to_others_is_fixed_with_a_warning() {
     assert_eq!(cache_entries(&cache_dir).len(), 1);
 }
 
+/// `plugin precompile` through the binary, then `config check` of signed plugins with
+/// `precompiled_dir`: the artifact is used for the file it was made from, and ignored with a
+/// warning (the plugin compiled, the check still ok) when it is writable by others, renamed to
+/// another file's sha256, or when its file was tampered with (refused by the signature first).
+#[test]
+fn a_precompiled_component_is_used_only_for_its_verified_file_and_when_closed_to_others() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let keys = dir.path().join("keys");
+    let (alice_key, alice_pub) = keygen(&keys, "alice");
+    let good = copy_guest(dir.path(), "sysstat", "good");
+    sign(&good, &alice_key);
+    let tampered = copy_guest(dir.path(), "sysstat", "tampered");
+    sign(&tampered, &alice_key);
+    let other = copy_guest(dir.path(), "uptime", "other");
+    sign(&other, &alice_key);
+    let precompiled = dir.path().join("precompiled");
+    let (code, stdout, stderr) =
+        run_cli(&["plugin", "precompile", s(&good), "--out", s(&precompiled)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let sha = |file: &Path| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(file).unwrap()))
+    };
+    let artifact = precompiled.join(format!("{}-plain.cwasm", sha(&good)));
+    assert!(stdout.contains(s(&artifact)), "{stdout}");
+    assert_eq!(
+        std::fs::metadata(&artifact).unwrap().permissions().mode() & 0o777,
+        0o444
+    );
+    // `other` finds `good`'s artifact under its own sha256: its header names another source.
+    std::fs::copy(
+        &artifact,
+        precompiled.join(format!("{}-plain.cwasm", sha(&other))),
+    )
+    .unwrap();
+    // `tampered` was signed, then changed: the signature refuses it before any lookup.
+    flip_last_byte(&tampered);
+
+    let signed_by = "signed_by = [\"alice\"]";
+    let body = [
+        trust(&[("alice", &alice_pub)]),
+        sysstat_plugin("good", &good, signed_by),
+        format!(
+            "[plugins.other]\nwasm = {:?}\nemits = [\"uptime\"]\n{signed_by}\n[plugins.other.grants.procfs]\npaths = [\"uptime\"]\n",
+            s(&other)
+        ),
+    ]
+    .concat();
+    let config_path = write_config(dir.path(), &body);
+    let text = std::fs::read_to_string(&config_path).unwrap().replacen(
+        "[collector]\n",
+        &format!("[collector]\nprecompiled_dir = {:?}\n", s(&precompiled)),
+        1,
+    );
+    std::fs::write(&config_path, &text).unwrap();
+    let check = || run_cli(&["config", "check", "--config", s(&config_path)]);
+    let line = |stdout: &str, plugin: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(&format!("plugin `{plugin}`")))
+            .unwrap_or_else(|| panic!("no line for {plugin} in {stdout}"))
+            .to_owned()
+    };
+    let (code, stdout, stderr) = check();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        line(&stdout, "good").ends_with(", precompiled)"),
+        "{stdout}"
+    );
+    assert!(line(&stdout, "other").ends_with(", compiled)"), "{stdout}");
+    assert!(
+        stderr.contains("not using the precompiled component")
+            && stderr.contains("another source file"),
+        "{stderr}"
+    );
+
+    // Writable by others: ignored, compiled (and cached) instead.
+    std::fs::set_permissions(&artifact, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, stdout, stderr) = check();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(line(&stdout, "good").ends_with(", compiled)"), "{stdout}");
+    assert!(stderr.contains("group or others may write it"), "{stderr}");
+    std::fs::set_permissions(&artifact, std::fs::Permissions::from_mode(0o444)).unwrap();
+
+    // The directory itself writable by its group: not used at all.
+    std::fs::set_permissions(&precompiled, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let (code, stdout, stderr) = check();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        !line(&stdout, "good").ends_with(", precompiled)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("not using precompiled components"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&precompiled, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // A tampered file never reaches the lookup, even with an artifact under its name.
+    std::fs::copy(
+        &artifact,
+        precompiled.join(format!("{}-plain.cwasm", sha(&tampered))),
+    )
+    .unwrap();
+    let with_tampered = format!("{text}{}", sysstat_plugin("tampered", &tampered, signed_by));
+    std::fs::write(&config_path, with_tampered).unwrap();
+    let (code, stdout, _) = check();
+    assert_eq!(code, 1, "{stdout}");
+    assert!(line(&stdout, "tampered").contains("signature"), "{stdout}");
+    assert!(
+        line(&stdout, "good").ends_with(", precompiled)"),
+        "{stdout}"
+    );
+}
+
 /// Compile time of the largest bundled collector without and with a cache entry. Run with
 /// `cargo test --release -p pganalytics --test supply_chain -- --ignored --nocapture`.
 #[test]

@@ -7,7 +7,7 @@
 //! size and count for a smoke run of the suite itself (its numbers are not the ones to quote);
 //! `--only collect|logs|validate|cycle|scale|compare|cold|rss` (or several, comma-separated, e.g.
 //! `scale,compare` to compare with postgres_exporter on the large database) runs those parts and
-//! prints them.
+//! prints them; `--rss-cycles N` runs the RSS part for N cycles instead of the plan's.
 
 mod agent;
 mod compare;
@@ -69,12 +69,18 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut agent, mut quick, mut out) = (None, false, setup::root().join("BENCHMARKS.md"));
     let mut only: Option<String> = None;
+    let mut rss_cycles: Option<u64> = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--agent" => agent = args.next().map(PathBuf::from),
             "--quick" => quick = true,
             "--only" => only = args.next(),
             "--out" => out = args.next().map(PathBuf::from).expect("--out FILE"),
+            // A shorter (or longer) RSS probe than the plan's, e.g. while attributing memory.
+            "--rss-cycles" => {
+                rss_cycles = args.next().and_then(|n| n.parse().ok());
+                assert!(rss_cycles.is_some(), "--rss-cycles N");
+            }
             other => {
                 eprintln!(
                     "usage: pganalytics-bench --agent PATH [--quick] [--out FILE] [--only SECTION[,SECTION...]] (not {other:?})"
@@ -87,7 +93,10 @@ fn main() {
         eprintln!("usage: pganalytics-bench --agent PATH [--quick] [--out FILE]");
         std::process::exit(2);
     };
-    let plan = if quick { QUICK } else { FULL };
+    let mut plan = if quick { QUICK } else { FULL };
+    if let Some(cycles) = rss_cycles {
+        plan.rss_cycles = cycles;
+    }
     let machine = report::Machine::start();
     let started = Instant::now();
     let dir = tempfile::Builder::new()

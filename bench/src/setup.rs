@@ -18,7 +18,8 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn wasm(name: &str) -> String {
+/// The release build of bundled guest `name`.
+pub fn wasm(name: &str) -> String {
     root()
         .join("guests/target/wasm32-wasip2/release")
         .join(format!("{name}.wasm"))

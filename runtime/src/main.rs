@@ -92,6 +92,18 @@ enum PluginCommand {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Compile components ahead of time for this agent's engine into DIR/SHA256-plain.cwasm
+    /// (or -metered), for `[collector] precompiled_dir`. Each artifact is bound to the sha256 of
+    /// the file it was made from; install DIR owned by root, not writable by group or others.
+    Precompile {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// For plugins with a `fuel` limit (the metered engine).
+        #[arg(long)]
+        metered: bool,
+    },
     /// Check FILE.sig: exit 0 only when a given key signed the file exactly as it is.
     #[command(group(clap::ArgGroup::new("keys").required(true).multiple(true).args(["public", "config"])))]
     Verify {
@@ -148,6 +160,11 @@ fn main() -> ExitCode {
             }
             PluginCommand::Keygen { name, out } => keygen(&name, &out),
             PluginCommand::Sign { file, key } => sign(&file, &key),
+            PluginCommand::Precompile {
+                files,
+                out,
+                metered,
+            } => precompile(&files, &out, metered),
             PluginCommand::Verify {
                 file,
                 public,
@@ -345,6 +362,39 @@ fn sign(file: &Path, key_path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn precompile(files: &[PathBuf], out: &Path, metered: bool) -> anyhow::Result<ExitCode> {
+    use std::os::unix::fs::DirBuilderExt;
+    let engines = plugin::Engines::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let engine = engines
+        .get(metered)
+        .map_err(|e| anyhow::anyhow!("cannot start the wasm engine: {e:#}"))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(out)
+        .with_context(|| format!("creating `{}`", out.display()))?;
+    for file in files {
+        let started = std::time::Instant::now();
+        let (bytes, sha256) = plugin::read_component("precompile", file)?;
+        plugin::structure::check("precompile", file, &bytes)?;
+        let artifact = plugin::precompiled::build_artifact(&engine, metered, &sha256, &bytes)
+            .map_err(|e| anyhow::anyhow!("compiling `{}`: {e:#}", file.display()))?;
+        let path = out.join(plugin::PrecompiledDir::file_name(&sha256, metered));
+        // Read-only for everyone: the agent refuses an artifact that group or others may write.
+        fsutil::write_atomically(&path, &artifact, 0o444)
+            .with_context(|| format!("writing `{}`", path.display()))?;
+        println!(
+            "precompiled `{}` (sha256 {}) into `{}` ({} bytes) in {} ms",
+            file.display(),
+            hex::encode(sha256),
+            path.display(),
+            artifact.len(),
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn verify(file: &Path, public: &[PathBuf], config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let keys = trusted_keys(public, config)?;
     if keys.is_empty() {
@@ -530,15 +580,18 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // Warnings (a cache or precompiled directory not used, an artifact ignored) go to stderr.
+    init_logging(config.collector.log_format, "warn");
     let host = PluginHost::new(&config.host_setup()).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let mut problems = 0;
     for plugin in config.plugins.values().filter(|p| p.enabled) {
         match host.load(std::sync::Arc::new(plugin.clone())) {
             Ok(loaded) => println!(
-                "ok      plugin `{}` ({}, sha256 {})",
+                "ok      plugin `{}` ({}, sha256 {}, {})",
                 plugin.name,
                 plugin.wasm.display(),
-                loaded.sha256_hex()
+                loaded.sha256_hex(),
+                loaded.compiled.describe()
             ),
             Err(e) => {
                 problems += 1;

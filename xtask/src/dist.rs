@@ -2,11 +2,11 @@
 //! Debian's own `dpkg-deb --build` from a tree staged in `target/dist/stage/`.
 //!
 //! The package holds the stripped release binary, the four collector components signed with the
-//! package's release key, their public key, `/etc/pganalytics/config.toml` (a conffile generated
-//! from `config.toml.sample`), the hardened systemd unit and the maintainer scripts of
-//! `packaging/debian/`. The release key pair lives in `target/dist/keys/` and is kept across
-//! builds, so one machine's packages can replace each other; the secret half must never be
-//! staged: a build that finds it in the tree fails.
+//! package's release key and precompiled by that binary for its own engine, their public key,
+//! `/etc/pganalytics/config.toml` (a conffile generated from `config.toml.sample`), the hardened
+//! systemd unit and the maintainer scripts of `packaging/debian/`. The release key pair lives in
+//! `target/dist/keys/` and is kept across builds, so one machine's packages can replace each
+//! other; the secret half must never be staged: a build that finds it in the tree fails.
 //!
 //! Every piece that comes from elsewhere in the repository is checked rather than trusted: each
 //! edit of the sample must apply exactly once, the generated config must pass
@@ -27,6 +27,9 @@ pub const KEY_NAME: &str = "release";
 
 pub const BINARY: &str = "/usr/bin/pganalytics";
 pub const PLUGIN_DIR: &str = "/usr/lib/pganalytics/plugins";
+/// The collectors compiled ahead of time by the staged binary (`plugin precompile`), so that
+/// a first start does not compile them; root-owned and read-only, as the agent requires.
+pub const PRECOMPILED_DIR: &str = "/usr/lib/pganalytics/precompiled";
 /// Package data, replaced with the plugins on upgrade; operators' own keys go to /etc.
 pub const KEY_DIR: &str = "/usr/share/pganalytics/keys";
 pub const CONFIG: &str = "/etc/pganalytics/config.toml";
@@ -151,6 +154,27 @@ fn build_deb(binary: &Path) -> Result<DebPackage, String> {
         )?;
     }
 
+    // The collectors compiled by the staged binary itself, so the artifacts fit its engine
+    // exactly; each is bound to the sha256 of the signed file beside it.
+    let precompiled = at(PRECOMPILED_DIR);
+    let mut precompile = Command::new(at(BINARY));
+    precompile
+        .args(["plugin", "precompile", "--out"])
+        .arg(&precompiled);
+    for name in COLLECTORS {
+        precompile.arg(at(&format!("{PLUGIN_DIR}/{name}.wasm")));
+    }
+    run(
+        "precompiling the collectors with the staged binary",
+        &mut precompile,
+    )?;
+    for entry in
+        std::fs::read_dir(&precompiled).map_err(|e| format!("{}: {e}", precompiled.display()))?
+    {
+        let entry = entry.map_err(|e| format!("{}: {e}", precompiled.display()))?;
+        set_mode(&entry.path(), 0o644)?;
+    }
+
     // The config, then a copy of it pointed at the staged tree, checked by the staged binary.
     let sample = root().join("config.toml.sample");
     let sample_text =
@@ -226,6 +250,10 @@ fn config_edits() -> Vec<(String, String)> {
         (
             "cache_dir = \"target/pganalytics-state/cache\"",
             "cache_dir = \"/var/lib/pganalytics/cache\"",
+        ),
+        (
+            "# precompiled_dir = \"/usr/lib/pganalytics/precompiled\"",
+            "precompiled_dir = \"/usr/lib/pganalytics/precompiled\"",
         ),
     ]
     .into_iter()
@@ -306,6 +334,7 @@ fn check_staged_config(config: &str, stage: &Path, dist: &Path) -> Result<(), St
     };
     let text = config
         .replace(PLUGIN_DIR, &staged(PLUGIN_DIR))
+        .replace(PRECOMPILED_DIR, &staged(PRECOMPILED_DIR))
         .replace(KEY_DIR, &staged(KEY_DIR))
         .replace(STATE_DIR, &check_dir.join("state").display().to_string());
     let path = check_dir.join("config.toml");
@@ -329,6 +358,22 @@ fn check_staged_config(config: &str, stage: &Path, dist: &Path) -> Result<(), St
                 "`pganalytics config check` of the package config did not load `{name}`:\n{stdout}"
             ));
         }
+    }
+    // The staged tree may sit below a directory others can write (then the agent rightly
+    // ignores the artifacts there); the package test checks them installed, where it may not.
+    let precompiled = COLLECTORS
+        .iter()
+        .filter(|name| {
+            stdout.lines().any(|l| {
+                l.starts_with(&format!("ok      plugin `{name}`")) && l.ends_with(", precompiled)")
+            })
+        })
+        .count();
+    if precompiled != COLLECTORS.len() {
+        eprintln!(
+            "xtask: warning: only {precompiled} of {} staged collectors loaded from their precompiled artifacts (see the check's warnings above)",
+            COLLECTORS.len()
+        );
     }
     eprintln!("xtask: the package config passes `pganalytics config check` (4 signed collectors)");
     Ok(())
@@ -548,6 +593,7 @@ mod tests {
     fn the_package_config_has_debian_paths_and_signed_plugins() {
         let config = debian_config(&sample()).unwrap();
         assert!(config.contains("state_dir = \"/var/lib/pganalytics\""));
+        assert!(config.contains("\nprecompiled_dir = \"/usr/lib/pganalytics/precompiled\""));
         assert!(config.contains("release = \"/usr/share/pganalytics/keys/release.pub\""));
         for name in COLLECTORS {
             assert!(

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::dist::{
     self, BINARY, COLLECTORS, CONFIG, DOC_DIR, DebPackage, KEY_DIR, KEY_NAME, PACKAGE, PLUGIN_DIR,
-    STATE_DIR, UNIT,
+    PRECOMPILED_DIR, STATE_DIR, UNIT,
 };
 
 /// Serializes package tests of several worktrees on one machine (they share one dpkg database
@@ -194,7 +194,15 @@ fn check_files(package: &DebPackage, account: &Account) -> Result<(), String> {
         for file in [format!("{name}.wasm"), format!("{name}.wasm.sig")] {
             expected.push((format!("{PLUGIN_DIR}/{file}"), 0o644, root_owned, false));
         }
+        // Its precompiled artifact, named by the sha256 of the installed file.
+        expected.push((
+            format!("{PRECOMPILED_DIR}/{}", artifact_name(name)?),
+            0o644,
+            root_owned,
+            false,
+        ));
     }
+    expected.push((PRECOMPILED_DIR.to_owned(), 0o755, root_owned, true));
     for (path, mode, (uid, gid), is_dir) in &expected {
         let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{path}: {e}"))?;
         let kind_ok = if *is_dir {
@@ -397,12 +405,17 @@ fn check_config_as_agent(unit: &Unit) -> Result<(), String> {
     )?;
     for name in COLLECTORS {
         ensure(
-            said.contains(&format!("ok      plugin `{name}`")),
-            format!("`config check` of {CONFIG} did not load `{name}`:\n{said}"),
+            said.lines().any(|line| {
+                line.starts_with(&format!("ok      plugin `{name}`"))
+                    && line.ends_with(", precompiled)")
+            }),
+            format!(
+                "`config check` of {CONFIG} did not load `{name}` from its precompiled artifact:\n{said}"
+            ),
         )?;
     }
     eprintln!(
-        "xtask: {CONFIG} passes `pganalytics config check` as user `{}`",
+        "xtask: {CONFIG} passes `pganalytics config check` as user `{}`, every collector from {PRECOMPILED_DIR}",
         unit.user
     );
 
@@ -614,6 +627,18 @@ fn run_unit_command(unit: &Unit, account: &Account) -> Result<(), String> {
             ),
         )?;
         eprintln!("xtask: the agent stopped on SIGTERM with {status}");
+        let said = agent_log();
+        for name in COLLECTORS {
+            ensure(
+                said.lines().any(|line| {
+                    line.contains("plugin loaded")
+                        && line.contains(&format!("plugin={name} "))
+                        && line.contains("precompiled")
+                }),
+                format!("the agent did not load `{name}` from {PRECOMPILED_DIR}; its log:\n{said}"),
+            )?;
+        }
+        eprintln!("xtask: the agent loaded every collector from {PRECOMPILED_DIR}");
         Ok(())
     })();
     if result.is_err() {
@@ -700,7 +725,7 @@ fn child_of(pid: u32) -> Option<u32> {
 }
 
 /// Everything the agent wrote is its own and closed to other users (UMask=0077), and the
-/// compile cache was filled.
+/// compile cache stayed empty: every collector came precompiled, so nothing was compiled.
 fn check_state_dir(account: &Account) -> Result<(), String> {
     let mut entries = Vec::new();
     walk(Path::new(STATE_DIR), &mut entries)?;
@@ -722,10 +747,9 @@ fn check_state_dir(account: &Account) -> Result<(), String> {
     )?;
     let compiled = cache_entries()?;
     ensure(
-        compiled >= COLLECTORS.len(),
+        compiled == 0,
         format!(
-            "{STATE_DIR}/cache holds {compiled} compiled components, expected at least {}",
-            COLLECTORS.len()
+            "{STATE_DIR}/cache holds {compiled} compiled components: the agent compiled instead of using {PRECOMPILED_DIR}"
         ),
     )?;
     for sub in ["spool", "cache"] {
@@ -735,10 +759,23 @@ fn check_state_dir(account: &Account) -> Result<(), String> {
         )?;
     }
     eprintln!(
-        "xtask: {STATE_DIR}: {} entries, all owned by the agent and closed to others; {compiled} compiled components cached",
+        "xtask: {STATE_DIR}: {} entries, all owned by the agent and closed to others; nothing compiled into the cache",
         entries.len()
     );
     Ok(())
+}
+
+/// The file name of the precompiled artifact of the installed collector `name`:
+/// `SHA256-plain.cwasm`, the sha256 of its installed `.wasm` (by `sha256sum`).
+fn artifact_name(name: &str) -> Result<String, String> {
+    let path = format!("{PLUGIN_DIR}/{name}.wasm");
+    let sum = command_stdout(Command::new("sha256sum").arg(&path))?;
+    let digest = sum
+        .split_whitespace()
+        .next()
+        .filter(|d| d.len() == 64)
+        .ok_or_else(|| format!("sha256sum {path}: `{sum}`"))?;
+    Ok(format!("{digest}-plain.cwasm"))
 }
 
 fn cache_entries() -> Result<usize, String> {
@@ -787,7 +824,7 @@ fn reinstall_keeps_local_config(deb: &str, account: &Account) -> Result<(), Stri
 
 fn remove_then_purge() -> Result<(), String> {
     dpkg(&["-r", PACKAGE])?;
-    for gone in [BINARY, UNIT, PLUGIN_DIR, KEY_DIR] {
+    for gone in [BINARY, UNIT, PLUGIN_DIR, PRECOMPILED_DIR, KEY_DIR] {
         ensure(!exists(gone), format!("`dpkg -r` left {gone}"))?;
     }
     for kept in [CONFIG, STATE_DIR] {

@@ -38,6 +38,11 @@ use shared::{Shared, lock};
 /// How long shutdown waits for an in-flight push to finish before abandoning it (the batch
 /// stays spooled and is sent again).
 const PUSH_GRACE: Duration = Duration::from_secs(5);
+/// How often freed heap memory is handed back to the system. glibc keeps what the agent's
+/// threads freed (output buffers, rows, JSON) in its arenas for reuse, holes included; in a
+/// steady run with the four collectors that was about 10 MiB of the 28 MiB of anonymous memory
+/// (`malloc_stats`: 12 MiB in use of 37 MiB held). A trim costs well under a millisecond.
+const HEAP_TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why the agent could not start, stopped, or refused a new config.
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +232,16 @@ pub async fn run(config_path: &Path, local: Config) -> Result<(), AgentError> {
                 tracing::error!("health listener on {addr}: {e}");
             }
         })
+    });
+
+    let _trimmer = tokio::spawn(async {
+        let mut every = tokio::time::interval(HEAP_TRIM_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            // It takes each arena's lock and madvises free pages: off the async workers.
+            let _ = tokio::task::spawn_blocking(crate::plugin::trim_heap).await;
+        }
     });
 
     let sender = Sender::new(&config, metrics.clone()).map_err(AgentError::Sender)?;

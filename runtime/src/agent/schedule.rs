@@ -155,6 +155,7 @@ async fn refresh(
                 plugin = %plugin.name,
                 sha256 = %loaded.sha256_hex(),
                 file = %plugin.wasm.display(),
+                code = loaded.compiled.describe(),
                 "{}", if swapped { "the plugin file changed: new version loaded" } else { "plugin loaded" }
             );
             current.plugin = Some(loaded);

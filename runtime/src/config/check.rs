@@ -278,6 +278,7 @@ impl<'a> Checker<'a> {
         let state_dir = raw.state_dir.map(|dir| self.resolve(&dir));
         let config = CollectorConfig {
             cache_dir: self.cache_dir(raw.cache_dir.as_deref(), state_dir.as_deref()),
+            precompiled_dir: raw.precompiled_dir.map(|dir| self.resolve(&dir)),
             id: raw.id.unwrap_or_else(|| hostname.clone()),
             hostname,
             state_dir,

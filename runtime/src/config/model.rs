@@ -44,6 +44,7 @@ impl Config {
         HostSetup {
             state_dir: self.collector.state_dir.clone(),
             cache_dir: self.collector.cache_dir.clone(),
+            precompiled_dir: self.collector.precompiled_dir.clone(),
             capabilities,
         }
     }
@@ -69,6 +70,8 @@ pub struct CollectorConfig {
     pub unhealthy_after_push_intervals: u32,
     /// Where compiled components are cached; `None`: no cache.
     pub cache_dir: Option<PathBuf>,
+    /// Read-only directory of precompiled components; `None`: none.
+    pub precompiled_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -40,6 +40,9 @@ pub struct RawCollector {
     /// Directory of compiled components (default `STATE_DIR/cache`; no cache without a state
     /// directory). Kept at mode 0700.
     pub cache_dir: Option<PathBuf>,
+    /// Read-only directory of precompiled components (`pganalytics plugin precompile`), used
+    /// only when it and its artifacts pass the ownership and mode checks. Default: none.
+    pub precompiled_dir: Option<PathBuf>,
 }
 
 /// `[trust]`: the keys plugin signatures are checked against.

@@ -1039,6 +1039,7 @@ mod tests {
                 unhealthy_after_push_intervals:
                     crate::config::DEFAULT_UNHEALTHY_AFTER_PUSH_INTERVALS,
                 cache_dir: None,
+                precompiled_dir: None,
             };
             let (batch, peak) = counting::peak(size, || {
                 let items = validate_output(output, &only, server).unwrap();

@@ -51,6 +51,9 @@ const MAGIC: &[u8; 8] = b"PGACWASM";
 const VERSION: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 32 + 32 + 1 + 8 + 32;
 
+/// How an entry made for another engine configuration is described (callers match on it).
+pub(super) const OTHER_ENGINE: &str = "it was made for another engine configuration";
+
 /// Threat: a huge file in the cache directory read into memory. Compiled collectors are a few
 /// MiB; a component file may be 64 MiB and its native code a few times that.
 pub const MAX_ENTRY_BYTES: u64 = 512 << 20;
@@ -71,6 +74,21 @@ pub enum CacheOutcome {
     Compiled,
     /// An entry was there but failed its checks; it was discarded and the source compiled.
     Rebuilt,
+    /// Deserialized from a checked artifact of the read-only precompiled directory (see
+    /// `super::precompiled`).
+    Precompiled,
+}
+
+impl CacheOutcome {
+    /// How the component was obtained, for logs and `config check`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Hit => "compile cache",
+            Self::Compiled => "compiled",
+            Self::Rebuilt => "compiled, bad cache entry replaced",
+            Self::Precompiled => "precompiled",
+        }
+    }
 }
 
 /// The cache directory of this process. Cheap to clone.
@@ -225,15 +243,16 @@ impl CompileCache {
     }
 }
 
-/// What an entry must match besides its own checksum.
-struct EntryKey {
+/// What an entry must match besides its own checksum. Precompiled artifacts use the same
+/// layout (`super::precompiled`).
+pub(super) struct EntryKey {
     source: [u8; 32],
     engine: [u8; 32],
     metered: bool,
 }
 
 impl EntryKey {
-    fn new(engine: &Engine, metered: bool, source: [u8; 32]) -> Self {
+    pub(super) fn new(engine: &Engine, metered: bool, source: [u8; 32]) -> Self {
         let mut hasher = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Self {
@@ -252,7 +271,7 @@ impl EntryKey {
         )
     }
 
-    fn header(&self, payload: &[u8]) -> Vec<u8> {
+    pub(super) fn header(&self, payload: &[u8]) -> Vec<u8> {
         let mut header = Vec::with_capacity(HEADER_BYTES);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
@@ -265,7 +284,7 @@ impl EntryKey {
     }
 
     /// The payload of `entry` when its header matches this key and its checksum matches.
-    fn check<'a>(&self, entry: &'a [u8]) -> Result<&'a [u8], String> {
+    pub(super) fn check<'a>(&self, entry: &'a [u8]) -> Result<&'a [u8], String> {
         if entry.len() < HEADER_BYTES {
             return Err(format!(
                 "it is {} bytes, shorter than its header",
@@ -280,11 +299,13 @@ impl EntryKey {
         if version != VERSION {
             return Err(format!("format version {version}, expected {VERSION}"));
         }
-        if header[12..44] != self.source
-            || header[44..76] != self.engine
-            || header[76] != u8::from(self.metered)
-        {
+        if header[12..44] != self.source || header[76] != u8::from(self.metered) {
             return Err("it was made for another source file or engine".into());
+        }
+        if header[44..76] != self.engine {
+            return Err(format!(
+                "{OTHER_ENGINE} (another version or build of the agent)"
+            ));
         }
         let length = u64::from_le_bytes(header[77..85].try_into().unwrap_or_default());
         if length != payload.len() as u64 {
@@ -313,7 +334,7 @@ impl Hasher for Sha256Hasher {
     }
 }
 
-fn current_uid() -> u32 {
+pub(super) fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }

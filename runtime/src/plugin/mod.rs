@@ -13,6 +13,7 @@ pub mod engine;
 mod error;
 pub mod limits;
 pub mod manifest;
+pub mod precompiled;
 pub mod signature;
 pub mod structure;
 
@@ -36,6 +37,7 @@ pub use engine::Engines;
 pub use error::{LoadError, RunError};
 use limits::{Limits, RunLimiter};
 pub use manifest::{Import, Manifest, check_links};
+pub use precompiled::PrecompiledDir;
 use signature::PublicKey;
 
 /// Threat: a multi-gigabyte "plugin" file exhausting memory before it is even compiled.
@@ -63,7 +65,8 @@ pub struct LoadedPlugin {
     pub sha256: [u8; 32],
     /// The trusted key whose signature was verified, when the config requires one.
     pub signed_by: Option<String>,
-    /// Whether the component came from the compile cache.
+    /// Whether the component was compiled, or came from the compile cache or a precompiled
+    /// artifact.
     pub compiled: CacheOutcome,
     pub manifest: Manifest,
     pre: CollectorPre<RunState>,
@@ -188,23 +191,39 @@ pub struct HostSetup {
     pub state_dir: Option<PathBuf>,
     /// Where compiled components are cached; `None`: every load compiles.
     pub cache_dir: Option<PathBuf>,
+    /// Read-only directory of precompiled components (see `precompiled`), tried before the
+    /// cache; `None`: none.
+    pub precompiled_dir: Option<PathBuf>,
     /// Runtime-wide settings of the capabilities (`[postgres]`).
     pub capabilities: host::Setup,
 }
 
 /// Everything plugin runs share: engines, the capabilities' resources (connection pool, state
-/// and offsets stores) and the compile cache.
+/// and offsets stores), the precompiled components and the compile cache.
 #[derive(Clone)]
 pub struct PluginHost {
     engines: Engines,
     resources: host::Resources,
+    precompiled: Option<PrecompiledDir>,
     cache: Option<CompileCache>,
 }
 
 impl PluginHost {
     /// A host for `setup`. A cache directory that cannot be used is reported and the host
-    /// compiles every load.
+    /// compiles every load; a precompiled directory that cannot be trusted is reported and
+    /// not used.
     pub fn new(setup: &HostSetup) -> wasmtime::Result<Self> {
+        let precompiled =
+            setup
+                .precompiled_dir
+                .as_deref()
+                .and_then(|dir| match PrecompiledDir::open(dir) {
+                    Ok(precompiled) => Some(precompiled),
+                    Err(e) => {
+                        tracing::warn!("{e}; not using precompiled components");
+                        None
+                    }
+                });
         let cache = setup
             .cache_dir
             .as_deref()
@@ -218,6 +237,7 @@ impl PluginHost {
         Ok(Self {
             engines: Engines::new()?,
             resources: host::Resources::new(&setup.capabilities, setup.state_dir.as_deref()),
+            precompiled,
             cache,
         })
     }
@@ -251,9 +271,16 @@ impl PluginHost {
             message: e.to_string(),
         })?;
         let compile_source = || compile(&engine, plugin, &config.wasm, &bytes);
-        let (component, compiled) = match &self.cache {
-            Some(cache) => cache.get_or_compile(&engine, metered, &sha256, compile_source)?,
-            None => (compile_source()?, CacheOutcome::Compiled),
+        let shipped = self
+            .precompiled
+            .as_ref()
+            .and_then(|dir| dir.load(&engine, metered, &sha256, plugin));
+        let (component, compiled) = match (shipped, &self.cache) {
+            (Some(component), _) => (component, CacheOutcome::Precompiled),
+            (None, Some(cache)) => {
+                cache.get_or_compile(&engine, metered, &sha256, compile_source)?
+            }
+            (None, None) => (compile_source()?, CacheOutcome::Compiled),
         };
         let manifest = Manifest::of(&engine, &component);
         if let Some(import) = manifest.unknown_imports().first() {
@@ -396,8 +423,9 @@ impl PluginHost {
     }
 }
 
-/// Returns the allocator's free memory at the top of its heaps to the system (glibc only).
-fn trim_heap() {
+/// Returns the allocator's free memory to the system: the top of each heap, and the free pages
+/// inside it (glibc only; elsewhere a no-op).
+pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory malloc has already freed.
     unsafe {
