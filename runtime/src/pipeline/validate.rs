@@ -25,10 +25,9 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-pub use super::items::{Items, SERVER_FIELD, serialize_items_flat};
 use super::contract::{FieldsSeed, Kind, KindSeed, Path, schema};
+pub use super::items::{Items, SERVER_FIELD, serialize_items_flat};
 use crate::host::guest_text;
-
 
 /// Checks one plugin's output and keeps it; returns the items or the first problem, naming the
 /// item index, its type and the field path. With `server`, every item is stamped with it (see
@@ -134,7 +133,9 @@ impl<'de> Visitor<'de> for OnePassItem<'_> {
                     if fields.is_some() {
                         return Err(not_in_one_pass());
                     }
-                    let item_type = map.next_value_seed(TextSeed)?.map_err(|_| not_in_one_pass())?;
+                    let item_type = map
+                        .next_value_seed(TextSeed)?
+                        .map_err(|_| not_in_one_pass())?;
                     if !self.emits.contains(item_type.as_ref()) {
                         return Err(not_in_one_pass());
                     }
@@ -218,7 +219,11 @@ impl<'de> Visitor<'de> for KeyText {
 
 /// The reference check: each item sliced out of the array and checked on its own, naming the
 /// first problem.
-fn check_item_by_item(json: &str, emits: &BTreeSet<String>, stamped: bool) -> Result<usize, String> {
+fn check_item_by_item(
+    json: &str,
+    emits: &BTreeSet<String>,
+    stamped: bool,
+) -> Result<usize, String> {
     if !json.trim_start().starts_with('[') {
         // Not an array: say whether it is JSON at all before naming what it is.
         serde_json::from_str::<IgnoredAny>(json)
@@ -551,7 +556,6 @@ impl<'de> Visitor<'de> for TextSeed {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,9 +583,16 @@ mod tests {
             json!([sysstat()]).to_string(),
             json!([{"type": "pg_log", "timestamp": ts, "database": "d", "entries": [entry]}])
                 .to_string(),
-            format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":[{entry}],"x":[1]}}]"#),
-            format!(r#"[{{"entries":[{entry}],"database":"d","timestamp":"{ts}","type":"pg_log"}}]"#),
-            format!(r#"[{{"type":"custom","timestamp":"{ts}","anything":{{"a":[1,"b"]}}}},{}]"#, sysstat()),
+            format!(
+                r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":[{entry}],"x":[1]}}]"#
+            ),
+            format!(
+                r#"[{{"entries":[{entry}],"database":"d","timestamp":"{ts}","type":"pg_log"}}]"#
+            ),
+            format!(
+                r#"[{{"type":"custom","timestamp":"{ts}","anything":{{"a":[1,"b"]}}}},{}]"#,
+                sysstat()
+            ),
             "[]".to_owned(),
         ];
         for json in &valid {
@@ -605,8 +616,12 @@ mod tests {
             format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d"}}]"#),
             format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":1,"entries":[]}}]"#),
             format!(r#"[{{"database":1,"type":"pg_log","timestamp":"{ts}","entries":[]}}]"#),
-            format!(r#"[{{"entries":[{{"level":"LOG"}}],"database":"d","type":"pg_log","timestamp":"{ts}"}}]"#),
-            format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":[{{"timestamp":"t","level":"L","message":2}}]}}]"#),
+            format!(
+                r#"[{{"entries":[{{"level":"LOG"}}],"database":"d","type":"pg_log","timestamp":"{ts}"}}]"#
+            ),
+            format!(
+                r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":[{{"timestamp":"t","level":"L","message":2}}]}}]"#
+            ),
             format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":[1]}}]"#),
             format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":{{}}}}]"#),
             format!(r#"[{{"type":"custom","timestamp":"{ts}"}},{{"type":"custom"}}]"#),
