@@ -125,7 +125,7 @@ pub async fn run(report: &mut Report, dir: &Path, size: u64, repetitions: usize)
             None => report.row(
                 &format!("pg_log through the sandbox vs pgbadger, {format}"),
                 "measured (same file)",
-                "skipped: Debian's pgbadger is not installed",
+                "skipped: Debian's pgbadger is not installed (or PGANALYTICS_BENCH_SKIP_PGBADGER is set)",
                 Verdict::Measured,
             ),
         }
@@ -138,10 +138,14 @@ const PGBADGER: &str = "/usr/bin/pgbadger";
 /// pgbadger takes about 25 s per 32 MiB here: three runs are enough for a median.
 const PGBADGER_REPETITIONS: usize = 3;
 
+/// Set (to anything) to leave pgbadger out while iterating on the pg_log figures: it takes
+/// minutes per run of this part.
+const SKIP_PGBADGER_VAR: &str = "PGANALYTICS_BENCH_SKIP_PGBADGER";
+
 /// pgbadger's median time over `log` (one process, a text report), or `None` when it is not
-/// installed. A failed run is a bug of the suite.
+/// installed or [`SKIP_PGBADGER_VAR`] is set. A failed run is a bug of the suite.
 fn pgbadger(log: &Path, format: &str, dir: &Path, repetitions: usize) -> Option<Duration> {
-    if !Path::new(PGBADGER).exists() {
+    if !Path::new(PGBADGER).exists() || std::env::var_os(SKIP_PGBADGER_VAR).is_some() {
         return None;
     }
     let mut times = Vec::new();

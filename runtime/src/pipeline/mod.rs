@@ -9,6 +9,7 @@
 //! - `crate::agent` schedules all of it.
 
 pub mod auth;
+mod contract;
 pub mod encoding;
 pub mod items;
 pub mod sender;

@@ -25,160 +25,9 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::contract::{FieldsSeed, Kind, KindSeed, Path, schema};
 pub use super::items::{Items, SERVER_FIELD, serialize_items_flat};
 use crate::host::guest_text;
-
-/// The JSON type a required field must have.
-#[derive(Clone, Copy)]
-enum Kind {
-    Number,
-    /// A JSON integer within the signed 64-bit range (the backend decodes it into an `int64`).
-    Int,
-    /// A number within 0..=100.
-    Percent,
-    Text,
-    /// A string or null (e.g. `last_vacuum` of a never-vacuumed table).
-    OptText,
-    Object(&'static [(&'static str, Kind)]),
-    /// An array whose elements are objects with these fields.
-    ArrayOf(&'static [(&'static str, Kind)]),
-}
-
-use Kind::*;
-
-const SYSSTAT: &[(&str, Kind)] = &[
-    (
-        "cpu",
-        Object(&[
-            ("user", Percent),
-            ("system", Percent),
-            ("idle", Percent),
-            ("iowait", Percent),
-            ("load_1m", Number),
-            ("load_5m", Number),
-            ("load_15m", Number),
-        ]),
-    ),
-    (
-        "memory",
-        Object(&[
-            ("total_mb", Number),
-            ("free_mb", Number),
-            ("cached_mb", Number),
-            ("used_mb", Number),
-        ]),
-    ),
-    (
-        "disk_io",
-        ArrayOf(&[
-            ("device", Text),
-            ("read_ops", Number),
-            ("write_ops", Number),
-            ("read_sectors", Number),
-            ("write_sectors", Number),
-        ]),
-    ),
-];
-
-const DISK_USAGE: &[(&str, Kind)] = &[(
-    "filesystems",
-    ArrayOf(&[
-        ("device", Text),
-        ("mount", Text),
-        ("total_gb", Number),
-        ("used_gb", Number),
-        ("free_gb", Number),
-        ("percent_used", Percent),
-    ]),
-)];
-
-const PG_LOG: &[(&str, Kind)] = &[
-    ("database", Text),
-    (
-        "entries",
-        ArrayOf(&[("timestamp", Text), ("level", Text), ("message", Text)]),
-    ),
-];
-
-const PG_STATS: &[(&str, Kind)] = &[
-    ("database", Text),
-    ("size_bytes", Number),
-    ("transactions_committed", Number),
-    ("transactions_rolledback", Number),
-    ("tuples_returned", Number),
-    ("tuples_fetched", Number),
-    ("tuples_inserted", Number),
-    ("tuples_updated", Number),
-    ("tuples_deleted", Number),
-    (
-        "tables",
-        ArrayOf(&[
-            ("schema", Text),
-            ("name", Text),
-            ("live_tuples", Number),
-            ("dead_tuples", Number),
-            ("modified_since_analyze", Number),
-            ("size_bytes", Number),
-            ("last_vacuum", OptText),
-            ("last_autovacuum", OptText),
-            ("last_analyze", OptText),
-            ("last_autoanalyze", OptText),
-            ("vacuum_count", Number),
-            ("autovacuum_count", Number),
-        ]),
-    ),
-    (
-        "indexes",
-        ArrayOf(&[
-            ("schema", Text),
-            ("name", Text),
-            ("table", Text),
-            ("scans", Number),
-            ("tuples_read", Number),
-            ("tuples_returned", Number),
-            ("size_bytes", Number),
-            ("status", Text),
-        ]),
-    ),
-];
-
-const PG_QUERY_STATS: &[(&str, Kind)] = &[
-    ("database", Text),
-    (
-        "queries",
-        ArrayOf(&[
-            ("hash", Int),
-            ("text", Text),
-            // The backend decodes these into int64 and drops the item on a fraction.
-            ("calls", Int),
-            ("total_time", Number),
-            ("mean_time", Number),
-            ("rows", Int),
-        ]),
-    ),
-];
-
-/// Server-wide statistics of the `pg_stats` collector (not in the original contract; required
-/// fields are those every PostgreSQL version provides).
-const PG_SERVER: &[(&str, Kind)] = &[
-    ("server_version", Text),
-    ("server_version_num", Number),
-    ("max_connections", Number),
-    ("connections", Object(&[("total", Number)])),
-];
-
-/// Required fields of the item types in the backend contract.
-fn schema(item_type: &str) -> Option<&'static [(&'static str, Kind)]> {
-    match item_type {
-        "sysstat" => Some(SYSSTAT),
-        "disk_usage" => Some(DISK_USAGE),
-        "pg_log" => Some(PG_LOG),
-        "pg_stats" => Some(PG_STATS),
-        "pg_query_stats" => Some(PG_QUERY_STATS),
-        "pg_server" => Some(PG_SERVER),
-        _ => None,
-    }
-}
 
 /// Checks one plugin's output and keeps it; returns the items or the first problem, naming the
 /// item index, its type and the field path. With `server`, every item is stamped with it (see
@@ -197,7 +46,184 @@ pub fn validate_output(
 
 /// Checks `json` and returns how many items it holds; `stamped`: a top-level `server` field is
 /// refused (the host sets it).
+///
+/// An output is first read once, checking every rule as the text goes by
+/// ([`check_in_one_pass`]); only when that pass does not accept it is it checked again item by
+/// item, which finds and names the problem. The item-by-item check is the reference: the one
+/// pass accepts nothing it refuses (see the `one_pass_accepts_only_what_items_accept` test).
 pub fn check_output(json: &str, emits: &BTreeSet<String>, stamped: bool) -> Result<usize, String> {
+    match check_in_one_pass(json, emits, stamped) {
+        Some(len) => Ok(len),
+        None => check_item_by_item(json, emits, stamped),
+    }
+}
+
+/// The whole output in one pass of the parser, or `None` at the first thing it does not accept
+/// (without saying what: [`check_item_by_item`] does). The item-by-item check slices each item
+/// out of the array, then reads it twice (its header, then its type's fields): three passes
+/// over every byte of a multi-megabyte pg_log output, where this reads it once.
+fn check_in_one_pass(json: &str, emits: &BTreeSet<String>, stamped: bool) -> Option<usize> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let len = de.deserialize_seq(OnePassOutput { emits, stamped }).ok()?;
+    de.end().ok()?;
+    Some(len)
+}
+
+struct OnePassOutput<'a> {
+    emits: &'a BTreeSet<String>,
+    stamped: bool,
+}
+
+impl<'de> Visitor<'de> for OnePassOutput<'_> {
+    type Value = usize;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of metric items")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut len = 0;
+        while seq
+            .next_element_seed(OnePassItem {
+                emits: self.emits,
+                stamped: self.stamped,
+            })?
+            .is_some()
+        {
+            len += 1;
+        }
+        Ok(len)
+    }
+}
+
+/// One item, every rule of [`check_item`] applied as its fields go by. Fields that come before
+/// `type` (whose schema is not known yet) are kept as slices of the output and checked once
+/// the item ends.
+struct OnePassItem<'a> {
+    emits: &'a BTreeSet<String>,
+    stamped: bool,
+}
+
+/// Not accepted by the one pass; the item-by-item check says why.
+fn not_in_one_pass<E: de::Error>() -> E {
+    E::custom("not accepted in one pass")
+}
+
+impl<'de> DeserializeSeed<'de> for OnePassItem<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OnePassItem<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        // Messages are never built here; the checks below only need somewhere to put them.
+        let problem = Problem::default();
+        let mut fields: Option<&'static [(&'static str, Kind)]> = None;
+        let mut timestamp = false;
+        let mut seen = 0u64;
+        let mut before_type: Vec<(std::borrow::Cow<'de, str>, &'de RawValue)> = Vec::new();
+        while let Some(key) = map.next_key_seed(KeyText)? {
+            match key.as_ref() {
+                "type" => {
+                    // A repeated `type` or `timestamp`: left to the item-by-item check.
+                    if fields.is_some() {
+                        return Err(not_in_one_pass());
+                    }
+                    let item_type = map
+                        .next_value_seed(TextSeed)?
+                        .map_err(|_| not_in_one_pass())?;
+                    if !self.emits.contains(item_type.as_ref()) {
+                        return Err(not_in_one_pass());
+                    }
+                    fields = Some(schema(&item_type).unwrap_or(&[]));
+                }
+                "timestamp" => {
+                    let valid = matches!(
+                        map.next_value_seed(TextSeed)?,
+                        Ok(ts) if chrono::DateTime::parse_from_rfc3339(&ts).is_ok()
+                    );
+                    if timestamp || !valid {
+                        return Err(not_in_one_pass());
+                    }
+                    timestamp = true;
+                }
+                SERVER_FIELD if self.stamped => return Err(not_in_one_pass()),
+                name => match fields {
+                    None => before_type.push((key, map.next_value()?)),
+                    Some(fields) => match fields.iter().position(|(field, _)| *field == name) {
+                        Some(i) => {
+                            map.next_value_seed(required(fields[i], &problem))?;
+                            seen |= 1 << i;
+                        }
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    },
+                },
+            }
+        }
+        let Some(fields) = fields.filter(|_| timestamp) else {
+            return Err(not_in_one_pass());
+        };
+        for (name, value) in before_type {
+            if let Some(i) = fields.iter().position(|(field, _)| *field == name) {
+                let mut de = serde_json::Deserializer::from_str(value.get());
+                required(fields[i], &problem)
+                    .deserialize(&mut de)
+                    .map_err(|_| not_in_one_pass::<M::Error>())?;
+                seen |= 1 << i;
+            }
+        }
+        if seen.count_ones() as usize != fields.len() {
+            return Err(not_in_one_pass());
+        }
+        Ok(())
+    }
+}
+
+/// The check of one required top-level field.
+fn required<'p>((name, kind): (&'static str, Kind), problem: &'p Problem) -> KindSeed<'p> {
+    KindSeed {
+        kind,
+        path: Path::Field(&Path::Root, name),
+        problem,
+    }
+}
+
+/// A map key as text, borrowed from the output unless it has escapes.
+struct KeyText;
+
+impl<'de> DeserializeSeed<'de> for KeyText {
+    type Value = std::borrow::Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyText {
+    type Value = std::borrow::Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.to_owned().into())
+    }
+}
+
+/// The reference check: each item sliced out of the array and checked on its own, naming the
+/// first problem.
+fn check_item_by_item(
+    json: &str,
+    emits: &BTreeSet<String>,
+    stamped: bool,
+) -> Result<usize, String> {
     if !json.trim_start().starts_with('[') {
         // Not an array: say whether it is JSON at all before naming what it is.
         serde_json::from_str::<IgnoredAny>(json)
@@ -221,16 +247,16 @@ pub fn check_output(json: &str, emits: &BTreeSet<String>, stamped: bool) -> Resu
 
 /// The first problem found, carried out of serde (whose own errors would add a position and
 /// lose the item index).
-type Problem = RefCell<Option<String>>;
+pub(super) type Problem = RefCell<Option<String>>;
 
-fn fail<E: de::Error>(problem: &Problem, message: String) -> E {
+pub(super) fn fail<E: de::Error>(problem: &Problem, message: String) -> E {
     problem.borrow_mut().get_or_insert(message);
     E::custom("invalid output")
 }
 
 /// What a JSON value is, for messages.
 #[derive(Clone, Copy)]
-enum Found {
+pub(super) enum Found {
     Null,
     Bool,
     Number,
@@ -253,7 +279,7 @@ impl fmt::Display for Found {
 }
 
 /// A visitor that only needs to name what it found when it is not what it wanted.
-trait Expect<'de>: Sized {
+pub(super) trait Expect<'de>: Sized {
     type Value;
     fn expecting(&self) -> &'static str;
     fn unexpected<E: de::Error>(self, found: Found) -> Result<Self::Value, E>;
@@ -288,6 +314,7 @@ macro_rules! unexpected_others {
         }
     };
 }
+pub(super) use unexpected_others;
 
 /// The top level: an array of items, each checked as it is reached.
 struct OutputVisitor<'a> {
@@ -464,7 +491,7 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_> {
 }
 
 /// A map key: the index of the field it names (`self.0` tells), if any. Allocates nothing.
-struct KeySeed<F>(F);
+pub(super) struct KeySeed<F>(pub(super) F);
 
 impl<'de, F: Fn(&str) -> Option<usize>> DeserializeSeed<'de> for KeySeed<F> {
     type Value = Option<usize>;
@@ -529,231 +556,6 @@ impl<'de> Visitor<'de> for TextSeed {
     }
 }
 
-/// Where a value is, for error messages only: rendered when a check fails, so that a valid
-/// item (a pg_log item has thousands of entries) costs no string formatting. Every segment is
-/// a schema name or an index, never guest text.
-#[derive(Clone, Copy)]
-enum Path<'p> {
-    Root,
-    Field(&'p Path<'p>, &'static str),
-    Index(&'p Path<'p>, usize),
-}
-
-impl fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Path::Root => Ok(()),
-            Path::Field(Path::Root, name) => f.write_str(name),
-            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
-            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
-        }
-    }
-}
-
-/// An object that must have `fields` with their kinds (other fields are skipped unread).
-struct FieldsSeed<'p> {
-    fields: &'static [(&'static str, Kind)],
-    path: Path<'p>,
-    problem: &'p Problem,
-}
-
-impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldsSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object")
-    }
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        let fields = self.fields;
-        let mut seen = 0u64;
-        let position = |key: &str| fields.iter().position(|(name, _)| *name == key);
-        while let Some(key) = map.next_key_seed(KeySeed(position))? {
-            match key {
-                Some(i) => {
-                    let (name, kind) = self.fields[i];
-                    map.next_value_seed(KindSeed {
-                        kind,
-                        path: Path::Field(&self.path, name),
-                        problem: self.problem,
-                    })?;
-                    seen |= 1 << i;
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        if let Some((name, _)) = self
-            .fields
-            .iter()
-            .enumerate()
-            .find(|(i, _)| seen & (1 << i) == 0)
-            .map(|(_, field)| field)
-        {
-            return Err(fail(
-                self.problem,
-                format!("missing field `{}`", Path::Field(&self.path, name)),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// One required value of a given kind.
-struct KindSeed<'p> {
-    kind: Kind,
-    path: Path<'p>,
-    problem: &'p Problem,
-}
-
-impl KindSeed<'_> {
-    fn mismatch<E: de::Error>(&self, found: Found) -> E {
-        fail(
-            self.problem,
-            format!(
-                "field `{}` must be {}, got {found}",
-                self.path,
-                kind_name(self.kind)
-            ),
-        )
-    }
-
-    fn number<E: de::Error>(&self, value: f64, is_i64: bool) -> Result<(), E> {
-        match self.kind {
-            Number => Ok(()),
-            Int if is_i64 => Ok(()),
-            Percent if (0.0..=100.0).contains(&value) => Ok(()),
-            Percent => Err(fail(
-                self.problem,
-                format!("field `{}` is {value}, outside 0..100", self.path),
-            )),
-            _ => Err(self.mismatch(Found::Number)),
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for KindSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KindSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(kind_name(self.kind))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Err(self.mismatch(Found::Bool))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.number(v as f64, true)
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.number(v as f64, i64::try_from(v).is_ok())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.number(v, false)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        match self.kind {
-            Text | OptText => Ok(()),
-            _ => Err(self.mismatch(Found::Text)),
-        }
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        match self.kind {
-            OptText => Ok(()),
-            _ => Err(self.mismatch(Found::Null)),
-        }
-    }
-    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<(), M::Error> {
-        match self.kind {
-            Object(fields) => FieldsSeed {
-                fields,
-                path: self.path,
-                problem: self.problem,
-            }
-            .visit_map(map),
-            _ => Err(self.mismatch(Found::Object)),
-        }
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let Kind::ArrayOf(fields) = self.kind else {
-            return Err(self.mismatch(Found::Array));
-        };
-        let mut i = 0;
-        loop {
-            let path = Path::Index(&self.path, i);
-            let element = ElementSeed(FieldsSeed {
-                fields,
-                path,
-                problem: self.problem,
-            });
-            if seq.next_element_seed(element)?.is_none() {
-                return Ok(());
-            }
-            i += 1;
-        }
-    }
-}
-
-/// An element of an `ArrayOf`: must be an object with the fields.
-struct ElementSeed<'p>(FieldsSeed<'p>);
-
-impl<'de> DeserializeSeed<'de> for ElementSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> Expect<'de> for ElementSeed<'_> {
-    type Value = ();
-    fn expecting(&self) -> &'static str {
-        "an object"
-    }
-    fn unexpected<E: de::Error>(self, _: Found) -> Result<(), E> {
-        Err(fail(
-            self.0.problem,
-            format!("field `{}` must be an object", self.0.path),
-        ))
-    }
-}
-
-impl<'de> Visitor<'de> for ElementSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(Expect::expecting(self))
-    }
-    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<(), M::Error> {
-        self.0.visit_map(map)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        self.unexpected(Found::Array)
-    }
-    unexpected_others!(@scalars);
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Number => "a number",
-        Int => "an integer within the signed 64-bit range",
-        Percent => "a percentage",
-        Text => "a string",
-        OptText => "a string or null",
-        Object(_) => "an object",
-        ArrayOf(_) => "an array of objects",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,6 +570,82 @@ mod tests {
             "cpu": {"user": 1.5, "system": 2.0, "idle": 95.0, "iowait": 1.5, "load_1m": 0.1, "load_5m": 0.2, "load_15m": 0.3},
             "memory": {"total_mb": 100.0, "free_mb": 10.0, "cached_mb": 20.0, "used_mb": 70.0},
             "disk_io": [{"device": "vda", "read_ops": 1, "write_ops": 2, "read_sectors": 3, "write_sectors": 4}]})
+    }
+
+    #[test]
+    fn one_pass_accepts_only_what_items_accept() {
+        let all = emits(&["sysstat", "pg_log", "custom"]);
+        let ts = "2026-11-26T10:00:00.000Z";
+        let entry = json!({"timestamp": ts, "level": "LOG", "message": "m"});
+        // Accepted by both, in one pass: fields in any order (a `Value` sorts them, so `type`
+        // comes after the required fields), types without a schema, extra fields.
+        let valid = [
+            json!([sysstat()]).to_string(),
+            json!([{"type": "pg_log", "timestamp": ts, "database": "d", "entries": [entry]}])
+                .to_string(),
+            format!(
+                r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":[{entry}],"x":[1]}}]"#
+            ),
+            format!(
+                r#"[{{"entries":[{entry}],"database":"d","timestamp":"{ts}","type":"pg_log"}}]"#
+            ),
+            format!(
+                r#"[{{"type":"custom","timestamp":"{ts}","anything":{{"a":[1,"b"]}}}},{}]"#,
+                sysstat()
+            ),
+            "[]".to_owned(),
+        ];
+        for json in &valid {
+            let len = check_item_by_item(json, &all, false).expect(json);
+            assert_eq!(check_in_one_pass(json, &all, false), Some(len), "{json}");
+        }
+        // Refused by the reference check: the one pass must not accept any of them.
+        let invalid = [
+            "{}".to_owned(),
+            "[1]".to_owned(),
+            "[[]]".to_owned(),
+            "[{}]".to_owned(),
+            "[] x".to_owned(),
+            format!(r#"[{{"type":"nope","timestamp":"{ts}"}}]"#),
+            format!(r#"[{{"type":1,"timestamp":"{ts}"}}]"#),
+            r#"[{"type":"custom"}]"#.to_owned(),
+            r#"[{"type":"custom","timestamp":"yesterday"}]"#.to_owned(),
+            r#"[{"type":"custom","timestamp":null}]"#.to_owned(),
+            format!(r#"[{{"type":"custom","timestamp":"{ts}","timestamp":"no"}}]"#),
+            format!(r#"[{{"type":"custom","type":"nope","timestamp":"{ts}"}}]"#),
+            format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d"}}]"#),
+            format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":1,"entries":[]}}]"#),
+            format!(r#"[{{"database":1,"type":"pg_log","timestamp":"{ts}","entries":[]}}]"#),
+            format!(
+                r#"[{{"entries":[{{"level":"LOG"}}],"database":"d","type":"pg_log","timestamp":"{ts}"}}]"#
+            ),
+            format!(
+                r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":[{{"timestamp":"t","level":"L","message":2}}]}}]"#
+            ),
+            format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":[1]}}]"#),
+            format!(r#"[{{"type":"pg_log","timestamp":"{ts}","database":"d","entries":{{}}}}]"#),
+            format!(r#"[{{"type":"custom","timestamp":"{ts}"}},{{"type":"custom"}}]"#),
+            format!(r#"[{{"type":"custom","timestamp":"{ts}","x":"unterminated}}]"#),
+        ];
+        for json in &invalid {
+            assert!(check_item_by_item(json, &all, false).is_err(), "{json}");
+            assert_eq!(check_in_one_pass(json, &all, false), None, "{json}");
+            assert_eq!(
+                check_output(json, &all, false),
+                check_item_by_item(json, &all, false),
+                "the message is the reference check's"
+            );
+        }
+        // What the one pass leaves to the reference check is still judged by it (here a
+        // repeated `type`, whose last value counts).
+        let repeated = format!(r#"[{{"type":"nope","type":"custom","timestamp":"{ts}"}}]"#);
+        assert_eq!(check_in_one_pass(&repeated, &all, false), None);
+        assert_eq!(check_output(&repeated, &all, false), Ok(1));
+        // The server stamp: refused in one pass only when the host stamps.
+        let with_server = format!(r#"[{{"type":"custom","timestamp":"{ts}","server":"x"}}]"#);
+        assert_eq!(check_in_one_pass(&with_server, &all, false), Some(1));
+        assert_eq!(check_in_one_pass(&with_server, &all, true), None);
+        assert!(check_item_by_item(&with_server, &all, true).is_err());
     }
 
     #[test]

@@ -557,7 +557,7 @@ impl Tail {
                     chunks.push(log_tail::Chunk {
                         path: found_as.display().to_string(),
                         offset: entry.offset,
-                        data: String::from_utf8_lossy(&data).into_owned(),
+                        data: lines_text(data),
                     });
                     entry.offset += len as u64;
                     budget = budget.saturating_sub(len);
@@ -582,6 +582,13 @@ impl Tail {
         self.scanned_all |= scanned_all;
         Ok(chunks)
     }
+}
+
+/// The lines as text for the guest: taken as they are when they are UTF-8 (no copy of a
+/// multi-megabyte read), invalid sequences replaced by U+FFFD otherwise, as before.
+fn lines_text(data: Vec<u8>) -> String {
+    String::from_utf8(data)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
 impl log_tail::Host for LogTailCtx {
@@ -644,6 +651,21 @@ mod tests {
             store.commit("p", offsets).unwrap();
         }
         text
+    }
+
+    #[test]
+    fn lines_that_are_not_utf8_arrive_with_replacement_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("latin1.log");
+        // Latin-1 `café`, a lone continuation byte, a truncated 3-byte sequence, then UTF-8.
+        std::fs::write(&log, b"caf\xe9\n\x80 x\n\xe2\x82 y\nok \xe2\x82\xac\n").unwrap();
+        let store = LogTailStore::new(None);
+        let grant = grant(&[format!("{}/*.log", dir.path().display())], "beginning");
+        assert_eq!(
+            run(&store, &grant, 1 << 20),
+            "caf\u{fffd}\n\u{fffd} x\n\u{fffd} y\nok \u{20ac}\n"
+        );
+        assert_eq!(lines_text(b"plain\n".to_vec()), "plain\n");
     }
 
     #[test]
