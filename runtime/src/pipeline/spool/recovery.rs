@@ -501,8 +501,14 @@ fn scan_segments(
                 // Within the spool the next segment says exactly which seqs are missing; at
                 // its very end, the highest seq of a record header still recognisable in the
                 // unreadable bytes says how many there were (one when none is).
+                // The tail may start at a damaged record already behind the cursor (a lost
+                // batch set aside earlier): what follows it is then above the cursor, so count
+                // at least one batch there. That over-counts by one when nothing follows, which
+                // the spool prefers to an uncounted loss.
                 let last = if is_last {
-                    highest_record_seq(tail, end_seq).map_or(end_seq, |seq| seq.max(end_seq))
+                    highest_record_seq(tail, end_seq)
+                        .map_or(end_seq, |seq| seq.max(end_seq))
+                        .max(found.acked_through.saturating_add(1))
                 } else {
                     limit - 1
                 };
