@@ -197,35 +197,16 @@ impl CompileCache {
 
     /// The payload of a valid entry, `None` when there is none, an error when it is bad.
     fn read_entry(&self, path: &Path, key: &EntryKey) -> Result<Option<Vec<u8>>, String> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-        {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot open it: {e}")),
-        };
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot stat it: {e}"))?;
-        if !meta.is_file() {
-            return Err("it is not a regular file".into());
+        let read = read_compiled(path, |meta| {
+            if meta.uid() != current_uid() {
+                return Err(format!("it is owned by uid {}", meta.uid()));
+            }
+            Ok(())
+        })?;
+        match read {
+            Some(bytes) => key.check(&bytes).map(|payload| Some(payload.to_vec())),
+            None => Ok(None),
         }
-        if meta.uid() != current_uid() {
-            return Err(format!("it is owned by uid {}", meta.uid()));
-        }
-        if meta.len() > MAX_ENTRY_BYTES {
-            return Err(format!(
-                "it is {} bytes, over {MAX_ENTRY_BYTES}",
-                meta.len()
-            ));
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(MAX_ENTRY_BYTES)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read it: {e}"))?;
-        key.check(&bytes).map(|payload| Some(payload.to_vec()))
     }
 
     fn write_entry(
@@ -337,6 +318,43 @@ impl Hasher for Sha256Hasher {
 pub(super) fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// The bytes of a file of compiled code (a cache entry or a precompiled artifact), `None` when
+/// there is none. Refused unless it is a regular file (a symlink is not followed) that
+/// `trusted` accepts, of at most [`MAX_ENTRY_BYTES`]: `Component::deserialize` trusts what it
+/// is given, so these checks come before a byte of it is used.
+pub(super) fn read_compiled(
+    path: &Path,
+    trusted: impl FnOnce(&std::fs::Metadata) -> Result<(), String>,
+) -> Result<Option<Vec<u8>>, String> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open it (symlinks are not followed): {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat it: {e}"))?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    trusted(&meta)?;
+    if meta.len() > MAX_ENTRY_BYTES {
+        return Err(format!(
+            "it is {} bytes, over {MAX_ENTRY_BYTES}",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_ENTRY_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]

@@ -29,16 +29,14 @@
 //! version of the agent is found and reported rather than silently skipped).
 //! `pganalytics plugin precompile` writes them with the agent's own engine configuration.
 
-use std::fs::OpenOptions;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::cache::{EntryKey, MAX_ENTRY_BYTES, OTHER_ENGINE, current_uid};
+use super::cache::{EntryKey, OTHER_ENGINE, current_uid, read_compiled};
 
 /// Why the precompiled directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -186,45 +184,22 @@ fn check_directory_chain(dir: &Path) -> Result<(), String> {
 /// The bytes of the artifact at `path`, `None` when there is none, an error when it may not
 /// be trusted.
 fn read_artifact(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open it (symlinks are not followed): {e}")),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat it: {e}"))?;
-    if !meta.is_file() {
-        return Err("it is not a regular file".into());
-    }
-    if !trusted_owner(meta.uid()) {
-        return Err(format!(
-            "it is owned by uid {}, neither root nor this process's uid {}",
-            meta.uid(),
-            current_uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "it has mode {:o}: group or others may write it",
-            meta.mode() & 0o7777
-        ));
-    }
-    if meta.len() > MAX_ENTRY_BYTES {
-        return Err(format!(
-            "it is {} bytes, over {MAX_ENTRY_BYTES}",
-            meta.len()
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_ENTRY_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    Ok(Some(bytes))
+    read_compiled(path, |meta| {
+        if !trusted_owner(meta.uid()) {
+            return Err(format!(
+                "it is owned by uid {}, neither root nor this process's uid {}",
+                meta.uid(),
+                current_uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "it has mode {:o}: group or others may write it",
+                meta.mode() & 0o7777
+            ));
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
