@@ -1003,21 +1003,25 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_grant_never_sees_another_grant_s_verdict() {
-        let config = |cluster: Option<bool>, functions: &[&str]| PostgresGrantConfig {
+    /// A grant on database `app` with `cluster` and `functions` as given.
+    fn grant_config(cluster: Option<bool>, functions: &[&str]) -> PostgresGrantConfig {
+        PostgresGrantConfig {
             databases: vec!["app".into()],
             max_rows: None,
             statement_timeout: None,
             functions: Some(functions.iter().map(|f| f.to_string()).collect()),
             cluster,
             server: None,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grant_never_sees_another_grant_s_verdict() {
         let activity = "SELECT count(*) FROM pg_stat_activity";
         let granted_fn = "SELECT ext.reader()";
-        let plain = PostgresGrant::new(&config(None, &[])).unwrap();
-        let cluster = PostgresGrant::new(&config(Some(true), &[])).unwrap();
-        let reader = PostgresGrant::new(&config(None, &["ext.reader"])).unwrap();
+        let plain = PostgresGrant::new(&grant_config(None, &[])).unwrap();
+        let cluster = PostgresGrant::new(&grant_config(Some(true), &[])).unwrap();
+        let reader = PostgresGrant::new(&grant_config(None, &["ext.reader"])).unwrap();
         // Each order: the first grant's remembered verdict never decides for the second.
         for _ in 0..2 {
             assert!(cluster.check_sql(activity).is_ok());
@@ -1026,9 +1030,9 @@ mod tests {
             assert!(plain.check_sql(granted_fn).is_err());
             assert!(cluster.check_sql(granted_fn).is_err());
         }
-        let plain_again = PostgresGrant::new(&config(None, &[])).unwrap();
+        let plain_again = PostgresGrant::new(&grant_config(None, &[])).unwrap();
         assert!(plain_again.check_sql(granted_fn).is_err());
-        let reader_again = PostgresGrant::new(&config(None, &["ext.reader"])).unwrap();
+        let reader_again = PostgresGrant::new(&grant_config(None, &["ext.reader"])).unwrap();
         assert!(reader_again.check_sql(activity).is_err());
         assert_eq!(plain.verdicts.len(), 2);
         assert_eq!(cluster.verdicts.len(), 2);
@@ -1037,35 +1041,27 @@ mod tests {
 
     #[tokio::test]
     async fn the_grant_s_cluster_and_functions_reach_the_guard() {
-        let config = |cluster: Option<bool>, functions: &[&str]| PostgresGrantConfig {
-            databases: vec!["app".into()],
-            max_rows: None,
-            statement_timeout: None,
-            functions: Some(functions.iter().map(|f| f.to_string()).collect()),
-            cluster,
-            server: None,
-        };
         let run = |grant: PostgresGrant, sql: &'static str| async move {
             let fake = Arc::new(Fake::new(ints(&[1])));
             let result = ctx(grant, &fake, 1 << 20).run_query("app", sql, &[]).await;
             (result, Fake::count(&fake.seen.checkouts))
         };
         let activity = "SELECT count(*) FROM pg_stat_activity";
-        let plain = PostgresGrant::new(&config(None, &[])).unwrap();
+        let plain = PostgresGrant::new(&grant_config(None, &[])).unwrap();
         let (result, checkouts) = run(plain, activity).await;
         assert!(
             matches!(&result, Err(Error::Invalid(m)) if m.contains("cluster = true")),
             "{result:?}"
         );
         assert_eq!(checkouts, 0);
-        let cluster = PostgresGrant::new(&config(Some(true), &[])).unwrap();
+        let cluster = PostgresGrant::new(&grant_config(Some(true), &[])).unwrap();
         assert!(run(cluster.clone(), activity).await.0.is_ok());
         assert!(run(cluster, "SELECT * FROM pg_authid").await.0.is_err());
-        let granted = PostgresGrant::new(&config(None, &["ext.reader"])).unwrap();
+        let granted = PostgresGrant::new(&grant_config(None, &["ext.reader"])).unwrap();
         assert!(run(granted.clone(), "SELECT ext.reader()").await.0.is_ok());
         assert!(run(granted, "SELECT ext.writer()").await.0.is_err());
         for bad in ["", "a.b.c", "Upper", "fn()", "a b", ".fn", "1fn"] {
-            let err = PostgresGrant::new(&config(None, &[bad])).unwrap_err();
+            let err = PostgresGrant::new(&grant_config(None, &[bad])).unwrap_err();
             assert_eq!(err.key(), "functions", "{bad}");
         }
     }

@@ -170,7 +170,7 @@ mod tests {
     fn entries_and_bytes_stay_bounded_and_the_oldest_go_first() {
         let cache = VerdictCache::default();
         for i in 0..10 * MAX_VERDICTS {
-            cache.get_or_check(&format!("SELECT {i}"), || Ok(()));
+            let _ = cache.get_or_check(&format!("SELECT {i}"), || Ok(()));
             assert!(cache.len() <= MAX_VERDICTS);
         }
         assert_eq!(cache.len(), MAX_VERDICTS);
@@ -187,7 +187,7 @@ mod tests {
         let cache = VerdictCache::default();
         let long = "x".repeat(MAX_CACHED_STATEMENT_BYTES - 10);
         for i in 0..100 {
-            cache.get_or_check(&format!("{long}{i}"), || Err(Refusal(long.clone())));
+            let _ = cache.get_or_check(&format!("{long}{i}"), || Err(Refusal(long.clone())));
             assert!(cache.bytes() <= MAX_VERDICT_BYTES, "{}", cache.bytes());
         }
         assert!(cache.len() >= 2, "{}", cache.len());
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn a_clone_starts_empty() {
         let cache = VerdictCache::default();
-        cache.get_or_check("SELECT 1", || Ok(()));
+        let _ = cache.get_or_check("SELECT 1", || Ok(()));
         assert_eq!(cache.clone().len(), 0);
     }
 }
