@@ -195,25 +195,24 @@ pub async fn cold_start(
             cold.push(elapsed);
         }
     }
+    // The issue's goal names its two routes: parallel compile, or precompiled components in the
+    // package. The package takes the second, so that row carries the goal; compiling everything
+    // (a plugin not shipped precompiled, or an install without the package) is measured beside it.
     report.row(
-        "cold start to first batch: nothing precompiled, no compile cache",
+        "cold start to first batch without compile cache, as packaged (precompiled components shipped) / warm cache",
         "≤ 0.5 s without cache (parallel compile, or precompiled components shipped in the package)",
-        &human(cold.median()),
-        if cold.median() <= Duration::from_millis(500) {
-            Verdict::Met
-        } else {
-            Verdict::Missed
-        },
-    );
-    report.row(
-        "cold start to first batch: as packaged (precompiled components shipped, no compile cache) / warm cache",
-        "≤ 0.5 s (warm cache measured)",
         &format!("{} / {}", human(shipped.median()), human(warm.median())),
         if shipped.median() <= Duration::from_millis(500) {
             Verdict::Met
         } else {
             Verdict::Missed
         },
+    );
+    report.row(
+        "cold start to first batch: nothing precompiled, no compile cache (every plugin compiled at start, in parallel)",
+        "measured (what a plugin not shipped precompiled costs once; the compile cache keeps it)",
+        &human(cold.median()),
+        Verdict::Measured,
     );
     report.section(
         "Cold start",
@@ -447,6 +446,7 @@ pub fn gzip_ratio(report: &mut Report, pushes: &[RecordedBatch]) {
     let (one_raw, one_gz, one_time) = gzip_pushes(&runs, 1, 1);
     let (one6_raw, one6_gz, _) = gzip_pushes(&runs, 1, 6);
     let (max_raw, max_gz, _) = gzip_pushes(&runs, 100, 6);
+    let (nine_raw, nine_gz, nine_time) = gzip_pushes(&runs, RUNS_PER_DEFAULT_PUSH, 9);
     let json: usize = pushes
         .iter()
         .map(|b| serde_json::to_vec(&b.envelope).expect("envelope").len())
@@ -461,7 +461,8 @@ pub fn gzip_ratio(report: &mut Report, pushes: &[RecordedBatch]) {
              {RUNS_PER_DEFAULT_PUSH} at a time, as the sample config's intervals would, at level \
              6 (what the sender uses): {default:.1} % smaller ({raw} → {gz} bytes, {}). Each run \
              alone: level 1 (the sender before merging) {:.1} % in {}, level 6 {:.1} %. Up to 100 \
-             runs per push at level 6: {:.1} %.\n",
+             runs per push at level 6: {:.1} %. {RUNS_PER_DEFAULT_PUSH} runs per push at level 9: \
+             {:.1} % in {}.\n",
             pushes.len(),
             runs.len(),
             smaller(json, wire),
@@ -473,6 +474,8 @@ pub fn gzip_ratio(report: &mut Report, pushes: &[RecordedBatch]) {
             human(one_time),
             smaller(one6_raw, one6_gz),
             smaller(max_raw, max_gz),
+            smaller(nine_raw, nine_gz),
+            human(nine_time),
         ),
     );
 }
