@@ -266,11 +266,11 @@ fn query_stat(row: &Row, max_text_bytes: usize) -> Result<QueryStat, Error> {
         text,
         text_truncated,
         calls: row.int("calls")?,
-        total_time: row.float("total_time")?,
-        mean_time: row.float("mean_time")?,
-        min_time: row.float("min_time")?,
-        max_time: row.float("max_time")?,
-        stddev_time: row.float("stddev_time")?,
+        total_time: row.millis("total_time")?,
+        mean_time: row.millis("mean_time")?,
+        min_time: row.millis("min_time")?,
+        max_time: row.millis("max_time")?,
+        stddev_time: row.millis("stddev_time")?,
         rows: row.int("rows")?,
         shared_blks_hit: row.int("shared_blks_hit")?,
         shared_blks_read: row.int("shared_blks_read")?,
@@ -282,8 +282,8 @@ fn query_stat(row: &Row, max_text_bytes: usize) -> Result<QueryStat, Error> {
         local_blks_written: row.int("local_blks_written")?,
         temp_blks_read: row.int("temp_blks_read")?,
         temp_blks_written: row.int("temp_blks_written")?,
-        blk_read_time: row.float("blk_read_time")?,
-        blk_write_time: row.float("blk_write_time")?,
+        blk_read_time: row.millis("blk_read_time")?,
+        blk_write_time: row.millis("blk_write_time")?,
     })
 }
 
@@ -429,8 +429,8 @@ pub fn checkpoints(table: &Table) -> Result<(Bgwriter, Checkpointer), Error> {
         Checkpointer {
             checkpoints_timed: row.int("checkpoints_timed")?,
             checkpoints_req: row.int("checkpoints_req")?,
-            checkpoint_write_time: row.float("checkpoint_write_time")?,
-            checkpoint_sync_time: row.float("checkpoint_sync_time")?,
+            checkpoint_write_time: row.millis("checkpoint_write_time")?,
+            checkpoint_sync_time: row.millis("checkpoint_sync_time")?,
             buffers_checkpoint: row.int("buffers_checkpoint")?,
         },
     ))
