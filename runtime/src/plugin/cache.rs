@@ -16,6 +16,10 @@
 //!   an entry that fails any check is discarded and rebuilt from the verified source;
 //! - entries are replaced atomically (`crate::fsutil`), so a crash leaves no half entry.
 //!
+//! Entries do not pile up: an entry's modification time is set to now whenever it is used, and
+//! when the cache is opened (at start, and at each reload), entries unused for [`MAX_IDLE`] and
+//! temp files a crash left are removed. Only files named as this module names them are touched.
+//!
 //! The checksum detects corruption and foreign files, not an attacker who can already write
 //! files as this user in this 0700 directory (who could also replace the binary itself).
 //!
@@ -57,6 +61,12 @@ pub(super) const OTHER_ENGINE: &str = "it was made for another engine configurat
 /// Threat: a huge file in the cache directory read into memory. Compiled collectors are a few
 /// MiB; a component file may be 64 MiB and its native code a few times that.
 pub const MAX_ENTRY_BYTES: u64 = 512 << 20;
+
+/// An entry not used for this long is removed when the cache is next opened: the entry of a
+/// plugin version replaced or removed, or of an agent version since upgraded. A plugin still in
+/// use is loaded (so its entry touched) at every start and reload; an agent running this long
+/// without either compiles each plugin once more, at most a second or so.
+pub const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// Why the cache directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +126,44 @@ impl CompileCache {
             dir: dir.to_path_buf(),
         };
         cache.check_directory(true).map_err(fail)?;
+        cache.prune(std::time::SystemTime::now());
         Ok(cache)
+    }
+
+    /// Removes the entries unused for [`MAX_IDLE`] before `now`, and leftover temp files of
+    /// entries. Anything else in the directory is left alone; failures are logged, never fatal.
+    fn prune(&self, now: std::time::SystemTime) {
+        let Ok(listing) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut removed = 0usize;
+        for entry in listing.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stale = if fsutil::temp_target(name).is_some_and(is_entry_name) {
+                true
+            } else if is_entry_name(name) {
+                // The entry itself, not a link's target (`DirEntry::metadata` does not follow).
+                entry
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .is_ok_and(|used| now.duration_since(used).is_ok_and(|idle| idle > MAX_IDLE))
+            } else {
+                false
+            };
+            if !stale {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(entry = %entry.path().display(), "cannot remove an unused compile cache entry: {e}")
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(dir = %self.dir.display(), removed, "removed compile cache entries unused for {} days", MAX_IDLE.as_secs() / 86_400);
+        }
     }
 
     /// Checks owner and mode; with `fix`, removes group/other bits (with a warning).
@@ -173,7 +220,10 @@ impl CompileCache {
                 // header of a regular file owned by this uid, in a directory owned by this uid
                 // with mode 0700 (see the module doc for what that does and does not exclude).
                 match unsafe { Component::deserialize(engine, &payload) } {
-                    Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                    Ok(component) => {
+                        mark_used(&path);
+                        return Ok((component, CacheOutcome::Hit));
+                    }
                     Err(e) => {
                         tracing::warn!(entry = %path.display(), "discarding a compile cache entry wasmtime refused: {e:#}");
                         outcome = CacheOutcome::Rebuilt;
@@ -312,6 +362,42 @@ impl Hasher for Sha256Hasher {
 
     fn finish(&self) -> u64 {
         0
+    }
+}
+
+/// Whether `name` is one of [`EntryKey::file_name`]'s: `SOURCE_SHA256-ENGINEKEY16-KIND.cwasm`.
+fn is_entry_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".cwasm") else {
+        return false;
+    };
+    let mut parts = stem.split('-');
+    let hex_of = |part: Option<&str>, len: usize| {
+        part.is_some_and(|p| p.len() == len && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    hex_of(parts.next(), 64)
+        && hex_of(parts.next(), 16)
+        && matches!(parts.next(), Some("plain" | "metered"))
+        && parts.next().is_none()
+}
+
+/// Sets the entry's modification time to now (the link itself if it were one), so that
+/// [`CompileCache::prune`] keeps what is in use. A failure only means an earlier recompile.
+fn mark_used(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path_c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated path; a null `times` means "now" for both times.
+    let done = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            path_c.as_ptr(),
+            std::ptr::null(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if done != 0 {
+        tracing::debug!(entry = %path.display(), "cannot mark a compile cache entry as used: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -496,5 +582,95 @@ mod tests {
         let file = tmp.path().join("file");
         std::fs::write(&file, b"").unwrap();
         assert!(CompileCache::open(&file).is_err());
+    }
+
+    /// Sets `path`'s modification time (of a link itself) to `ago` before now.
+    fn age(path: &Path, ago: std::time::Duration) {
+        let when = std::time::SystemTime::now() - ago;
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(when).unwrap();
+    }
+
+    #[test]
+    fn entries_unused_for_max_idle_and_leftover_temps_are_pruned_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let cache = CompileCache::open(&dir).unwrap();
+        let engine = engine();
+        let day = std::time::Duration::from_secs(86_400);
+        for source in [[1u8; 32], [2; 32], [3; 32]] {
+            cache
+                .get_or_compile(&engine, false, &source, || compile(&engine))
+                .unwrap();
+        }
+        let path = |source: [u8; 32]| dir.join(EntryKey::new(&engine, false, source).file_name());
+        // [1]: idle past the limit. [2]: idle past it too, then used, which renews it.
+        // [3]: idle, but within the limit.
+        age(&path([1; 32]), MAX_IDLE + day);
+        age(&path([2; 32]), MAX_IDLE + day);
+        age(&path([3; 32]), MAX_IDLE - day);
+        let (_, outcome) = cache
+            .get_or_compile(&engine, false, &[2; 32], || compile(&engine))
+            .unwrap();
+        assert_eq!(outcome, CacheOutcome::Hit);
+
+        // What a crash mid-write leaves, named as `fsutil::replace_with` names its temp files.
+        let entry_name = path([4; 32])
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let leftover = dir.join(format!(".{entry_name}.tmp-123-00000000deadbeef"));
+        std::fs::write(&leftover, b"half").unwrap();
+        // Not ours: kept whatever their age, as is the file a link named like an entry points to.
+        let foreign = dir.join("notes.txt");
+        let foreign_temp = dir.join(".notes.txt.tmp-1-0000000000000001");
+        let too_short = dir.join(format!(
+            "{}-{}-plain.cwasm",
+            "ab".repeat(31),
+            "cd".repeat(8)
+        ));
+        for file in [&foreign, &foreign_temp, &too_short] {
+            std::fs::write(file, b"x").unwrap();
+            age(file, MAX_IDLE + day);
+        }
+        let target = tmp.path().join("target");
+        std::fs::write(&target, b"t").unwrap();
+        let link = path([5; 32]);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let link_c = std::ffi::CString::new(link.as_os_str().as_encoded_bytes()).unwrap();
+        let old = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a NUL-terminated path and two valid timespecs.
+        let done = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                link_c.as_ptr(),
+                [old, old].as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(done, 0);
+
+        CompileCache::open(&dir).unwrap();
+        let mut left: Vec<PathBuf> = entries(&dir);
+        left.sort();
+        let mut expected = vec![
+            path([2; 32]),
+            path([3; 32]),
+            foreign,
+            foreign_temp,
+            too_short,
+        ];
+        expected.sort();
+        assert_eq!(left, expected);
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            b"t",
+            "a link's target is never touched"
+        );
     }
 }
