@@ -145,8 +145,9 @@ fn native_sysstat(state: &mut Vec<u8>) -> usize {
     let previous: Option<CpuTimes> = serde_json::from_slice(state).ok();
     let (fields, cpu) = parse::sysstat(&files, previous.as_ref()).expect("parsing /proc");
     *state = serde_json::to_vec(&cpu).expect("state serialises");
-    let item = pganalytics_guest::item("sysstat", fields).expect("item");
-    serde_json::to_string(&[item]).expect("serialise").len()
+    pganalytics_guest::single_item_json("sysstat", fields)
+        .expect("item")
+        .len()
 }
 
 /// What the `disk` component and its `fs-stats` host call do, natively: the mount table, the
@@ -171,6 +172,7 @@ fn native_disk(_state: &mut Vec<u8>) -> usize {
             usage(&fs.device, &fs.mount_point, bytes)
         })
         .collect();
-    let item = pganalytics_guest::item("disk_usage", DiskUsage { filesystems }).expect("item");
-    serde_json::to_string(&[item]).expect("serialise").len()
+    pganalytics_guest::single_item_json("disk_usage", DiskUsage { filesystems })
+        .expect("item")
+        .len()
 }
