@@ -111,6 +111,25 @@ async fn a_recursive_procfs_grant_reaches_no_link_and_no_secret() {
         let result = results[path].as_str().unwrap_or_default();
         assert!(result.starts_with("ok:"), "{path}: {result}");
     }
+    // `read-many` gives every path the answer `read` gave it (sizes of live files aside).
+    let many = &item["procfs_many"];
+    for path in &paths {
+        let (one, batch) = (results[path].as_str(), many[path].as_str());
+        match one {
+            Some(one) if one.starts_with("ok:") => {
+                assert!(
+                    batch.is_some_and(|b| b.starts_with("ok:")),
+                    "{path}: {batch:?}"
+                )
+            }
+            _ => assert_eq!(batch, one, "{path}"),
+        }
+    }
+    let over = item["procfs_many_17"].as_str().unwrap_or_default();
+    assert!(
+        over.starts_with("invalid: ") && over.contains("at most 16"),
+        "{over}"
+    );
 }
 
 /// A log swapped for a FIFO and a granted `kmsg` (whose plain read waits for the next kernel

@@ -35,6 +35,12 @@ pub fn collector_section(state_dir: &Path, extra: &str) -> String {
     )
 }
 
+/// `[collector]` without a state directory: plugin state is kept in memory only (and nothing
+/// is cached on disk), so saving it after a run is a map insert, not a file write and fsync.
+pub fn collector_section_in_memory() -> String {
+    "[collector]\nid = \"bench\"\nlog_level = \"warn\"\n\n".to_owned()
+}
+
 /// `[backend]` and `[tls]` for `backend`, with shared-secret tokens; the CA and secret files
 /// are written to `dir`.
 pub fn backend_sections(
@@ -143,14 +149,20 @@ impl Loaded {
     /// output), which must succeed, and how long that took. Its state blob and log offsets are
     /// then saved as the agent saves them once the items are spooled (not timed).
     pub async fn collect(&self, name: &str) -> (Accepted, Duration) {
-        let started = Instant::now();
-        let mut accepted = pipeline::collect(&self.host, self.plugin(name))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let wall = started.elapsed();
+        let (mut accepted, wall) = self.collect_unsaved(name).await;
         std::mem::take(&mut accepted.commit)
             .apply(&self.host)
             .unwrap_or_else(|e| panic!("{e}"));
         (accepted, wall)
+    }
+
+    /// [`Loaded::collect`] without saving what the run left: the caller applies
+    /// `accepted.commit` itself (to time it).
+    pub async fn collect_unsaved(&self, name: &str) -> (Accepted, Duration) {
+        let started = Instant::now();
+        let accepted = pipeline::collect(&self.host, self.plugin(name))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (accepted, started.elapsed())
     }
 }

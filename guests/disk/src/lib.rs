@@ -9,12 +9,12 @@ pub mod usage;
 #[cfg(target_arch = "wasm32")]
 mod component {
     use crate::usage::{self, ByteCounts, DiskUsage};
-    use pganalytics_guest::{Collector, Error, Value, fs_stats};
+    use pganalytics_guest::{Error, RawCollector, fs_stats};
 
     struct Disk;
 
-    impl Collector for Disk {
-        fn collect() -> Result<Vec<Value>, Error> {
+    impl RawCollector for Disk {
+        fn collect_json() -> Result<String, Error> {
             let filesystems = fs_stats::filesystems()?
                 .into_iter()
                 .map(|fs| {
@@ -26,12 +26,10 @@ mod component {
                     usage::usage(&fs.device, &fs.mount_point, bytes)
                 })
                 .collect();
-            Ok(vec![pganalytics_guest::item(
-                "disk_usage",
-                DiskUsage { filesystems },
-            )?])
+            // One item: serialised straight into the output text, no `Value` tree.
+            pganalytics_guest::single_item_json("disk_usage", DiskUsage { filesystems })
         }
     }
 
-    pganalytics_guest::export_collector!(Disk);
+    pganalytics_guest::export_collector!(raw Disk);
 }

@@ -150,6 +150,27 @@ pub fn item(kind: &str, fields: impl serde::Serialize) -> Result<Value, Error> {
     Ok(Value::Object(map))
 }
 
+/// The JSON array text of one metric item of type `kind`, for a [`RawCollector`] that returns a
+/// single item: `[{"type": kind, "timestamp": now, ...fields}]`, serialised straight from
+/// `fields` without building a [`Value`] tree first (what [`item`] and [`Collector`] do).
+/// `fields` must serialise to a JSON object without a `type` or `timestamp` key.
+pub fn single_item_json(kind: &str, fields: impl serde::Serialize) -> Result<String, Error> {
+    #[derive(serde::Serialize)]
+    struct Item<'a, T> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        timestamp: String,
+        #[serde(flatten)]
+        fields: T,
+    }
+    let item = Item {
+        kind,
+        timestamp: now_rfc3339(),
+        fields,
+    };
+    serde_json::to_string(&[item]).map_err(|e| Error::Invalid(format!("metric item `{kind}`: {e}")))
+}
+
 /// The value of the plugin setting `key` (from `[plugins.NAME.settings]`), decoded from JSON.
 ///
 /// `Ok(None)` when the key is not set. A value of the wrong shape is an error rather than
@@ -271,6 +292,32 @@ mod tests {
         let value = item("probe", json!({ "timestamp": "2024-01-01T00:00:00.000Z" }))
             .expect("an object is a valid item");
         assert_eq!(value["timestamp"], "2024-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn single_item_json_is_what_item_builds() {
+        #[derive(serde::Serialize)]
+        struct Fields {
+            n: u32,
+            list: Vec<&'static str>,
+        }
+        let fields = || Fields {
+            n: 1,
+            list: vec!["a"],
+        };
+        let text = single_item_json("probe", fields()).expect("an object is a valid item");
+        let mut direct: Vec<Value> = serde_json::from_str(&text).expect("a JSON array");
+        let mut built = vec![item("probe", fields()).expect("an object is a valid item")];
+        for value in direct.iter_mut().chain(built.iter_mut()) {
+            let timestamp = value["timestamp"].take();
+            assert!(
+                timestamp.as_str().is_some_and(|t| t.ends_with('Z')),
+                "{timestamp}"
+            );
+        }
+        assert_eq!(direct, built);
+        let err = single_item_json("probe", [1, 2]).expect_err("an array is not an item");
+        assert_eq!(err.kind(), "invalid");
     }
 
     #[test]

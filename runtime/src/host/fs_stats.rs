@@ -4,9 +4,13 @@
 //! Shape: [`FsStatsGrantConfig`] → [`FsStatsGrant`] → [`FsStatsCtx`] → `fs_stats::Host`,
 //! registered as [`FsStats`].
 //! Mount points the operator did not grant are never passed to `statvfs`, so the plugin cannot
-//! even learn their size.
+//! even learn their size. The mount table and `statvfs` run in the plugin's blocking lane,
+//! except on the path [`FsStatsCtx::with_proc_root`] describes: the agent's own mount table
+//! below a held, verified /proc fd, and `statvfs` of mounts reached only through
+//! [`NEVER_WAIT_FS`] filesystems, on the calling thread.
 
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +23,8 @@ use super::audit::Audit;
 use super::bindings::{Error, pganalytics::collector::fs_stats};
 use super::blocking::{BlockingLane, BlockingLanes};
 use super::capability::{GrantProblem, HostCapability};
-use super::procfs::{PatternError, component_glob, read_capped};
+use super::fsio;
+use super::procfs::{PatternError, ProcRoot, ReadError, component_glob, read_capped};
 use super::run::RunInfo;
 
 /// The kernel's mount table of this process.
@@ -37,8 +42,7 @@ impl HostCapability for FsStats {
     type GrantConfig = FsStatsGrantConfig;
     type Grant = FsStatsGrant;
     type GrantError = FsStatsGrantError;
-    /// The mount table to read and the plugins' blocking lanes.
-    type Shared = (PathBuf, BlockingLanes);
+    type Shared = FsStatsShared;
     type Ctx = FsStatsCtx;
     type Pending = ();
 
@@ -46,21 +50,25 @@ impl HostCapability for FsStats {
         FsStatsGrant::new(config)
     }
 
-    fn shared(_: &(), _: Option<&Path>) -> (PathBuf, BlockingLanes) {
-        (PathBuf::from(MOUNTINFO), BlockingLanes::default())
+    fn shared(_: &(), _: Option<&Path>) -> FsStatsShared {
+        FsStatsShared {
+            proc: Arc::new(ProcRoot::new(PathBuf::from(PROC_ROOT))),
+            lanes: BlockingLanes::default(),
+        }
     }
 
     fn context(
         grant: Option<Arc<FsStatsGrant>>,
-        (mountinfo, lanes): &(PathBuf, BlockingLanes),
+        shared: &FsStatsShared,
         run: &RunInfo,
     ) -> FsStatsCtx {
         FsStatsCtx::new(
             grant,
-            mountinfo.clone(),
+            PathBuf::from(MOUNTINFO),
             run.audit.clone(),
-            lanes.lane(Self::NAME, &run.plugin, run.deadline),
+            shared.lanes.lane(Self::NAME, &run.plugin, run.deadline),
         )
+        .with_proc_root(shared.proc.clone())
     }
 
     fn add_to_linker<T: Send + 'static>(
@@ -70,6 +78,28 @@ impl HostCapability for FsStats {
         fs_stats::add_to_linker::<T, HasSelf<FsStatsCtx>>(linker, get)
     }
 }
+
+/// What every run shares: /proc, held open once it is known to be a real procfs (the mount
+/// table is then read below it on the calling thread), and the plugins' blocking lanes.
+#[derive(Clone)]
+pub struct FsStatsShared {
+    proc: Arc<ProcRoot>,
+    lanes: BlockingLanes,
+}
+
+/// Where the kernel's process filesystem is mounted.
+const PROC_ROOT: &str = "/proc";
+
+/// Threat: a mount table of millions of entries (a mount storm) held in memory at once.
+const MAX_MOUNTINFO_BYTES: usize = 16 << 20;
+
+/// Filesystems whose `statfs` the kernel answers from counters it keeps in memory (ext4's
+/// per-cpu free-block counters, xfs's in-core superblock): no I/O, no wait on a lock held
+/// across I/O, no server. A call is made on the calling thread only when every mount on the
+/// way to each selected mount point (`/`, and every mount at a leading part of its path,
+/// shadowed ones included) is one of these; anything else (network, FUSE, autofs, overlay,
+/// btrfs) sends the `statvfs` calls to the blocking lane.
+const NEVER_WAIT_FS: &[&str] = &["ext2", "ext3", "ext4", "xfs"];
 
 /// `[plugins.NAME.grants.fs-stats]`
 #[derive(Debug, Clone, Deserialize)]
@@ -218,7 +248,7 @@ fn unescape_octal(field: &str) -> String {
 
 /// The mounts worth reporting: real filesystems, the last mount on each mount point (an
 /// over-mount hides what is below it), and nothing the grant does not cover.
-pub fn select_mounts(entries: Vec<MountEntry>, grant: &FsStatsGrant) -> Vec<MountEntry> {
+pub fn select_mounts(entries: &[MountEntry], grant: &FsStatsGrant) -> Vec<MountEntry> {
     let mut selected: Vec<MountEntry> = Vec::new();
     for entry in entries {
         if PSEUDO_FS_TYPES.contains(&entry.fs_type.as_str()) || entry.fs_type.starts_with("fuse.") {
@@ -228,22 +258,66 @@ pub fn select_mounts(entries: Vec<MountEntry>, grant: &FsStatsGrant) -> Vec<Moun
             continue;
         }
         selected.retain(|e| e.mount_point != entry.mount_point);
-        selected.push(entry);
+        selected.push(entry.clone());
     }
     selected
+}
+
+/// Whether reaching `target` by its path can only pass through [`NEVER_WAIT_FS`] mounts: every
+/// mount at `/`, at a leading part of the path or at the path itself (a shadowed one too, so
+/// the answer never depends on which of several mounts at a path is visible) is one of them.
+fn walk_never_waits(entries: &[MountEntry], target: &str) -> bool {
+    entries
+        .iter()
+        .filter(|e| is_on_the_way(&e.mount_point, target))
+        .all(|e| NEVER_WAIT_FS.contains(&e.fs_type.as_str()))
+}
+
+/// Whether the directory `dir` is `path`, `/`, or a leading part of `path`.
+fn is_on_the_way(dir: &str, path: &str) -> bool {
+    dir == "/"
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// statvfs of each mount, keeping those that answer and have a size.
+fn statvfs_all(mounts: &[MountEntry]) -> Vec<fs_stats::Filesystem> {
+    mounts
+        .iter()
+        .filter_map(|mount| statvfs(mount).ok())
+        .filter(|fs| fs.total_bytes > 0)
+        .collect()
+}
+
+/// The agent's own mount table, read below the held /proc fd without following any link.
+fn read_own_mountinfo(proc: &OwnedFd) -> Result<String, Error> {
+    let resource = "mount table";
+    let relative = format!("{}/mountinfo", std::process::id());
+    let mut file =
+        fsio::open_beneath(proc, &relative).map_err(|e| Error::Io(format!("{resource}: {e}")))?;
+    let bytes = fsio::read_up_to(&mut file, MAX_MOUNTINFO_BYTES)
+        .map_err(|e| Error::Io(format!("{resource}: {e}")))?;
+    if bytes.len() > MAX_MOUNTINFO_BYTES {
+        return Err(ReadError::TooLarge(MAX_MOUNTINFO_BYTES).with_resource(resource));
+    }
+    Ok(fsio::into_text(bytes))
 }
 
 /// Per-run state of the `fs-stats` capability.
 pub struct FsStatsCtx {
     grant: Option<Arc<FsStatsGrant>>,
     mountinfo: PathBuf,
+    /// /proc, when `mountinfo` is the agent's own mount table below it (production).
+    proc: Option<Arc<ProcRoot>>,
     audit: Audit,
     lane: BlockingLane,
 }
 
 impl FsStatsCtx {
     /// `mountinfo` is `/proc/self/mountinfo` in production; the mount table and `statvfs` are
-    /// read in `lane`, under its deadline.
+    /// read in `lane`, under its deadline (see [`FsStatsCtx::with_proc_root`] for the
+    /// exception).
     pub fn new(
         grant: Option<Arc<FsStatsGrant>>,
         mountinfo: PathBuf,
@@ -253,9 +327,20 @@ impl FsStatsCtx {
         Self {
             grant,
             mountinfo,
+            proc: None,
             audit,
             lane,
         }
+    }
+
+    /// Lets the call skip the lane: once `proc` is open (in the lane, on the first call) and a
+    /// real procfs, the mount table is read below it on the calling thread, like procfs's
+    /// never-wait files; and when every mount on the way to each selected mount point is a
+    /// [`NEVER_WAIT_FS`], the `statvfs` calls are made there too. Otherwise they go to the
+    /// lane as before.
+    pub fn with_proc_root(mut self, proc: Arc<ProcRoot>) -> Self {
+        self.proc = Some(proc);
+        self
     }
 
     pub async fn filesystems_checked(&self) -> Result<Vec<fs_stats::Filesystem>, Error> {
@@ -264,21 +349,34 @@ impl FsStatsCtx {
                 .audit
                 .deny("fs-stats", "filesystems", "no mounts are granted"));
         };
-        let mountinfo = self.mountinfo.clone();
+        if let Some(root) = self.proc.as_deref().and_then(ProcRoot::opened_procfs) {
+            let entries = parse_mountinfo(&read_own_mountinfo(root)?);
+            let selected = select_mounts(&entries, &grant);
+            if selected
+                .iter()
+                .all(|mount| walk_never_waits(&entries, &mount.mount_point))
+            {
+                return Ok(statvfs_all(&selected));
+            }
+            return self
+                .lane
+                .run("filesystems", move || Ok(statvfs_all(&selected)))
+                .await;
+        }
+        let (mountinfo, proc) = (self.mountinfo.clone(), self.proc.clone());
         // statvfs can block for a long time on a dead network mount, and reading the mount
         // table is a syscall too: both run in the blocking lane, where the plugin's deadline
         // cuts the whole call short and a stuck thread is accounted to this plugin.
         self.lane
             .run("filesystems", move || {
-                // The mount table of a busy container host can be large, but never near this.
-                const MAX_MOUNTINFO_BYTES: usize = 16 << 20;
+                if let Some(proc) = proc {
+                    // Opened here, so that later calls find it open; a failure only means
+                    // they keep coming to the lane.
+                    let _ = proc.open();
+                }
                 let text = read_capped(&mountinfo, MAX_MOUNTINFO_BYTES)
                     .map_err(|e| e.with_resource("mount table"))?;
-                Ok(select_mounts(parse_mountinfo(&text), &grant)
-                    .into_iter()
-                    .filter_map(|mount| statvfs(&mount).ok())
-                    .filter(|fs| fs.total_bytes > 0)
-                    .collect())
+                Ok(statvfs_all(&select_mounts(&parse_mountinfo(&text), &grant)))
             })
             .await
     }
@@ -351,7 +449,7 @@ mod tests {
 
     #[test]
     fn pseudo_filesystems_are_filtered_and_overmounts_win() {
-        let all = select_mounts(parse_mountinfo(SAMPLE), &grant(&["*"]));
+        let all = select_mounts(&parse_mountinfo(SAMPLE), &grant(&["*"]));
         let points: Vec<_> = all.iter().map(|m| m.mount_point.as_str()).collect();
         assert_eq!(points, ["/", "/mnt/my disk", "/var/lib/postgresql"]);
         assert_eq!(all[2].device, "/dev/vdd1");
@@ -359,12 +457,12 @@ mod tests {
 
     #[test]
     fn only_granted_mounts_are_selected() {
-        let some = select_mounts(parse_mountinfo(SAMPLE), &grant(&["/var/*"]));
+        let some = select_mounts(&parse_mountinfo(SAMPLE), &grant(&["/var/*"]));
         assert!(some.is_empty(), "`*` must not cross `/`: {some:?}");
-        let some = select_mounts(parse_mountinfo(SAMPLE), &grant(&["/var/lib/**", "/"]));
+        let some = select_mounts(&parse_mountinfo(SAMPLE), &grant(&["/var/lib/**", "/"]));
         let points: Vec<_> = some.iter().map(|m| m.mount_point.as_str()).collect();
         assert_eq!(points, ["/", "/var/lib/postgresql"]);
-        let none = select_mounts(parse_mountinfo(SAMPLE), &grant(&["/srv"]));
+        let none = select_mounts(&parse_mountinfo(SAMPLE), &grant(&["/srv"]));
         assert!(none.is_empty());
     }
 
@@ -402,6 +500,96 @@ mod tests {
             assert_eq!(fs.mount_point, "/");
             assert!(fs.total_bytes >= fs.free_bytes && fs.free_bytes >= fs.available_bytes);
         }
+    }
+
+    #[test]
+    fn statvfs_skips_the_lane_only_when_every_mount_on_the_way_never_waits() {
+        let entries = parse_mountinfo(SAMPLE);
+        // ext4 `/`, xfs and its ext4 overmount at /var/lib/postgresql, ext4 with a space.
+        for local in [
+            "/",
+            "/var/lib/postgresql",
+            "/mnt/my disk",
+            "/var/lib/postgresql/x",
+        ] {
+            assert!(walk_never_waits(&entries, local), "{local}");
+        }
+        let more = format!(
+            "{SAMPLE}30 22 0:40 / /mnt/nfs rw - nfs4 server:/export rw\n\
+             31 30 252:5 / /mnt/nfs/local rw - ext4 /dev/vde1 rw\n\
+             32 22 0:41 / /srv rw - autofs systemd-1 rw\n\
+             33 32 252:6 / /srv/data rw - xfs /dev/vdf1 rw\n\
+             34 22 0:42 / /fuse rw - fuse.sshfs host:/ rw\n\
+             35 22 0:43 / /var/lib/postgresql2 rw - btrfs /dev/vdg1 rw\n"
+        );
+        let entries = parse_mountinfo(&more);
+        // A local filesystem below a network, automount or FUSE mount, or one that is not on
+        // the list, goes to the lane; a sibling whose name merely starts the same does not
+        // count as on the way.
+        for waits in [
+            "/mnt/nfs",
+            "/mnt/nfs/local",
+            "/srv/data",
+            "/fuse",
+            "/var/lib/postgresql2",
+        ] {
+            assert!(!walk_never_waits(&entries, waits), "{waits}");
+        }
+        assert!(walk_never_waits(&entries, "/var/lib/postgresql"));
+        assert!(walk_never_waits(&entries, "/mnt/my disk"));
+        // A root that is not on the list (overlay in a container) sends everything to the lane.
+        let overlay = SAMPLE.replacen("- ext4 /dev/vda1", "- overlay overlay", 1);
+        assert!(!walk_never_waits(
+            &parse_mountinfo(&overlay),
+            "/var/lib/postgresql"
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_held_proc_root_gives_the_same_answer_as_the_lane() {
+        let lane = || {
+            BlockingLane::standalone(
+                "fs-stats",
+                "t",
+                std::time::Instant::now() + std::time::Duration::from_secs(30),
+            )
+        };
+        let ctx = |proc: Option<Arc<ProcRoot>>| {
+            let ctx = FsStatsCtx::new(
+                Some(Arc::new(grant(&["*"]))),
+                MOUNTINFO.into(),
+                Audit::new("t".into(), "d".into()),
+                lane(),
+            );
+            match proc {
+                Some(proc) => ctx.with_proc_root(proc),
+                None => ctx,
+            }
+        };
+        let proc = Arc::new(ProcRoot::new(PROC_ROOT.into()));
+        let points = |filesystems: Vec<fs_stats::Filesystem>| {
+            filesystems
+                .into_iter()
+                .map(|fs| (fs.device, fs.mount_point, fs.fs_type))
+                .collect::<Vec<_>>()
+        };
+        let through_lane = points(ctx(None).filesystems_checked().await.unwrap());
+        // The first call opens /proc in the lane; the second reads the table below it.
+        let first = points(ctx(Some(proc.clone())).filesystems_checked().await.unwrap());
+        assert!(proc.opened_procfs().is_some());
+        let second = points(ctx(Some(proc)).filesystems_checked().await.unwrap());
+        assert_eq!(first, through_lane);
+        assert_eq!(second, through_lane);
+        // The grant still decides: nothing granted matches, nothing is reported.
+        let none = FsStatsCtx::new(
+            Some(Arc::new(grant(&["/no/such/mount"]))),
+            MOUNTINFO.into(),
+            Audit::new("t".into(), "d".into()),
+            lane(),
+        )
+        .with_proc_root(Arc::new(ProcRoot::new(PROC_ROOT.into())));
+        assert!(none.filesystems_checked().await.unwrap().is_empty());
+        assert!(none.filesystems_checked().await.unwrap().is_empty());
     }
 
     #[tokio::test]

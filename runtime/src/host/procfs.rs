@@ -31,6 +31,7 @@ use super::bindings::{Error, pganalytics::collector::procfs};
 use super::blocking::{BlockingLane, BlockingLanes};
 use super::capability::{GrantProblem, HostCapability};
 use super::fsio;
+use super::guest_text;
 use super::run::RunInfo;
 
 /// Where the kernel's process filesystem is mounted.
@@ -98,7 +99,7 @@ pub struct ProcRoot {
 }
 
 #[derive(Debug)]
-struct OpenedRoot {
+pub(crate) struct OpenedRoot {
     fd: OwnedFd,
     /// Whether the directory is a procfs mount: only there are [`NEVER_WAIT`] files the
     /// kernel's counters (a test's directory, or anything mounted over /proc, is not).
@@ -115,7 +116,7 @@ impl ProcRoot {
 
     /// The root's fd, opening it without following any link if this is the first use. Makes
     /// blocking syscalls the first time: call it in the lane.
-    fn open(&self) -> std::io::Result<&OpenedRoot> {
+    pub(crate) fn open(&self) -> std::io::Result<&OpenedRoot> {
         if let Some(opened) = self.opened.get() {
             return Ok(opened);
         }
@@ -126,7 +127,7 @@ impl ProcRoot {
     }
 
     /// The root's fd when it is already open and a real procfs.
-    fn opened_procfs(&self) -> Option<&OwnedFd> {
+    pub(crate) fn opened_procfs(&self) -> Option<&OwnedFd> {
         self.opened
             .get()
             .filter(|opened| opened.procfs)
@@ -158,6 +159,10 @@ const NEVER_WAIT: &[&str] = &[
     "vmstat",
     "version",
 ];
+
+/// Threat: one `read-many` call making the host open thousands of files before the plugin's
+/// code runs again (the [`NEVER_WAIT`] ones on an async worker). Four files make a sysstat run.
+pub const MAX_PATHS_PER_CALL: usize = 16;
 
 /// `[plugins.NAME.grants.procfs]`
 #[derive(Debug, Clone, Deserialize)]
@@ -357,13 +362,51 @@ impl ProcfsCtx {
     /// The checked read: in the blocking lane, bounded by the run's deadline, or on this thread
     /// for a [`NEVER_WAIT`] file of a real procfs whose root is already open.
     pub async fn read_in_lane(&self, path: &str) -> Result<String, Error> {
+        self.read_up_to(path, self.max_bytes).await
+    }
+
+    /// `read-many`: each path read as [`ProcfsCtx::read_in_lane`] reads it, in order, all of
+    /// them within one per-call byte limit.
+    pub async fn read_many_in_lane(
+        &self,
+        paths: &[String],
+    ) -> Result<Vec<Result<String, Error>>, Error> {
+        if paths.len() > MAX_PATHS_PER_CALL {
+            return Err(Error::Invalid(format!(
+                "procfs read-many: {} paths in one call, at most {MAX_PATHS_PER_CALL}",
+                paths.len()
+            )));
+        }
+        let mut left = self.max_bytes;
+        let mut results = Vec::with_capacity(paths.len());
+        for path in paths {
+            let result = match self.read_up_to(path, left).await {
+                Ok(text) => {
+                    left -= text.len();
+                    Ok(text)
+                }
+                Err(Error::TooLarge(_)) if left < self.max_bytes => Err(Error::TooLarge(format!(
+                    "procfs `{}` does not fit in the {left} bytes left of the {}-byte per-call \
+                     limit after the files before it",
+                    guest_text::quote(path),
+                    self.max_bytes
+                ))),
+                Err(e) => Err(e),
+            };
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    /// The checked read of at most `max_bytes` (see [`ProcfsCtx::read_in_lane`]).
+    async fn read_up_to(&self, path: &str, max_bytes: usize) -> Result<String, Error> {
         let relative = self.check(path)?;
         if NEVER_WAIT.contains(&relative.as_str())
             && let Some(root) = self.root.opened_procfs()
         {
-            return read_beneath(root, &relative, self.max_bytes, path, &self.audit);
+            return read_beneath(root, &relative, max_bytes, path, &self.audit);
         }
-        let (root, max_bytes, audit) = (self.root.clone(), self.max_bytes, self.audit.clone());
+        let (root, audit) = (self.root.clone(), self.audit.clone());
         let guest_path = path.to_owned();
         self.lane
             .run(&format!("procfs `{path}`"), move || {
@@ -462,6 +505,10 @@ pub(crate) fn read_capped(path: &Path, cap: usize) -> Result<String, ReadError> 
 impl procfs::Host for ProcfsCtx {
     async fn read(&mut self, path: String) -> Result<String, Error> {
         self.read_in_lane(&path).await
+    }
+
+    async fn read_many(&mut self, paths: Vec<String>) -> Result<Vec<Result<String, Error>>, Error> {
+        self.read_many_in_lane(&paths).await
     }
 }
 
@@ -733,6 +780,89 @@ mod tests {
         let missing = denied(other.read_checked("nothing"));
         let present = denied(other.read_checked("big"));
         assert_eq!(missing.replace("nothing", "X"), present.replace("big", "X"));
+    }
+
+    #[tokio::test]
+    async fn read_many_checks_each_path_as_read_does() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stat"), "cpu  1 2 3 4\n").unwrap();
+        std::fs::write(dir.path().join("environ"), "SECRET=1").unwrap();
+        std::os::unix::fs::symlink("stat", dir.path().join("link")).unwrap();
+        std::fs::create_dir(dir.path().join("net")).unwrap();
+        std::fs::write(dir.path().join("net/dev"), "eth0").unwrap();
+        let proc = ctx(dir.path(), &["stat", "*", "net/*"]);
+        let paths: Vec<String> = [
+            "stat", "meminfo", "environ", "link", "../stat", "/stat", "net/dev", "net",
+        ]
+        .map(String::from)
+        .to_vec();
+        let results = proc.read_many_in_lane(&paths).await.unwrap();
+        assert_eq!(results.len(), paths.len());
+        // The same answer, path by path, as `read` gives.
+        for (path, many) in paths.iter().zip(&results) {
+            let one = proc.read_in_lane(path).await;
+            assert_eq!(format!("{many:?}"), format!("{one:?}"), "{path}");
+        }
+        assert_eq!(results[0].as_deref().unwrap(), "cpu  1 2 3 4\n");
+        assert!(matches!(results[1], Err(Error::NotFound(_))));
+        for denial in [2, 3, 4, 5, 7] {
+            assert!(
+                matches!(results[denial], Err(Error::Denied(_))),
+                "{denial}: {:?}",
+                results[denial]
+            );
+        }
+        assert_eq!(results[6].as_deref().unwrap(), "eth0");
+        // Nothing granted: every path denied, none read.
+        let none = ProcfsCtx::new(
+            None,
+            Arc::new(ProcRoot::new(dir.path().to_path_buf())),
+            1024,
+            Audit::new("t".into(), "d".into()),
+            BlockingLane::standalone("procfs", "t", Instant::now() + Duration::from_secs(30)),
+        );
+        let results = none.read_many_in_lane(&paths[..2]).await.unwrap();
+        assert!(results.iter().all(|r| matches!(r, Err(Error::Denied(_)))));
+    }
+
+    #[tokio::test]
+    async fn read_many_is_bounded_in_paths_and_in_bytes_for_the_whole_call() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![b'a'; 600]).unwrap();
+        std::fs::write(dir.path().join("b"), vec![b'b'; 600]).unwrap();
+        std::fs::write(dir.path().join("c"), vec![b'c'; 300]).unwrap();
+        let mut proc = ctx(dir.path(), &["*"]);
+        proc.max_bytes = 1024;
+        let paths = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let results = proc
+            .read_many_in_lane(&paths(&["a", "b", "c"]))
+            .await
+            .unwrap();
+        assert_eq!(results[0].as_ref().unwrap().len(), 600);
+        assert!(
+            matches!(&results[1], Err(Error::TooLarge(m)) if m.contains("424 bytes left") && m.contains("1024")),
+            "{:?}",
+            results[1]
+        );
+        // What a refused file did not take is still there for the next one.
+        assert_eq!(results[2].as_ref().unwrap().len(), 300);
+        // Each file alone fits, as with `read`.
+        for name in ["a", "b"] {
+            assert!(proc.read_in_lane(name).await.is_ok());
+        }
+        let too_many = paths(&["a"; MAX_PATHS_PER_CALL + 1]);
+        assert!(matches!(
+            proc.read_many_in_lane(&too_many).await,
+            Err(Error::Invalid(m)) if m.contains(&format!("at most {MAX_PATHS_PER_CALL}"))
+        ));
+        let most = paths(&["c"; MAX_PATHS_PER_CALL]);
+        let results = proc.read_many_in_lane(&most).await.unwrap();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
+        assert!(
+            results[3..]
+                .iter()
+                .all(|r| matches!(r, Err(Error::TooLarge(_))))
+        );
     }
 
     #[test]

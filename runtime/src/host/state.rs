@@ -58,11 +58,9 @@ impl HostCapability for State {
     }
 
     fn context(_: Option<Arc<NoGrant>>, store: &StateStore, run: &RunInfo) -> StateCtx {
-        StateCtx::new(
-            run.plugin.clone(),
-            store.load(&run.plugin),
-            run.max_state_bytes,
-        )
+        // Nothing is read here: a plugin that never calls `state.get` (disk, pg_stats) costs
+        // no lookup, and one that does reads it from memory after its first run.
+        StateCtx::lazy(run.plugin.clone(), store.clone(), run.max_state_bytes)
     }
 
     fn add_to_linker<T: Send + 'static>(
@@ -82,16 +80,22 @@ impl HostCapability for State {
 }
 
 /// Blobs of every plugin: in memory for this process, on disk when a state directory is set.
+///
+/// The file of a plugin is read at most once per process: what it held (or that there was none,
+/// or none that could be used) is remembered, and every save replaces the remembered blob. This
+/// process is the only writer of its state directory, so the memory never disagrees with the
+/// file it would read.
 #[derive(Clone, Default)]
 pub struct StateStore {
-    dir: Option<PathBuf>,
-    blobs: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    dir: Option<Arc<Path>>,
+    /// Per plugin: the blob, or `None` when there is none (no file, or one that was ignored).
+    blobs: Arc<Mutex<HashMap<String, Option<Vec<u8>>>>>,
 }
 
 impl StateStore {
     pub fn new(dir: Option<PathBuf>) -> Self {
         Self {
-            dir,
+            dir: dir.map(Arc::from),
             blobs: Arc::default(),
         }
     }
@@ -103,14 +107,17 @@ impl StateStore {
     }
 
     pub fn load(&self, plugin: &str) -> Option<Vec<u8>> {
-        if let Some(blob) = self
-            .blobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(plugin)
-        {
-            return Some(blob.clone());
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = blobs.get(plugin) {
+            return known.clone();
         }
+        let found = self.read(plugin);
+        blobs.insert(plugin.to_owned(), found.clone());
+        found
+    }
+
+    /// The blob in `plugin`'s file, if there is a usable one.
+    fn read(&self, plugin: &str) -> Option<Vec<u8>> {
         let path = self.path(plugin)?;
         match std::fs::read(&path) {
             Ok(bytes) => match decode(&bytes) {
@@ -138,7 +145,7 @@ impl StateStore {
         self.blobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(plugin.to_owned(), data);
+            .insert(plugin.to_owned(), Some(data));
         Ok(())
     }
 }
@@ -171,18 +178,45 @@ fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
 /// Per-run state of the `state` capability.
 pub struct StateCtx {
     plugin: Arc<str>,
-    current: Option<Vec<u8>>,
+    current: Current,
     pending: Option<Vec<u8>>,
     max_bytes: usize,
 }
 
+/// The blob the previous accepted run left, looked up on the first `get` of the run.
+enum Current {
+    Known(Option<Vec<u8>>),
+    InStore(StateStore),
+}
+
 impl StateCtx {
+    /// A context whose previous blob is `current`.
     pub fn new(plugin: Arc<str>, current: Option<Vec<u8>>, max_bytes: usize) -> Self {
         Self {
             plugin,
-            current,
+            current: Current::Known(current),
             pending: None,
             max_bytes,
+        }
+    }
+
+    /// A context that looks the previous blob up in `store` when the plugin first asks for it.
+    pub fn lazy(plugin: Arc<str>, store: StateStore, max_bytes: usize) -> Self {
+        Self {
+            plugin,
+            current: Current::InStore(store),
+            pending: None,
+            max_bytes,
+        }
+    }
+
+    fn current(&mut self) -> Option<Vec<u8>> {
+        if let Current::InStore(store) = &self.current {
+            self.current = Current::Known(store.load(&self.plugin));
+        }
+        match &self.current {
+            Current::Known(blob) => blob.clone(),
+            Current::InStore(_) => None,
         }
     }
 
@@ -194,7 +228,10 @@ impl StateCtx {
 
 impl state::Host for StateCtx {
     async fn get(&mut self) -> Option<Vec<u8>> {
-        self.pending.clone().or_else(|| self.current.clone())
+        match &self.pending {
+            Some(pending) => Some(pending.clone()),
+            None => self.current(),
+        }
     }
 
     async fn set(&mut self, data: Vec<u8>) -> Result<(), Error> {
@@ -224,6 +261,32 @@ mod tests {
         let reopened = StateStore::new(Some(dir.path().to_path_buf()));
         assert_eq!(reopened.load("sysstat").as_deref(), Some(&b"counters"[..]));
         assert_eq!(reopened.load("other"), None);
+    }
+
+    #[test]
+    fn a_file_is_read_once_and_absence_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(Some(dir.path().to_path_buf()));
+        assert_eq!(store.load("p"), None);
+        // Written behind the store's back: the store already knows `p` has no state.
+        StateStore::new(Some(dir.path().to_path_buf()))
+            .save("p", b"other".to_vec())
+            .unwrap();
+        assert_eq!(store.load("p"), None);
+        store.save("p", b"mine".to_vec()).unwrap();
+        assert_eq!(store.load("p").as_deref(), Some(&b"mine"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_lazy_context_reads_the_store_only_when_asked() {
+        let store = StateStore::new(None);
+        let mut ctx = StateCtx::lazy("p".into(), store.clone(), 16);
+        store.save("p", b"saved".to_vec()).unwrap();
+        assert_eq!(ctx.get().await.as_deref(), Some(&b"saved"[..]));
+        ctx.set(b"new".to_vec()).await.unwrap();
+        assert_eq!(ctx.get().await.as_deref(), Some(&b"new"[..]));
+        let mut fresh = StateCtx::lazy("q".into(), store, 16);
+        assert_eq!(fresh.get().await, None);
     }
 
     #[test]

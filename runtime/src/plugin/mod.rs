@@ -70,6 +70,10 @@ pub struct LoadedPlugin {
     pub compiled: CacheOutcome,
     pub manifest: Manifest,
     pre: CollectorPre<RunState>,
+    /// The name and the digest in hex, shared by every run's audit and contexts instead of
+    /// being formatted again for each run.
+    run_name: Arc<str>,
+    run_digest: Arc<str>,
 }
 
 impl LoadedPlugin {
@@ -78,7 +82,7 @@ impl LoadedPlugin {
     }
 
     pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
+        self.run_digest.to_string()
     }
 }
 
@@ -313,6 +317,8 @@ impl PluginHost {
         let pre = linker.instantiate_pre(&component).map_err(link_error)?;
         let pre = CollectorPre::new(pre).map_err(link_error)?;
         Ok(LoadedPlugin {
+            run_name: Arc::from(config.name.as_str()),
+            run_digest: Arc::from(hex::encode(sha256)),
             config,
             sha256,
             signed_by,
@@ -326,9 +332,9 @@ impl PluginHost {
     pub async fn run(&self, plugin: &LoadedPlugin) -> Result<RawOutput, RunError> {
         let started = Instant::now();
         let config = &plugin.config;
-        let name: Arc<str> = Arc::from(config.name.as_str());
+        let name = plugin.run_name.clone();
         let limits = &config.limits;
-        let audit = host::audit::Audit::new(name.clone(), plugin.sha256_hex().into());
+        let audit = host::audit::Audit::new(name.clone(), plugin.run_digest.clone());
         let budget = host::budget::LogBudget::new(name.clone(), usize_cap(limits.max_log_bytes));
         let deadline = started + limits.timeout;
         let run = RunInfo {
