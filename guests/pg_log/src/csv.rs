@@ -69,8 +69,9 @@ pub struct CsvParser {
     /// record that did not parse (the quoting may be off by one from there).
     synced: bool,
     record_offset: u64,
-    /// The decoded fields of the current record, back to back.
-    fields: Vec<u8>,
+    /// The decoded fields of the current record, back to back (whole `str` slices of the data
+    /// and `"`, so that reading them back needs no UTF-8 check).
+    fields: String,
     /// Where each kept field ends in `fields`.
     ends: Vec<usize>,
     /// Fields seen, kept or not.
@@ -91,7 +92,7 @@ impl CsvParser {
             in_record: false,
             synced: false,
             record_offset: 0,
-            fields: Vec::new(),
+            fields: String::new(),
             ends: Vec::new(),
             columns: 0,
             cut: false,
@@ -181,28 +182,26 @@ impl CsvParser {
                     self.state = State::Quoted;
                     i += 1;
                 }
-                State::FieldStart | State::Unquoted => {
-                    match memchr::memchr2(b',', b'\n', &bytes[i..]) {
-                        Some(n) => {
-                            let end = i + n;
-                            let run = &data[i..end];
-                            if bytes[end] == b',' {
-                                self.push(run, max_bytes);
-                                self.end_field();
-                            } else {
-                                self.push(run.strip_suffix('\r').unwrap_or(run), max_bytes);
-                                self.end_field();
-                                self.end_record(file, &data[record_start..=end], max_bytes, sink);
-                            }
-                            i = end + 1;
+                State::FieldStart | State::Unquoted => match field_end(&bytes[i..]) {
+                    Some(n) => {
+                        let end = i + n;
+                        let run = &data[i..end];
+                        if bytes[end] == b',' {
+                            self.push(run, max_bytes);
+                            self.end_field();
+                        } else {
+                            self.push(run.strip_suffix('\r').unwrap_or(run), max_bytes);
+                            self.end_field();
+                            self.end_record(file, &data[record_start..=end], max_bytes, sink);
                         }
-                        None => {
-                            self.push(&data[i..], max_bytes);
-                            self.state = State::Unquoted;
-                            i = bytes.len();
-                        }
+                        i = end + 1;
                     }
-                }
+                    None => {
+                        self.push(&data[i..], max_bytes);
+                        self.state = State::Unquoted;
+                        i = bytes.len();
+                    }
+                },
             }
         }
         if self.in_record {
@@ -243,7 +242,7 @@ impl CsvParser {
         let start = self.ends.last().copied().unwrap_or(0);
         let room = max_bytes.saturating_sub(self.fields.len() - start);
         let (text, cut) = capped(text, room);
-        self.fields.extend_from_slice(text.as_bytes());
+        self.fields.push_str(text);
         self.cut |= cut;
     }
 
@@ -274,8 +273,7 @@ impl CsvParser {
             self.synced = false;
             sink.entry(entry);
         } else {
-            // Whole fields of a `str`, cut at char boundaries: this does not fail.
-            let text = std::str::from_utf8(&self.fields).unwrap_or_default();
+            let text = self.fields.as_str();
             let ends = &self.ends;
             let field = |i: usize| -> &str {
                 let start = if i == 0 {
@@ -298,6 +296,19 @@ impl CsvParser {
         self.in_record = false;
         self.state = State::FieldStart;
     }
+}
+
+/// How many bytes the common short unquoted fields (numbers, ids, empty columns) are scanned
+/// byte by byte before the vector search takes over: a search call costs more than that.
+const SHORT_FIELD_BYTES: usize = 16;
+
+/// The index of the first `,` or `\n` in `bytes`: the end of an unquoted field.
+fn field_end(bytes: &[u8]) -> Option<usize> {
+    let short = bytes.len().min(SHORT_FIELD_BYTES);
+    if let Some(n) = bytes[..short].iter().position(|&b| b == b',' || b == b'\n') {
+        return Some(n);
+    }
+    memchr::memchr2(b',', b'\n', &bytes[short..]).map(|n| short + n)
 }
 
 /// Whether `line` starts like a csvlog record: `log_time` unquoted, `YYYY-MM-DD HH:MM:SS`.
@@ -545,6 +556,31 @@ mod tests {
         assert_eq!(entries[0].message.len(), 50);
         assert!(entries[0].truncated);
         assert_eq!(entries[0].backend_type.as_deref(), Some("postmaster"));
+    }
+
+    #[test]
+    fn unquoted_fields_around_the_short_scan_length() {
+        assert_eq!(field_end(b""), None);
+        assert_eq!(field_end(b"abc"), None);
+        for len in [0, 1, 15, 16, 17, 40] {
+            let text = "7".repeat(len);
+            for end in [",", "\n"] {
+                let field = format!("{text}{end}x,y");
+                assert_eq!(field_end(field.as_bytes()), Some(len), "{len} {end:?}");
+            }
+            assert_eq!(field_end(text.as_bytes()), None);
+        }
+        // An unquoted column of every length up to past the scan keeps its value whole.
+        let record =
+            "2026-11-27 00:25:25.356 UTC,\"u\",\"db\",{pid},,,,,,,,LOG,00000,\"m\",,,,,,,,,,,,0\n";
+        for len in 1..=40 {
+            let pid = "9".repeat(len);
+            let entries = parse(&record.replace("{pid}", &pid));
+            assert_eq!(entries.len(), 1);
+            let expected = pid.parse::<u64>().ok();
+            assert_eq!(entries[0].pid, expected, "{len}");
+            assert_eq!(entries[0].message, "m");
+        }
     }
 
     #[test]

@@ -278,7 +278,15 @@ impl<'a> Entry<'a> {
     /// `log_min_duration_statement`, auto_explain), as the JSON number text PostgreSQL wrote.
     pub fn duration_ms(&self) -> Option<&str> {
         let rest = self.message.strip_prefix("duration: ")?;
-        let end = rest.find(" ms")?;
+        // The number runs to the first byte that is neither a digit nor a dot, and `" ms"`
+        // must follow it: the same as cutting at the first `" ms"`, without a substring search.
+        let end = rest
+            .bytes()
+            .position(|b| !(b.is_ascii_digit() || b == b'.'))
+            .unwrap_or(rest.len());
+        if !rest.as_bytes()[end..].starts_with(b" ms") {
+            return None;
+        }
         let number = &rest[..end];
         let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());

@@ -294,8 +294,9 @@ impl<'a> Matcher<'_, 'a, '_> {
         {
             return at.min(end);
         }
-        let at =
-            memchr::memmem::find(&self.line.as_bytes()[pos..end], b":  ").map_or(end, |i| pos + i);
+        let at = separator_finder()
+            .find(&self.line.as_bytes()[pos..end])
+            .map_or(end, |i| pos + i);
         self.separator = Some((pos, at));
         at
     }
@@ -338,11 +339,13 @@ impl<'a> Matcher<'_, 'a, '_> {
                     if !escape.accepts(value) {
                         return None;
                     }
-                    let saved = *fields;
+                    // A failed attempt leaves `fields` as it found them (every attempt below
+                    // restores its own slot), so only this slot is saved, not all of them.
+                    let saved = fields.values[escape as usize];
                     fields.set(escape, value);
                     let end = this.match_from(index + 1, pos + len, fields);
                     if end.is_none() {
-                        *fields = saved;
+                        fields.values[escape as usize] = saved;
                     }
                     end
                 };
@@ -375,6 +378,14 @@ impl<'a> Matcher<'_, 'a, '_> {
             }
         }
     }
+}
+
+/// The searcher of the severity separator `":  "`, built once rather than for every field of
+/// every line.
+pub(crate) fn separator_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b":  "));
+    &FINDER
 }
 
 /// `text.starts_with(prefix)` for the few bytes of a prefix literal, compared in place rather

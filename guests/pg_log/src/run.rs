@@ -86,6 +86,13 @@ struct ItemEntries {
     count: usize,
 }
 
+/// The items of one database.
+#[derive(Debug)]
+struct Group {
+    database: String,
+    items: Vec<ItemEntries>,
+}
+
 /// What a run produced.
 #[derive(Debug)]
 pub struct Output {
@@ -114,8 +121,13 @@ struct Items<'s> {
     settings: &'s Settings,
     /// The collection time as a JSON string, for items and for entries without a time.
     now: Vec<u8>,
-    /// Items by database (`""` for entries without one), sorted by name.
-    items: BTreeMap<String, Vec<ItemEntries>>,
+    /// Items by database (`""` for entries without one), in the order first seen.
+    groups: Vec<Group>,
+    /// The index in `groups` of each database, sorted by name: the output's order.
+    by_name: BTreeMap<String, usize>,
+    /// The group the last entry went to: consecutive entries are mostly of one database, and
+    /// comparing one name costs less than searching the map for every entry.
+    last_group: usize,
     entries: usize,
     filtered: usize,
     /// The length the output has so far (exact for the finished entries).
@@ -129,12 +141,22 @@ impl Sink for Items<'_> {
             return;
         }
         let database = entry.database.as_deref().unwrap_or("");
-        if !self.items.contains_key(database) {
-            self.items.insert(database.to_owned(), Vec::new());
-        }
-        let Some(items) = self.items.get_mut(database) else {
-            return;
+        let group = match self.groups.get(self.last_group) {
+            Some(group) if group.database == database => self.last_group,
+            _ => match self.by_name.get(database) {
+                Some(&group) => group,
+                None => {
+                    self.by_name.insert(database.to_owned(), self.groups.len());
+                    self.groups.push(Group {
+                        database: database.to_owned(),
+                        items: Vec::new(),
+                    });
+                    self.groups.len() - 1
+                }
+            },
         };
+        self.last_group = group;
+        let items = &mut self.groups[group].items;
         if items
             .last()
             .is_none_or(|item| item.count >= self.settings.max_entries_per_item)
@@ -174,7 +196,9 @@ impl<'s> Run<'s> {
             out: Items {
                 settings,
                 now: now_json,
-                items: BTreeMap::new(),
+                groups: Vec::new(),
+                by_name: BTreeMap::new(),
+                last_group: 0,
                 entries: 0,
                 filtered: 0,
                 output_bytes: 2,
@@ -256,16 +280,16 @@ impl<'s> Run<'s> {
         for (path, state) in &mut self.files {
             finish_parser(&mut state.parser, path, &mut self.out);
         }
-        let out = self.out;
+        let mut out = self.out;
         let mut json = Vec::with_capacity(out.output_bytes);
         json.push(b'[');
         let mut items = 0;
         let mut name = Vec::new();
         // Each item's text is freed as soon as it is copied.
-        for (database, entries) in out.items {
+        for (database, &group) in &out.by_name {
             name.clear();
-            write_json_string(&mut name, &database);
-            for item in entries {
+            write_json_string(&mut name, database);
+            for item in std::mem::take(&mut out.groups[group].items) {
                 if items > 0 {
                     json.push(b',');
                 }
@@ -435,6 +459,38 @@ mod tests {
                 "line_offset": STDERR.find("2026-11-27 00:25:25.356 UTC [20044] alice@app ERROR").unwrap(),
             })
         );
+    }
+
+    #[test]
+    fn alternating_databases_keep_their_items_sorted_and_in_order() {
+        let line =
+            |db: &str, n: usize| format!("2026-11-27 00:25:25.356 UTC [1] u@{db} LOG:  {db} {n}\n");
+        let log: String = (0..7)
+            .map(|n| line(["zeta", "alpha", "zeta", "mid"][n % 4], n))
+            .chain([line("alpha", 7), line("alpha", 8)])
+            .collect();
+        for max in [1, 2, 100] {
+            let s = settings(&format!(r#"{{"max_entries_per_item":{max}}}"#));
+            let items = run(&s, &[("pg.log", 0, &log)]);
+            let mut seen = Vec::new();
+            for item in &items {
+                let database = item["database"].as_str().expect("database");
+                let entries = item["entries"].as_array().expect("entries");
+                assert!(entries.len() <= max);
+                for entry in entries {
+                    assert_eq!(entry["database"], database);
+                    seen.push(entry["message"].as_str().expect("message").to_owned());
+                }
+            }
+            assert_eq!(
+                seen,
+                [
+                    "alpha 1", "alpha 5", "alpha 7", "alpha 8", "mid 3", "zeta 0", "zeta 2",
+                    "zeta 4", "zeta 6"
+                ],
+                "max {max}"
+            );
+        }
     }
 
     #[test]

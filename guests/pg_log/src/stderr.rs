@@ -181,12 +181,14 @@ impl<'p> StderrParser<'p> {
     /// another one: some text, a space, then a label and `":  "`.
     fn unmatched(&mut self, line: &str) {
         let searched = &line.as_bytes()[..line.len().min(MAX_FOREIGN_PREFIX_BYTES)];
-        let foreign = memchr::memmem::find_iter(searched, b":  ").any(|colon| {
-            let word_start = line[..colon]
-                .rfind([' ', '\t'])
-                .map_or(0, |space| space + 1);
-            split_label(&line[word_start..]).is_some()
-        });
+        let foreign = crate::prefix::separator_finder()
+            .find_iter(searched)
+            .any(|colon| {
+                let word_start = line[..colon]
+                    .rfind([' ', '\t'])
+                    .map_or(0, |space| space + 1);
+                split_label(&line[word_start..]).is_some()
+            });
         if foreign {
             self.fit.foreign += 1;
             if self.fit.sample.is_none() {
