@@ -98,7 +98,11 @@ impl Escape {
             | Escape::RemoteHostPort
             | Escape::RemoteHost
             | Escape::BackendType
-            | Escape::CommandTag => value.trim() == value,
+            | Escape::CommandTag => {
+                // `value.trim() == value`, looking at the two ends only.
+                value.chars().next().is_none_or(|c| !c.is_whitespace())
+                    && value.chars().next_back().is_none_or(|c| !c.is_whitespace())
+            }
             // Empty for processes without one (padding only).
             Escape::Pid | Escape::LeaderPid | Escape::LineNumber | Escape::Xid => digits(value),
             Escape::QueryId => digits(value.strip_prefix('-').unwrap_or(value)),
@@ -354,7 +358,15 @@ impl<'a> Matcher<'_, 'a, '_> {
                     // are tried, shortest first.
                     Some(Token::Literal(next)) => {
                         let searched = &rest.as_bytes()[..(window + 1).min(rest.len())];
-                        for len in memchr::memchr_iter(next.as_bytes()[0], searched) {
+                        let first = next.as_bytes()[0];
+                        // A field is a few bytes long: a plain loop beats a vector search's
+                        // setup there.
+                        let starts = searched
+                            .iter()
+                            .enumerate()
+                            .filter(|&(_, &b)| b == first)
+                            .map(|(len, _)| len);
+                        for len in starts {
                             // A literal starts with a whole character, so `len` is a boundary.
                             if has_prefix(&rest.as_bytes()[len..], next.as_bytes())
                                 && let Some(end) = attempt(self, len, fields)

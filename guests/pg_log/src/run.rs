@@ -31,8 +31,14 @@ const MIN_READ_BYTES: u64 = 64 * 1024;
 /// `{"type":"pg_log","timestamp":` `,"database":` `,"entries":[` `]}` and a separating comma.
 const ITEM_FRAME_BYTES: usize = 29 + 12 + 12 + 2 + 1;
 
-/// Capacity a new item's buffer starts with.
-const ITEM_INITIAL_BYTES: usize = 64 * 1024;
+/// Capacity of each block of an item's text. An item is written into blocks rather than one
+/// buffer grown by doubling, so that its text is not copied again at every doubling (it is
+/// copied once, into the output).
+const BLOCK_BYTES: usize = 64 * 1024;
+
+/// A new block is started before an entry when less than this is left in the current one, so
+/// that an ordinary entry never makes a block grow.
+const BLOCK_SLACK_BYTES: usize = 4 * 1024;
 
 /// One chunk of a `read-new` answer: whole lines of `path` starting at byte `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +88,8 @@ struct FileState<'s> {
 /// The serialised entries of one item (a JSON array body without brackets).
 #[derive(Debug, Default)]
 struct ItemEntries {
-    json: Vec<u8>,
+    /// The text, in order; an entry is never split between two blocks.
+    blocks: Vec<Vec<u8>>,
     count: usize,
 }
 
@@ -166,19 +173,23 @@ impl Sink for Items<'_> {
             write_json_string(&mut name, database);
             self.output_bytes +=
                 ITEM_FRAME_BYTES + self.now.len() + name.len() - usize::from(self.entries == 0);
-            // Grown by doubling from a size that skips the many small reallocations.
-            items.push(ItemEntries {
-                json: Vec::with_capacity(ITEM_INITIAL_BYTES),
-                count: 0,
-            });
+            items.push(ItemEntries::default());
         }
         let item = items.last_mut().expect("pushed above");
-        let before = item.json.len();
-        if item.count > 0 {
-            item.json.push(b',');
+        if item
+            .blocks
+            .last()
+            .is_none_or(|block| block.capacity() - block.len() < BLOCK_SLACK_BYTES)
+        {
+            item.blocks.push(Vec::with_capacity(BLOCK_BYTES));
         }
-        write_json(&mut item.json, &entry, &self.now);
-        self.output_bytes += item.json.len() - before;
+        let block = item.blocks.last_mut().expect("pushed above");
+        let before = block.len();
+        if item.count > 0 {
+            block.push(b',');
+        }
+        write_json(block, &entry, &self.now);
+        self.output_bytes += block.len() - before;
         item.count += 1;
         self.entries += 1;
     }
@@ -299,7 +310,9 @@ impl<'s> Run<'s> {
                 json.extend_from_slice(b",\"database\":");
                 json.extend_from_slice(&name);
                 json.extend_from_slice(b",\"entries\":[");
-                json.extend_from_slice(&item.json);
+                for block in item.blocks {
+                    json.extend_from_slice(&block);
+                }
                 json.extend_from_slice(b"]}");
             }
         }
@@ -491,6 +504,50 @@ mod tests {
                 "max {max}"
             );
         }
+    }
+
+    #[test]
+    fn items_longer_than_a_block_and_entries_larger_than_one_keep_every_byte() {
+        // Small entries across many blocks, entries larger than a block (with continuation
+        // lines, quotes and multi-byte characters), and entries just around the slack left.
+        let mut log = String::new();
+        let mut expected = Vec::new();
+        let mut add = |message: String| {
+            let mut lines = message.split('\n');
+            log += &format!(
+                "2026-11-27 00:25:25.356 UTC [1] u@db LOG:  {}\n",
+                lines.next().unwrap_or("")
+            );
+            for line in lines {
+                log += &format!("\t{line}\n");
+            }
+            expected.push(message);
+        };
+        for n in 0..3000 {
+            add(format!("small entry {n} with \"quotes\" and é"));
+        }
+        for size in [
+            BLOCK_SLACK_BYTES - 200,
+            BLOCK_SLACK_BYTES,
+            BLOCK_BYTES,
+            3 * BLOCK_BYTES,
+        ] {
+            for n in 0..3 {
+                let line = format!("{n} \"x\" é ").repeat(size / 60 + 1);
+                add(format!("{line}\n{line}"));
+            }
+        }
+        let s = settings(r#"{"max_message_bytes":1000000,"max_entries_per_item":100000}"#);
+        let mut run = Run::new(&s, NOW.to_owned());
+        run.feed("pg.log", 0, &log).expect("feed");
+        let output = run.finish().expect("finish");
+        let items: Vec<Value> = serde_json::from_str(&output.json).expect("valid JSON");
+        let messages: Vec<String> = entries(&items)
+            .iter()
+            .map(|e| e["message"].as_str().expect("message").to_owned())
+            .collect();
+        assert_eq!(messages, expected);
+        assert!(output.json.len() > 6 * BLOCK_BYTES);
     }
 
     #[test]
