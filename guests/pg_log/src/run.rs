@@ -142,7 +142,7 @@ struct Items<'s> {
 }
 
 impl Sink for Items<'_> {
-    fn entry(&mut self, entry: Entry<'_>) {
+    fn entry(&mut self, entry: &Entry<'_>) {
         if !self.settings.keeps(&entry.level) {
             self.filtered += 1;
             return;
@@ -188,7 +188,7 @@ impl Sink for Items<'_> {
         if item.count > 0 {
             block.push(b',');
         }
-        write_json(block, &entry, &self.now);
+        write_json(block, entry, &self.now);
         self.output_bytes += block.len() - before;
         item.count += 1;
         self.entries += 1;

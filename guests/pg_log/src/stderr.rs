@@ -111,8 +111,8 @@ impl<'p> StderrParser<'p> {
     /// Passes on the pending entry: the data ends here (end of the run, or the file was
     /// rotated).
     pub fn finish(&mut self, sink: &mut impl Sink) {
-        if let Some(pending) = self.pending.take() {
-            emit(pending.entry, sink);
+        if let Some(mut pending) = self.pending.take() {
+            emit(&mut pending.entry, sink);
         }
     }
 
@@ -171,9 +171,10 @@ impl<'p> StderrParser<'p> {
                     return;
                 }
                 // The entry this line belongs to started before this run (or in another
-                // process).
-                if let Some(done) = pending.take() {
-                    emit(done.entry, sink);
+                // process). The one pending is passed on in place; the assignment below
+                // replaces it.
+                if let Some(done) = pending {
+                    emit(&mut done.entry, sink);
                 }
                 let mut entry = entry_from_prefix(&mut self.clock, file, offset, &fields);
                 entry.level = Cow::Borrowed(UNKNOWN_LEVEL);
@@ -183,8 +184,8 @@ impl<'p> StderrParser<'p> {
                 return;
             }
         };
-        if let Some(done) = pending.take() {
-            emit(done.entry, sink);
+        if let Some(done) = pending {
+            emit(&mut done.entry, sink);
         }
         let mut entry = entry_from_prefix(&mut self.clock, file, offset, &fields);
         entry.level = Cow::Borrowed(level);
@@ -245,7 +246,7 @@ fn continuation<'d>(
 /// `query_position` when the entry has an internal query. PostgreSQL writes the cursor
 /// position when there is one and the internal one otherwise; an error with both (rare) is
 /// taken as having the internal one.
-fn emit(mut entry: Entry<'_>, sink: &mut impl Sink) {
+fn emit(entry: &mut Entry<'_>, sink: &mut impl Sink) {
     if let Some((kept, position)) = split_cursor_position(&entry.message) {
         match &mut entry.message {
             Cow::Borrowed(message) => *message = &message[..kept],
