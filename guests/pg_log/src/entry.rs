@@ -390,7 +390,11 @@ fn number(out: &mut Vec<u8>, key: &[u8], value: Option<u64>) {
                 break;
             }
         }
-        out.extend_from_slice(&digits[at..]);
+        // A few bytes: pushed one by one rather than through a copy call.
+        out.reserve(digits.len() - at);
+        for &digit in &digits[at..] {
+            out.push(digit);
+        }
     }
 }
 

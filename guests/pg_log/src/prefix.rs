@@ -263,14 +263,27 @@ impl LinePrefix {
         rest_ok: &dyn Fn(&str) -> bool,
     ) -> Option<(PrefixFields<'a>, &'a str)> {
         let mut fields = PrefixFields::default();
+        let rest = self.match_line_into(line, rest_ok, &mut fields)?;
+        Some((fields, rest))
+    }
+
+    /// [`LinePrefix::match_line`] into `fields`, which must come empty
+    /// ([`PrefixFields::default`]) and stay so when the line does not match: the fields are
+    /// a few hundred bytes, not worth moving for every line.
+    pub fn match_line_into<'a>(
+        &self,
+        line: &'a str,
+        rest_ok: &dyn Fn(&str) -> bool,
+        fields: &mut PrefixFields<'a>,
+    ) -> Option<&'a str> {
         let mut matcher = Matcher {
             tokens: &self.tokens,
             line,
             separator: None,
             rest_ok,
         };
-        let end = matcher.match_from(0, 0, &mut fields)?;
-        Some((fields, &line[end..]))
+        let end = matcher.match_from(0, 0, fields)?;
+        Some(&line[end..])
     }
 }
 
@@ -325,12 +338,12 @@ impl<'a> Matcher<'_, 'a, '_> {
                 }
             }
             Token::SessionOnly => {
-                let saved = *fields;
+                // A failed match leaves `fields` as it found them (each field attempt restores
+                // its slot), so nothing is saved here.
                 if let Some(end) = self.match_from(index + 1, pos, fields) {
                     return Some(end);
                 }
                 // A process without a session: PostgreSQL stopped writing the prefix here.
-                *fields = saved;
                 (self.rest_ok)(&line[pos..]).then_some(pos)
             }
             &Token::Field { escape, padding } => {

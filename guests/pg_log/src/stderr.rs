@@ -134,18 +134,23 @@ impl<'p> StderrParser<'p> {
         // (it stops at the first acceptance), so the label is not split a second time.
         // Kept as where the text starts in what followed the prefix, and the field.
         let accepted = std::cell::Cell::new(None);
-        let matched = self.prefix.match_line(line, &|rest| {
-            let label = split_label(rest);
-            if let Some((label, text)) = label {
-                let field = match label {
-                    Label::Field(field) => Some(field),
-                    Label::Entry(_) => None,
-                };
-                accepted.set(Some((rest.len() - text.len(), field)));
-            }
-            label.is_some()
-        });
-        let Some((fields, (label, text))) = matched.and_then(|(fields, rest)| {
+        let mut fields = PrefixFields::default();
+        let matched = self.prefix.match_line_into(
+            line,
+            &|rest| {
+                let label = split_label(rest);
+                if let Some((label, text)) = label {
+                    let field = match label {
+                        Label::Field(field) => Some(field),
+                        Label::Entry(_) => None,
+                    };
+                    accepted.set(Some((rest.len() - text.len(), field)));
+                }
+                label.is_some()
+            },
+            &mut fields,
+        );
+        let Some((label, text)) = matched.and_then(|rest| {
             let (text_start, field) = accepted.get()?;
             let text = rest.get(text_start..)?;
             let label = match field {
@@ -153,7 +158,7 @@ impl<'p> StderrParser<'p> {
                 // The word before `":  "`.
                 None => Label::Entry(rest.get(..text_start.checked_sub(3)?)?),
             };
-            Some((fields, (label, text)))
+            Some((label, text))
         }) else {
             self.unmatched(line);
             return continuation(pending, file, offset, line, max_bytes);
