@@ -89,7 +89,7 @@ struct FileState<'s> {
 #[derive(Debug, Default)]
 struct ItemEntries {
     /// The text, in order; an entry is never split between two blocks.
-    blocks: Vec<Vec<u8>>,
+    blocks: Vec<String>,
     count: usize,
 }
 
@@ -127,7 +127,7 @@ pub struct Run<'s> {
 struct Items<'s> {
     settings: &'s Settings,
     /// The collection time as a JSON string, for items and for entries without a time.
-    now: Vec<u8>,
+    now: String,
     /// Items by database (`""` for entries without one), in the order first seen.
     groups: Vec<Group>,
     /// The index in `groups` of each database, sorted by name: the output's order.
@@ -169,7 +169,7 @@ impl Sink for Items<'_> {
             .is_none_or(|item| item.count >= self.settings.max_entries_per_item)
         {
             // The frame of a new item; the first item of the output has no comma before it.
-            let mut name = Vec::new();
+            let mut name = String::new();
             write_json_string(&mut name, database);
             self.output_bytes +=
                 ITEM_FRAME_BYTES + self.now.len() + name.len() - usize::from(self.entries == 0);
@@ -181,14 +181,14 @@ impl Sink for Items<'_> {
             .last()
             .is_none_or(|block| block.capacity() - block.len() < BLOCK_SLACK_BYTES)
         {
-            item.blocks.push(Vec::with_capacity(BLOCK_BYTES));
+            item.blocks.push(String::with_capacity(BLOCK_BYTES));
         }
         let block = item.blocks.last_mut().expect("pushed above");
         let before = block.len();
         if item.count > 0 {
-            block.push(b',');
+            block.push(',');
         }
-        write_json(block, entry, &self.now);
+        write_json(block, entry, self.now.as_str());
         self.output_bytes += block.len() - before;
         item.count += 1;
         self.entries += 1;
@@ -199,7 +199,7 @@ impl<'s> Run<'s> {
     /// A run at time `now` (RFC 3339): the items' timestamp, and the entries' for lines that
     /// carry no time.
     pub fn new(settings: &'s Settings, now: String) -> Self {
-        let mut now_json = Vec::new();
+        let mut now_json = String::new();
         write_json_string(&mut now_json, &now);
         Run {
             settings,
@@ -292,33 +292,32 @@ impl<'s> Run<'s> {
             finish_parser(&mut state.parser, path, &mut self.out);
         }
         let mut out = self.out;
-        let mut json = Vec::with_capacity(out.output_bytes);
-        json.push(b'[');
+        // Built as a `String` from `str` pieces: no UTF-8 pass over the output at the end.
+        let mut json = String::with_capacity(out.output_bytes);
+        json.push('[');
         let mut items = 0;
-        let mut name = Vec::new();
+        let mut name = String::new();
         // Each item's text is freed as soon as it is copied.
         for (database, &group) in &out.by_name {
             name.clear();
             write_json_string(&mut name, database);
             for item in std::mem::take(&mut out.groups[group].items) {
                 if items > 0 {
-                    json.push(b',');
+                    json.push(',');
                 }
                 items += 1;
-                json.extend_from_slice(b"{\"type\":\"pg_log\",\"timestamp\":");
-                json.extend_from_slice(&out.now);
-                json.extend_from_slice(b",\"database\":");
-                json.extend_from_slice(&name);
-                json.extend_from_slice(b",\"entries\":[");
+                json.push_str("{\"type\":\"pg_log\",\"timestamp\":");
+                json.push_str(&out.now);
+                json.push_str(",\"database\":");
+                json.push_str(&name);
+                json.push_str(",\"entries\":[");
                 for block in item.blocks {
-                    json.extend_from_slice(&block);
+                    json.push_str(&block);
                 }
-                json.extend_from_slice(b"]}");
+                json.push_str("]}");
             }
         }
-        json.push(b']');
-        let json = String::from_utf8(json)
-            .map_err(|e| Error::Invalid(format!("pg_log output is not UTF-8: {e}")))?;
+        json.push(']');
         debug_assert_eq!(json.len(), out.output_bytes);
         Ok(Output {
             json,

@@ -390,7 +390,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// Appends `time` as RFC 3339 with milliseconds: `YYYY-MM-DDTHH:MM:SS.mmmZ` for UTC, without
 /// the `Z` for local wall-clock time. Times before 1970 are clamped to the epoch (a log line
 /// from before 1970 is a broken clock, and the backend needs some timestamp).
-pub fn write_rfc3339(out: &mut Vec<u8>, time: LogTime) {
+pub fn write_rfc3339<O: crate::entry::JsonOut + ?Sized>(out: &mut O, time: LogTime) {
     let (ms, utc) = match time {
         LogTime::Utc(ms) => (ms, true),
         LogTime::Local(ms) => (ms, false),
@@ -401,24 +401,30 @@ pub fn write_rfc3339(out: &mut Vec<u8>, time: LogTime) {
     let of_day = seconds % 86_400;
     let two = |n: i64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
     let year = year.clamp(0, 9999);
-    out.extend_from_slice(&two(year / 100));
-    out.extend_from_slice(&two(year % 100));
-    out.push(b'-');
-    out.extend_from_slice(&two(i64::from(month)));
-    out.push(b'-');
-    out.extend_from_slice(&two(i64::from(day)));
-    out.push(b'T');
-    out.extend_from_slice(&two(of_day / 3600));
-    out.push(b':');
-    out.extend_from_slice(&two(of_day % 3600 / 60));
-    out.push(b':');
-    out.extend_from_slice(&two(of_day % 60));
-    out.push(b'.');
-    out.push(b'0' + (millis / 100) as u8);
-    out.extend_from_slice(&two(millis % 100));
+    put_two(out, two(year / 100));
+    put_two(out, two(year % 100));
+    out.put_ascii(b'-');
+    put_two(out, two(i64::from(month)));
+    out.put_ascii(b'-');
+    put_two(out, two(i64::from(day)));
+    out.put_ascii(b'T');
+    put_two(out, two(of_day / 3600));
+    out.put_ascii(b':');
+    put_two(out, two(of_day % 3600 / 60));
+    out.put_ascii(b':');
+    put_two(out, two(of_day % 60));
+    out.put_ascii(b'.');
+    out.put_ascii(b'0' + (millis / 100) as u8);
+    put_two(out, two(millis % 100));
     if utc {
-        out.push(b'Z');
+        out.put_ascii(b'Z');
     }
+}
+
+/// Two ASCII digits.
+fn put_two<O: crate::entry::JsonOut + ?Sized>(out: &mut O, digits: [u8; 2]) {
+    out.put_ascii(digits[0]);
+    out.put_ascii(digits[1]);
 }
 
 /// [`write_rfc3339`] as a `String`.
