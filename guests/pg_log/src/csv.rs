@@ -69,8 +69,9 @@ pub struct CsvParser {
     /// record that did not parse (the quoting may be off by one from there).
     synced: bool,
     record_offset: u64,
-    /// The decoded fields of the current record, back to back.
-    fields: Vec<u8>,
+    /// The decoded fields of the current record, back to back (whole `str` slices of the data
+    /// and `"`, so that reading them back needs no UTF-8 check).
+    fields: String,
     /// Where each kept field ends in `fields`.
     ends: Vec<usize>,
     /// Fields seen, kept or not.
@@ -81,6 +82,9 @@ pub struct CsvParser {
     raw: String,
     /// Lines outside any record, collected into one entry.
     orphan: Option<Entry<'static>>,
+    /// Whether plainly quoted records are parsed in place ([`record_in_place`]); the tests
+    /// turn it off to check that the state machine gives the same.
+    in_place: bool,
 }
 
 impl CsvParser {
@@ -91,12 +95,13 @@ impl CsvParser {
             in_record: false,
             synced: false,
             record_offset: 0,
-            fields: Vec::new(),
+            fields: String::new(),
             ends: Vec::new(),
             columns: 0,
             cut: false,
             raw: String::new(),
             orphan: None,
+            in_place: true,
         }
     }
 
@@ -115,12 +120,14 @@ impl CsvParser {
         // Where the current record's text starts in `data`.
         let mut record_start = 0;
         let mut i = 0;
+        // The columns of a record parsed in place.
+        let mut columns = [""; MAX_COLUMNS];
         while i < bytes.len() {
             if !self.in_record {
-                let line_end =
-                    memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n + 1);
-                let line = &data[i..line_end];
-                if !self.synced && !starts_a_record(line) {
+                if !self.synced && !starts_a_record(&data[i..]) {
+                    let line_end =
+                        memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n + 1);
+                    let line = &data[i..line_end];
                     let text = line.strip_suffix('\n').unwrap_or(line);
                     let text = text.strip_suffix('\r').unwrap_or(text);
                     match &mut orphan {
@@ -137,11 +144,24 @@ impl CsvParser {
                     continue;
                 }
                 if let Some(orphan) = orphan.take() {
-                    sink.entry(orphan);
+                    sink.entry(&orphan);
                 }
                 self.synced = true;
-                self.in_record = true;
                 self.record_offset = offset + i as u64;
+                if let Some(parsed) = self
+                    .in_place
+                    .then(|| record_in_place(data, i, max_bytes, &mut columns))
+                    .flatten()
+                {
+                    let mut entry = Entry::at(file, self.record_offset);
+                    entry.truncated = parsed.cut;
+                    let get = |column: usize| columns[..parsed.columns].get(column).copied();
+                    fill(&mut entry, |c| get(c).unwrap_or(""), &mut self.clock);
+                    sink.entry(&entry);
+                    i = parsed.end;
+                    continue;
+                }
+                self.in_record = true;
                 record_start = i;
             }
             match self.state {
@@ -181,28 +201,26 @@ impl CsvParser {
                     self.state = State::Quoted;
                     i += 1;
                 }
-                State::FieldStart | State::Unquoted => {
-                    match memchr::memchr2(b',', b'\n', &bytes[i..]) {
-                        Some(n) => {
-                            let end = i + n;
-                            let run = &data[i..end];
-                            if bytes[end] == b',' {
-                                self.push(run, max_bytes);
-                                self.end_field();
-                            } else {
-                                self.push(run.strip_suffix('\r').unwrap_or(run), max_bytes);
-                                self.end_field();
-                                self.end_record(file, &data[record_start..=end], max_bytes, sink);
-                            }
-                            i = end + 1;
+                State::FieldStart | State::Unquoted => match field_end(&bytes[i..]) {
+                    Some(n) => {
+                        let end = i + n;
+                        let run = &data[i..end];
+                        if bytes[end] == b',' {
+                            self.push(run, max_bytes);
+                            self.end_field();
+                        } else {
+                            self.push(run.strip_suffix('\r').unwrap_or(run), max_bytes);
+                            self.end_field();
+                            self.end_record(file, &data[record_start..=end], max_bytes, sink);
                         }
-                        None => {
-                            self.push(&data[i..], max_bytes);
-                            self.state = State::Unquoted;
-                            i = bytes.len();
-                        }
+                        i = end + 1;
                     }
-                }
+                    None => {
+                        self.push(&data[i..], max_bytes);
+                        self.state = State::Unquoted;
+                        i = bytes.len();
+                    }
+                },
             }
         }
         if self.in_record {
@@ -222,7 +240,7 @@ impl CsvParser {
     /// data ends here (end of the run, or the file was rotated); what follows starts afresh.
     pub fn finish(&mut self, file: &str, sink: &mut impl Sink) {
         if let Some(orphan) = self.orphan.take() {
-            sink.entry(orphan);
+            sink.entry(&orphan);
         }
         if self.in_record {
             let mut entry = Entry::at(file, self.record_offset);
@@ -233,7 +251,7 @@ impl CsvParser {
                 "csvlog record incomplete at the end of the data read (its rest was not \
                  written yet)",
             ));
-            sink.entry(entry);
+            sink.entry(&entry);
         }
         *self = CsvParser::new(std::mem::take(&mut self.clock));
     }
@@ -243,7 +261,7 @@ impl CsvParser {
         let start = self.ends.last().copied().unwrap_or(0);
         let room = max_bytes.saturating_sub(self.fields.len() - start);
         let (text, cut) = capped(text, room);
-        self.fields.extend_from_slice(text.as_bytes());
+        self.fields.push_str(text);
         self.cut |= cut;
     }
 
@@ -272,10 +290,9 @@ impl CsvParser {
                 self.columns
             )));
             self.synced = false;
-            sink.entry(entry);
+            sink.entry(&entry);
         } else {
-            // Whole fields of a `str`, cut at char boundaries: this does not fail.
-            let text = std::str::from_utf8(&self.fields).unwrap_or_default();
+            let text = self.fields.as_str();
             let ends = &self.ends;
             let field = |i: usize| -> &str {
                 let start = if i == 0 {
@@ -288,7 +305,7 @@ impl CsvParser {
                     .unwrap_or("")
             };
             fill(&mut entry, field, &mut self.clock);
-            sink.entry(entry);
+            sink.entry(&entry);
         }
         self.fields.clear();
         self.ends.clear();
@@ -297,6 +314,75 @@ impl CsvParser {
         self.cut = false;
         self.in_record = false;
         self.state = State::FieldStart;
+    }
+}
+
+/// How many bytes the common short unquoted fields (numbers, ids, empty columns) are scanned
+/// byte by byte before the vector search takes over: a search call costs more than that.
+const SHORT_FIELD_BYTES: usize = 16;
+
+/// The index of the first `,` or `\n` in `bytes`: the end of an unquoted field.
+fn field_end(bytes: &[u8]) -> Option<usize> {
+    let short = bytes.len().min(SHORT_FIELD_BYTES);
+    if let Some(n) = bytes[..short].iter().position(|&b| b == b',' || b == b'\n') {
+        return Some(n);
+    }
+    memchr::memchr2(b',', b'\n', &bytes[short..]).map(|n| short + n)
+}
+
+/// A record parsed where it lies in the data.
+struct InPlace {
+    /// Just after the record's `\n`.
+    end: usize,
+    columns: usize,
+    /// Some field was cut at `max_bytes`.
+    cut: bool,
+}
+
+/// The record starting at `start`, parsed without copying its fields into `columns` (each cut
+/// at `max_bytes`), when it is whole in `data` and plainly quoted: no `""` in a quoted field,
+/// nothing but `,` or `\n` after a closing quote, [`MIN_COLUMNS`] to [`MAX_COLUMNS`] columns.
+/// `None` leaves the record to the state machine, which decodes every case; on what this
+/// accepts the two agree.
+fn record_in_place<'d>(
+    data: &'d str,
+    start: usize,
+    max_bytes: usize,
+    columns: &mut [&'d str; MAX_COLUMNS],
+) -> Option<InPlace> {
+    let bytes = data.as_bytes();
+    let mut i = start;
+    let mut count = 0;
+    let mut cut = false;
+    loop {
+        let slot = columns.get_mut(count)?;
+        let (value, after) = if bytes.get(i) == Some(&b'"') {
+            let close = i + 1 + memchr::memchr(b'"', &bytes[i + 1..])?;
+            match bytes.get(close + 1) {
+                Some(b',' | b'\n') => (&data[i + 1..close], close + 1),
+                _ => return None,
+            }
+        } else {
+            let end = i + field_end(&bytes[i..])?;
+            let value = &data[i..end];
+            if bytes[end] == b'\n' {
+                (value.strip_suffix('\r').unwrap_or(value), end)
+            } else {
+                (value, end)
+            }
+        };
+        let (value, was_cut) = capped(value, max_bytes);
+        cut |= was_cut;
+        *slot = value;
+        count += 1;
+        if bytes[after] == b'\n' {
+            return (count >= MIN_COLUMNS).then_some(InPlace {
+                end: after + 1,
+                columns: count,
+                cut,
+            });
+        }
+        i = after + 1;
     }
 }
 
@@ -545,6 +631,85 @@ mod tests {
         assert_eq!(entries[0].message.len(), 50);
         assert!(entries[0].truncated);
         assert_eq!(entries[0].backend_type.as_deref(), Some("postmaster"));
+    }
+
+    #[test]
+    fn unquoted_fields_around_the_short_scan_length() {
+        assert_eq!(field_end(b""), None);
+        assert_eq!(field_end(b"abc"), None);
+        for len in [0, 1, 15, 16, 17, 40] {
+            let text = "7".repeat(len);
+            for end in [",", "\n"] {
+                let field = format!("{text}{end}x,y");
+                assert_eq!(field_end(field.as_bytes()), Some(len), "{len} {end:?}");
+            }
+            assert_eq!(field_end(text.as_bytes()), None);
+        }
+        // An unquoted column of every length up to past the scan keeps its value whole.
+        let record =
+            "2026-11-27 00:25:25.356 UTC,\"u\",\"db\",{pid},,,,,,,,LOG,00000,\"m\",,,,,,,,,,,,0\n";
+        for len in 1..=40 {
+            let pid = "9".repeat(len);
+            let entries = parse(&record.replace("{pid}", &pid));
+            assert_eq!(entries.len(), 1);
+            let expected = pid.parse::<u64>().ok();
+            assert_eq!(entries[0].pid, expected, "{len}");
+            assert_eq!(entries[0].message, "m");
+        }
+    }
+
+    #[test]
+    fn records_parsed_in_place_equal_the_state_machine() {
+        let head = "2026-11-27 00:25:25.356 UTC,\"u\",\"db\",20044,\"[local]\",6566a1b2.4e4c,1,\"SELECT\",2026-11-27 00:00:00 UTC,3/1,0,ERROR,22012,";
+        let tail = ",,,,,,,,,\"psql\",\"client backend\",,0";
+        let long = "é\"".repeat(40);
+        let records = [
+            format!("{head}\"division by zero\",\"detail\"{tail}\n"),
+            format!("{head}\"two\nlines, and a comma\",\"d\"{tail}\n"),
+            format!("{head}\"said \"\"hi\"\"\",\"\"\"\"{tail}\n"),
+            format!("{head}\"crlf\",\"d\"{tail}\r\n"),
+            format!("{head}\"crlf\",\"d\",,,,,,,,,,,\"last quoted\"\r\n"),
+            format!("{head}\"junk\"after,\"d\"{tail}\n"),
+            format!("{head}\"\",\"\"{tail}\n"),
+            format!("{head}unquoted message,d{tail}\n"),
+            format!("{head}\"m\",\"d\"{tail}{}\n", ",x".repeat(20)),
+            format!("{head}\"m\",\"d\"{tail}{}\n", ",x".repeat(13)),
+            format!("{head}\"m\",\"d\"{tail}{}\n", ",x".repeat(14)),
+            format!("{head}\"m\",\"d\",,,,\n"),
+            format!("{head}\"m\",\"d\",,,,,,,,\n"),
+            format!("{head}\"{long}{long}\",\"{}\"{tail}\n", "ü".repeat(70)),
+            format!("{head}\"no newline at the end\",\"d\"{tail}"),
+            format!("{head}\"open quote at the end{tail}\n"),
+        ];
+        // Both ways are taken: plain records in place, the others by the state machine.
+        let in_place = |record: &str| record_in_place(record, 0, MAX, &mut [""; MAX_COLUMNS]);
+        assert!(in_place(&records[0]).is_some_and(|r| r.end == records[0].len()));
+        assert!(in_place(&records[1]).is_some());
+        assert!(in_place(&records[3]).is_some());
+        for tricky in [2, 4, 5, 8, 11, 14, 15] {
+            assert!(in_place(&records[tricky]).is_none(), "{tricky}");
+        }
+        for record in &records {
+            // Alone, after a plain record, and before one.
+            let plain = &records[0];
+            for data in [
+                record.clone(),
+                format!("{plain}{record}"),
+                format!("{record}{plain}"),
+            ] {
+                for max_bytes in [MAX, 100, 7] {
+                    let parse = |in_place: bool| {
+                        let mut parser = CsvParser::new(Clock::default());
+                        parser.in_place = in_place;
+                        let mut out = Vec::new();
+                        parser.feed("postgresql.csv", 10, &data, max_bytes, &mut out);
+                        parser.finish("postgresql.csv", &mut out);
+                        out
+                    };
+                    assert_eq!(parse(true), parse(false), "{data:?} at {max_bytes}");
+                }
+            }
+        }
     }
 
     #[test]

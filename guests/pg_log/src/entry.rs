@@ -278,7 +278,15 @@ impl<'a> Entry<'a> {
     /// `log_min_duration_statement`, auto_explain), as the JSON number text PostgreSQL wrote.
     pub fn duration_ms(&self) -> Option<&str> {
         let rest = self.message.strip_prefix("duration: ")?;
-        let end = rest.find(" ms")?;
+        // The number runs to the first byte that is neither a digit nor a dot, and `" ms"`
+        // must follow it: the same as cutting at the first `" ms"`, without a substring search.
+        let end = rest
+            .bytes()
+            .position(|b| !(b.is_ascii_digit() || b == b'.'))
+            .unwrap_or(rest.len());
+        if !rest.as_bytes()[end..].starts_with(b" ms") {
+            return None;
+        }
         let number = &rest[..end];
         let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -289,14 +297,15 @@ impl<'a> Entry<'a> {
 }
 
 /// Where the parsers put each finished entry: the run writes it straight into its output; the
-/// tests collect owned copies.
+/// tests collect owned copies. The entry is lent, not given: an entry is a few hundred bytes,
+/// and the parsers keep theirs in place rather than move it for every line.
 pub trait Sink {
-    fn entry(&mut self, entry: Entry<'_>);
+    fn entry(&mut self, entry: &Entry<'_>);
 }
 
 impl Sink for Vec<Entry<'static>> {
-    fn entry(&mut self, entry: Entry<'_>) {
-        self.push(entry.into_owned());
+    fn entry(&mut self, entry: &Entry<'_>) {
+        self.push(entry.clone().into_owned());
     }
 }
 
@@ -309,68 +318,114 @@ pub fn capped(text: &str, max_bytes: usize) -> (&str, bool) {
     }
 }
 
+/// What JSON text is written into: a `String` (the run's output, which then needs no UTF-8
+/// pass at the end) or bytes. Only whole `str` pieces and ASCII bytes are written, so a
+/// `String` stays valid without a check.
+pub trait JsonOut {
+    /// Text already in JSON form (the collection time): `str` for a `String`, bytes for bytes.
+    type Text: ?Sized;
+    fn put_str(&mut self, text: &str);
+    /// An ASCII byte (a digit, a quote, an escape).
+    fn put_ascii(&mut self, byte: u8);
+    fn put_text(&mut self, text: &Self::Text);
+    fn reserve_bytes(&mut self, additional: usize);
+}
+
+impl JsonOut for Vec<u8> {
+    type Text = [u8];
+    fn put_str(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+    fn put_ascii(&mut self, byte: u8) {
+        self.push(byte);
+    }
+    fn put_text(&mut self, text: &[u8]) {
+        self.extend_from_slice(text);
+    }
+    fn reserve_bytes(&mut self, additional: usize) {
+        self.reserve(additional);
+    }
+}
+
+impl JsonOut for String {
+    type Text = str;
+    fn put_str(&mut self, text: &str) {
+        self.push_str(text);
+    }
+    fn put_ascii(&mut self, byte: u8) {
+        debug_assert!(byte.is_ascii());
+        self.push(char::from(byte));
+    }
+    fn put_text(&mut self, text: &str) {
+        self.push_str(text);
+    }
+    fn reserve_bytes(&mut self, additional: usize) {
+        self.reserve(additional);
+    }
+}
+
 /// Writes `entry` as a JSON object into `out`, `now` (JSON string text, quoted) standing in for
 /// a missing time. Only what JSON requires is escaped.
-pub fn write_json(out: &mut Vec<u8>, entry: &Entry<'_>, now: &[u8]) {
-    out.extend_from_slice(b"{\"timestamp\":");
+pub fn write_json<O: JsonOut + ?Sized>(out: &mut O, entry: &Entry<'_>, now: &O::Text) {
+    out.put_str("{\"timestamp\":");
     match entry.time {
         Some(time) => {
-            out.push(b'"');
+            out.put_ascii(b'"');
             write_rfc3339(out, time);
-            out.push(b'"');
+            out.put_ascii(b'"');
         }
-        None => out.extend_from_slice(now),
+        None => out.put_text(now),
     }
-    text(out, b",\"zone\":", entry.zone.as_deref());
+    text(out, ",\"zone\":", entry.zone.as_deref());
     if entry.time.is_none() {
-        out.extend_from_slice(b",\"timestamp_estimated\":true");
+        out.put_str(",\"timestamp_estimated\":true");
     }
-    text(out, b",\"level\":", Some(&entry.level));
-    text(out, b",\"message\":", Some(&entry.message));
+    text(out, ",\"level\":", Some(&entry.level));
+    text(out, ",\"message\":", Some(&entry.message));
     if let Some(duration) = entry.duration_ms() {
-        out.extend_from_slice(b",\"duration_ms\":");
-        out.extend_from_slice(duration.as_bytes());
+        out.put_str(",\"duration_ms\":");
+        out.put_str(duration);
     }
-    number(out, b",\"pid\":", entry.pid);
-    text(out, b",\"user\":", entry.user.as_deref());
-    text(out, b",\"database\":", entry.database.as_deref());
-    text(out, b",\"application\":", entry.application.as_deref());
-    text(out, b",\"remote_host\":", entry.remote_host.as_deref());
-    text(out, b",\"session_id\":", entry.session_id.as_deref());
-    text(out, b",\"backend_type\":", entry.backend_type.as_deref());
-    text(out, b",\"sqlstate\":", entry.sqlstate.as_deref());
-    text(out, b",\"detail\":", entry.detail.as_deref());
-    text(out, b",\"hint\":", entry.hint.as_deref());
-    text(out, b",\"context\":", entry.context.as_deref());
-    text(out, b",\"query\":", entry.query.as_deref());
-    number(out, b",\"query_position\":", entry.query_position);
-    text(out, b",\"statement\":", entry.statement.as_deref());
-    number(out, b",\"position\":", entry.position);
-    text(out, b",\"location\":", entry.location.as_deref());
-    text(out, b",\"backtrace\":", entry.backtrace.as_deref());
-    text(out, b",\"file\":", Some(&entry.file));
-    number(out, b",\"line_offset\":", Some(entry.line_offset));
+    number(out, ",\"pid\":", entry.pid);
+    text(out, ",\"user\":", entry.user.as_deref());
+    text(out, ",\"database\":", entry.database.as_deref());
+    text(out, ",\"application\":", entry.application.as_deref());
+    text(out, ",\"remote_host\":", entry.remote_host.as_deref());
+    text(out, ",\"session_id\":", entry.session_id.as_deref());
+    text(out, ",\"backend_type\":", entry.backend_type.as_deref());
+    text(out, ",\"sqlstate\":", entry.sqlstate.as_deref());
+    text(out, ",\"detail\":", entry.detail.as_deref());
+    text(out, ",\"hint\":", entry.hint.as_deref());
+    text(out, ",\"context\":", entry.context.as_deref());
+    text(out, ",\"query\":", entry.query.as_deref());
+    number(out, ",\"query_position\":", entry.query_position);
+    text(out, ",\"statement\":", entry.statement.as_deref());
+    number(out, ",\"position\":", entry.position);
+    text(out, ",\"location\":", entry.location.as_deref());
+    text(out, ",\"backtrace\":", entry.backtrace.as_deref());
+    text(out, ",\"file\":", Some(&entry.file));
+    number(out, ",\"line_offset\":", Some(entry.line_offset));
     if entry.truncated {
-        out.extend_from_slice(b",\"truncated\":true");
+        out.put_str(",\"truncated\":true");
     }
     if entry.orphan {
-        out.extend_from_slice(b",\"orphan\":true");
+        out.put_str(",\"orphan\":true");
     }
-    text(out, b",\"parse_error\":", entry.parse_error.as_deref());
-    out.push(b'}');
+    text(out, ",\"parse_error\":", entry.parse_error.as_deref());
+    out.put_ascii(b'}');
 }
 
 /// `key` (`,"name":`, written whole) and the value as a JSON string, when it is present.
-fn text(out: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
+fn text<O: JsonOut + ?Sized>(out: &mut O, key: &str, value: Option<&str>) {
     if let Some(value) = value {
-        out.extend_from_slice(key);
+        out.put_str(key);
         write_json_string(out, value);
     }
 }
 
-fn number(out: &mut Vec<u8>, key: &[u8], value: Option<u64>) {
+fn number<O: JsonOut + ?Sized>(out: &mut O, key: &str, value: Option<u64>) {
     if let Some(mut n) = value {
-        out.extend_from_slice(key);
+        out.put_str(key);
         let mut digits = [0u8; 20];
         let mut at = digits.len();
         loop {
@@ -381,7 +436,11 @@ fn number(out: &mut Vec<u8>, key: &[u8], value: Option<u64>) {
                 break;
             }
         }
-        out.extend_from_slice(&digits[at..]);
+        // A few bytes: put one by one rather than through a copy call.
+        out.reserve_bytes(digits.len() - at);
+        for &digit in &digits[at..] {
+            out.put_ascii(digit);
+        }
     }
 }
 
@@ -399,33 +458,34 @@ const NEEDS_ESCAPE: [bool; 256] = {
 };
 
 /// Writes `text` as a JSON string: runs of plain bytes are copied whole.
-pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+pub fn write_json_string<O: JsonOut + ?Sized>(out: &mut O, text: &str) {
     let bytes = text.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
+    out.reserve_bytes(bytes.len() + 2);
+    out.put_ascii(b'"');
     let mut start = 0;
     let mut i = next_escape(bytes, 0);
     while i < bytes.len() {
         let b = bytes[i];
-        out.extend_from_slice(&bytes[start..i]);
+        // `i` is an ASCII byte, so a char boundary: the run before it is whole characters.
+        out.put_str(&text[start..i]);
         match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\r' => out.extend_from_slice(b"\\r"),
+            b'"' => out.put_str("\\\""),
+            b'\\' => out.put_str("\\\\"),
+            b'\n' => out.put_str("\\n"),
+            b'\t' => out.put_str("\\t"),
+            b'\r' => out.put_str("\\r"),
             _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 15) as usize]);
+                out.put_str("\\u00");
+                out.put_ascii(HEX[(b >> 4) as usize]);
+                out.put_ascii(HEX[(b & 15) as usize]);
             }
         }
         start = i + 1;
         i = next_escape(bytes, start);
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    out.put_str(&text[start..]);
+    out.put_ascii(b'"');
 }
 
 /// The index of the first byte at or after `from` that JSON requires escaped, or the length.
@@ -686,6 +746,32 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
         assert_eq!(value["timestamp"], "now");
         assert_eq!(value["timestamp_estimated"], true);
+    }
+
+    #[test]
+    fn a_string_and_bytes_receive_the_same_json() {
+        let mut entry = Entry::at("/var/log/é\"x\".log", 7);
+        entry.time = Some(LogTime::Local(1_795_739_323_792));
+        entry.zone = Some("CET".into());
+        entry.level = "ПРЕДУПРЕЖДЕНИЕ".into();
+        entry.message = "tab\there \"q\" back\\slash \u{1}\u{1f} é€😀\r\nend".into();
+        entry.pid = Some(u64::MAX);
+        entry.statement = Some("SELECT 'ÿ'".into());
+        entry.truncated = true;
+        for time in [entry.time, None] {
+            let entry = Entry {
+                time,
+                ..entry.clone()
+            };
+            let mut bytes = Vec::new();
+            write_json(&mut bytes, &entry, b"\"now\"");
+            let mut text = String::new();
+            write_json(&mut text, &entry, "\"now\"");
+            assert_eq!(text.as_bytes(), bytes);
+            let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+            assert_eq!(value["message"], entry.message.as_ref());
+            assert_eq!(value["file"], "/var/log/é\"x\".log");
+        }
     }
 
     #[test]

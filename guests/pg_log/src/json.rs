@@ -40,14 +40,14 @@ pub fn parse_line(
     let object = match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(object)) => object,
         Ok(_) => {
-            return sink.entry(malformed(
+            return sink.entry(&malformed(
                 entry,
                 line,
                 "not a JSON object".into(),
                 max_bytes,
             ));
         }
-        Err(e) => return sink.entry(malformed(entry, line, e.to_string(), max_bytes)),
+        Err(e) => return sink.entry(&malformed(entry, line, e.to_string(), max_bytes)),
     };
     let text = |key: &str| object.get(key).and_then(Value::as_str);
     let number = |key: &str| number(&object, key);
@@ -93,7 +93,7 @@ pub fn parse_line(
     if let Some(location) = &location {
         entry.set_text(TextField::Location, location, max_bytes);
     }
-    sink.entry(entry);
+    sink.entry(&entry);
 }
 
 /// A number, or a string of digits (a value that lost its type in transit).

@@ -98,7 +98,11 @@ impl Escape {
             | Escape::RemoteHostPort
             | Escape::RemoteHost
             | Escape::BackendType
-            | Escape::CommandTag => value.trim() == value,
+            | Escape::CommandTag => {
+                // `value.trim() == value`, looking at the two ends only.
+                value.chars().next().is_none_or(|c| !c.is_whitespace())
+                    && value.chars().next_back().is_none_or(|c| !c.is_whitespace())
+            }
             // Empty for processes without one (padding only).
             Escape::Pid | Escape::LeaderPid | Escape::LineNumber | Escape::Xid => digits(value),
             Escape::QueryId => digits(value.strip_prefix('-').unwrap_or(value)),
@@ -259,14 +263,27 @@ impl LinePrefix {
         rest_ok: &dyn Fn(&str) -> bool,
     ) -> Option<(PrefixFields<'a>, &'a str)> {
         let mut fields = PrefixFields::default();
+        let rest = self.match_line_into(line, rest_ok, &mut fields)?;
+        Some((fields, rest))
+    }
+
+    /// [`LinePrefix::match_line`] into `fields`, which must come empty
+    /// ([`PrefixFields::default`]) and stay so when the line does not match: the fields are
+    /// a few hundred bytes, not worth moving for every line.
+    pub fn match_line_into<'a>(
+        &self,
+        line: &'a str,
+        rest_ok: &dyn Fn(&str) -> bool,
+        fields: &mut PrefixFields<'a>,
+    ) -> Option<&'a str> {
         let mut matcher = Matcher {
             tokens: &self.tokens,
             line,
             separator: None,
             rest_ok,
         };
-        let end = matcher.match_from(0, 0, &mut fields)?;
-        Some((fields, &line[end..]))
+        let end = matcher.match_from(0, 0, fields)?;
+        Some(&line[end..])
     }
 }
 
@@ -294,8 +311,9 @@ impl<'a> Matcher<'_, 'a, '_> {
         {
             return at.min(end);
         }
-        let at =
-            memchr::memmem::find(&self.line.as_bytes()[pos..end], b":  ").map_or(end, |i| pos + i);
+        let at = separator_finder()
+            .find(&self.line.as_bytes()[pos..end])
+            .map_or(end, |i| pos + i);
         self.separator = Some((pos, at));
         at
     }
@@ -320,12 +338,12 @@ impl<'a> Matcher<'_, 'a, '_> {
                 }
             }
             Token::SessionOnly => {
-                let saved = *fields;
+                // A failed match leaves `fields` as it found them (each field attempt restores
+                // its slot), so nothing is saved here.
                 if let Some(end) = self.match_from(index + 1, pos, fields) {
                     return Some(end);
                 }
                 // A process without a session: PostgreSQL stopped writing the prefix here.
-                *fields = saved;
                 (self.rest_ok)(&line[pos..]).then_some(pos)
             }
             &Token::Field { escape, padding } => {
@@ -338,11 +356,13 @@ impl<'a> Matcher<'_, 'a, '_> {
                     if !escape.accepts(value) {
                         return None;
                     }
-                    let saved = *fields;
+                    // A failed attempt leaves `fields` as it found them (every attempt below
+                    // restores its own slot), so only this slot is saved, not all of them.
+                    let saved = fields.values[escape as usize];
                     fields.set(escape, value);
                     let end = this.match_from(index + 1, pos + len, fields);
                     if end.is_none() {
-                        *fields = saved;
+                        fields.values[escape as usize] = saved;
                     }
                     end
                 };
@@ -351,7 +371,15 @@ impl<'a> Matcher<'_, 'a, '_> {
                     // are tried, shortest first.
                     Some(Token::Literal(next)) => {
                         let searched = &rest.as_bytes()[..(window + 1).min(rest.len())];
-                        for len in memchr::memchr_iter(next.as_bytes()[0], searched) {
+                        let first = next.as_bytes()[0];
+                        // A field is a few bytes long: a plain loop beats a vector search's
+                        // setup there.
+                        let starts = searched
+                            .iter()
+                            .enumerate()
+                            .filter(|&(_, &b)| b == first)
+                            .map(|(len, _)| len);
+                        for len in starts {
                             // A literal starts with a whole character, so `len` is a boundary.
                             if has_prefix(&rest.as_bytes()[len..], next.as_bytes())
                                 && let Some(end) = attempt(self, len, fields)
@@ -375,6 +403,14 @@ impl<'a> Matcher<'_, 'a, '_> {
             }
         }
     }
+}
+
+/// The searcher of the severity separator `":  "`, built once rather than for every field of
+/// every line.
+pub(crate) fn separator_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b":  "));
+    &FINDER
 }
 
 /// `text.starts_with(prefix)` for the few bytes of a prefix literal, compared in place rather

@@ -31,8 +31,14 @@ const MIN_READ_BYTES: u64 = 64 * 1024;
 /// `{"type":"pg_log","timestamp":` `,"database":` `,"entries":[` `]}` and a separating comma.
 const ITEM_FRAME_BYTES: usize = 29 + 12 + 12 + 2 + 1;
 
-/// Capacity a new item's buffer starts with.
-const ITEM_INITIAL_BYTES: usize = 64 * 1024;
+/// Capacity of each block of an item's text. An item is written into blocks rather than one
+/// buffer grown by doubling, so that its text is not copied again at every doubling (it is
+/// copied once, into the output).
+const BLOCK_BYTES: usize = 64 * 1024;
+
+/// A new block is started before an entry when less than this is left in the current one, so
+/// that an ordinary entry never makes a block grow.
+const BLOCK_SLACK_BYTES: usize = 4 * 1024;
 
 /// One chunk of a `read-new` answer: whole lines of `path` starting at byte `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +88,16 @@ struct FileState<'s> {
 /// The serialised entries of one item (a JSON array body without brackets).
 #[derive(Debug, Default)]
 struct ItemEntries {
-    json: Vec<u8>,
+    /// The text, in order; an entry is never split between two blocks.
+    blocks: Vec<String>,
     count: usize,
+}
+
+/// The items of one database.
+#[derive(Debug)]
+struct Group {
+    database: String,
+    items: Vec<ItemEntries>,
 }
 
 /// What a run produced.
@@ -113,9 +127,14 @@ pub struct Run<'s> {
 struct Items<'s> {
     settings: &'s Settings,
     /// The collection time as a JSON string, for items and for entries without a time.
-    now: Vec<u8>,
-    /// Items by database (`""` for entries without one), sorted by name.
-    items: BTreeMap<String, Vec<ItemEntries>>,
+    now: String,
+    /// Items by database (`""` for entries without one), in the order first seen.
+    groups: Vec<Group>,
+    /// The index in `groups` of each database, sorted by name: the output's order.
+    by_name: BTreeMap<String, usize>,
+    /// The group the last entry went to: consecutive entries are mostly of one database, and
+    /// comparing one name costs less than searching the map for every entry.
+    last_group: usize,
     entries: usize,
     filtered: usize,
     /// The length the output has so far (exact for the finished entries).
@@ -123,40 +142,54 @@ struct Items<'s> {
 }
 
 impl Sink for Items<'_> {
-    fn entry(&mut self, entry: Entry<'_>) {
+    fn entry(&mut self, entry: &Entry<'_>) {
         if !self.settings.keeps(&entry.level) {
             self.filtered += 1;
             return;
         }
         let database = entry.database.as_deref().unwrap_or("");
-        if !self.items.contains_key(database) {
-            self.items.insert(database.to_owned(), Vec::new());
-        }
-        let Some(items) = self.items.get_mut(database) else {
-            return;
+        let group = match self.groups.get(self.last_group) {
+            Some(group) if group.database == database => self.last_group,
+            _ => match self.by_name.get(database) {
+                Some(&group) => group,
+                None => {
+                    self.by_name.insert(database.to_owned(), self.groups.len());
+                    self.groups.push(Group {
+                        database: database.to_owned(),
+                        items: Vec::new(),
+                    });
+                    self.groups.len() - 1
+                }
+            },
         };
+        self.last_group = group;
+        let items = &mut self.groups[group].items;
         if items
             .last()
             .is_none_or(|item| item.count >= self.settings.max_entries_per_item)
         {
             // The frame of a new item; the first item of the output has no comma before it.
-            let mut name = Vec::new();
+            let mut name = String::new();
             write_json_string(&mut name, database);
             self.output_bytes +=
                 ITEM_FRAME_BYTES + self.now.len() + name.len() - usize::from(self.entries == 0);
-            // Grown by doubling from a size that skips the many small reallocations.
-            items.push(ItemEntries {
-                json: Vec::with_capacity(ITEM_INITIAL_BYTES),
-                count: 0,
-            });
+            items.push(ItemEntries::default());
         }
         let item = items.last_mut().expect("pushed above");
-        let before = item.json.len();
-        if item.count > 0 {
-            item.json.push(b',');
+        if item
+            .blocks
+            .last()
+            .is_none_or(|block| block.capacity() - block.len() < BLOCK_SLACK_BYTES)
+        {
+            item.blocks.push(String::with_capacity(BLOCK_BYTES));
         }
-        write_json(&mut item.json, &entry, &self.now);
-        self.output_bytes += item.json.len() - before;
+        let block = item.blocks.last_mut().expect("pushed above");
+        let before = block.len();
+        if item.count > 0 {
+            block.push(',');
+        }
+        write_json(block, entry, self.now.as_str());
+        self.output_bytes += block.len() - before;
         item.count += 1;
         self.entries += 1;
     }
@@ -166,7 +199,7 @@ impl<'s> Run<'s> {
     /// A run at time `now` (RFC 3339): the items' timestamp, and the entries' for lines that
     /// carry no time.
     pub fn new(settings: &'s Settings, now: String) -> Self {
-        let mut now_json = Vec::new();
+        let mut now_json = String::new();
         write_json_string(&mut now_json, &now);
         Run {
             settings,
@@ -174,7 +207,9 @@ impl<'s> Run<'s> {
             out: Items {
                 settings,
                 now: now_json,
-                items: BTreeMap::new(),
+                groups: Vec::new(),
+                by_name: BTreeMap::new(),
+                last_group: 0,
                 entries: 0,
                 filtered: 0,
                 output_bytes: 2,
@@ -256,32 +291,33 @@ impl<'s> Run<'s> {
         for (path, state) in &mut self.files {
             finish_parser(&mut state.parser, path, &mut self.out);
         }
-        let out = self.out;
-        let mut json = Vec::with_capacity(out.output_bytes);
-        json.push(b'[');
+        let mut out = self.out;
+        // Built as a `String` from `str` pieces: no UTF-8 pass over the output at the end.
+        let mut json = String::with_capacity(out.output_bytes);
+        json.push('[');
         let mut items = 0;
-        let mut name = Vec::new();
+        let mut name = String::new();
         // Each item's text is freed as soon as it is copied.
-        for (database, entries) in out.items {
+        for (database, &group) in &out.by_name {
             name.clear();
-            write_json_string(&mut name, &database);
-            for item in entries {
+            write_json_string(&mut name, database);
+            for item in std::mem::take(&mut out.groups[group].items) {
                 if items > 0 {
-                    json.push(b',');
+                    json.push(',');
                 }
                 items += 1;
-                json.extend_from_slice(b"{\"type\":\"pg_log\",\"timestamp\":");
-                json.extend_from_slice(&out.now);
-                json.extend_from_slice(b",\"database\":");
-                json.extend_from_slice(&name);
-                json.extend_from_slice(b",\"entries\":[");
-                json.extend_from_slice(&item.json);
-                json.extend_from_slice(b"]}");
+                json.push_str("{\"type\":\"pg_log\",\"timestamp\":");
+                json.push_str(&out.now);
+                json.push_str(",\"database\":");
+                json.push_str(&name);
+                json.push_str(",\"entries\":[");
+                for block in item.blocks {
+                    json.push_str(&block);
+                }
+                json.push_str("]}");
             }
         }
-        json.push(b']');
-        let json = String::from_utf8(json)
-            .map_err(|e| Error::Invalid(format!("pg_log output is not UTF-8: {e}")))?;
+        json.push(']');
         debug_assert_eq!(json.len(), out.output_bytes);
         Ok(Output {
             json,
@@ -435,6 +471,82 @@ mod tests {
                 "line_offset": STDERR.find("2026-11-27 00:25:25.356 UTC [20044] alice@app ERROR").unwrap(),
             })
         );
+    }
+
+    #[test]
+    fn alternating_databases_keep_their_items_sorted_and_in_order() {
+        let line =
+            |db: &str, n: usize| format!("2026-11-27 00:25:25.356 UTC [1] u@{db} LOG:  {db} {n}\n");
+        let log: String = (0..7)
+            .map(|n| line(["zeta", "alpha", "zeta", "mid"][n % 4], n))
+            .chain([line("alpha", 7), line("alpha", 8)])
+            .collect();
+        for max in [1, 2, 100] {
+            let s = settings(&format!(r#"{{"max_entries_per_item":{max}}}"#));
+            let items = run(&s, &[("pg.log", 0, &log)]);
+            let mut seen = Vec::new();
+            for item in &items {
+                let database = item["database"].as_str().expect("database");
+                let entries = item["entries"].as_array().expect("entries");
+                assert!(entries.len() <= max);
+                for entry in entries {
+                    assert_eq!(entry["database"], database);
+                    seen.push(entry["message"].as_str().expect("message").to_owned());
+                }
+            }
+            assert_eq!(
+                seen,
+                [
+                    "alpha 1", "alpha 5", "alpha 7", "alpha 8", "mid 3", "zeta 0", "zeta 2",
+                    "zeta 4", "zeta 6"
+                ],
+                "max {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn items_longer_than_a_block_and_entries_larger_than_one_keep_every_byte() {
+        // Small entries across many blocks, entries larger than a block (with continuation
+        // lines, quotes and multi-byte characters), and entries just around the slack left.
+        let mut log = String::new();
+        let mut expected = Vec::new();
+        let mut add = |message: String| {
+            let mut lines = message.split('\n');
+            log += &format!(
+                "2026-11-27 00:25:25.356 UTC [1] u@db LOG:  {}\n",
+                lines.next().unwrap_or("")
+            );
+            for line in lines {
+                log += &format!("\t{line}\n");
+            }
+            expected.push(message);
+        };
+        for n in 0..3000 {
+            add(format!("small entry {n} with \"quotes\" and é"));
+        }
+        for size in [
+            BLOCK_SLACK_BYTES - 200,
+            BLOCK_SLACK_BYTES,
+            BLOCK_BYTES,
+            3 * BLOCK_BYTES,
+        ] {
+            for n in 0..3 {
+                let line = format!("{n} \"x\" é ").repeat(size / 60 + 1);
+                add(format!("{line}\n{line}"));
+            }
+        }
+        let s = settings(r#"{"max_message_bytes":1000000,"max_entries_per_item":100000}"#);
+        let mut run = Run::new(&s, NOW.to_owned());
+        run.feed("pg.log", 0, &log).expect("feed");
+        let output = run.finish().expect("finish");
+        let items: Vec<Value> = serde_json::from_str(&output.json).expect("valid JSON");
+        let messages: Vec<String> = entries(&items)
+            .iter()
+            .map(|e| e["message"].as_str().expect("message").to_owned())
+            .collect();
+        assert_eq!(messages, expected);
+        assert!(output.json.len() > 6 * BLOCK_BYTES);
     }
 
     #[test]

@@ -111,8 +111,8 @@ impl<'p> StderrParser<'p> {
     /// Passes on the pending entry: the data ends here (end of the run, or the file was
     /// rotated).
     pub fn finish(&mut self, sink: &mut impl Sink) {
-        if let Some(pending) = self.pending.take() {
-            emit(pending.entry, sink);
+        if let Some(mut pending) = self.pending.take() {
+            emit(&mut pending.entry, sink);
         }
     }
 
@@ -130,12 +130,36 @@ impl<'p> StderrParser<'p> {
         {
             return continuation(pending, file, offset, text, max_bytes);
         }
-        let matched = self
-            .prefix
-            .match_line(line, &|rest| split_label(rest).is_some());
-        let Some((fields, (label, text))) =
-            matched.and_then(|(fields, rest)| Some((fields, split_label(rest)?)))
-        else {
+        // The label the prefix matcher accepted last is the one after the prefix it matched
+        // (it stops at the first acceptance), so the label is not split a second time.
+        // Kept as where the text starts in what followed the prefix, and the field.
+        let accepted = std::cell::Cell::new(None);
+        let mut fields = PrefixFields::default();
+        let matched = self.prefix.match_line_into(
+            line,
+            &|rest| {
+                let label = split_label(rest);
+                if let Some((label, text)) = label {
+                    let field = match label {
+                        Label::Field(field) => Some(field),
+                        Label::Entry(_) => None,
+                    };
+                    accepted.set(Some((rest.len() - text.len(), field)));
+                }
+                label.is_some()
+            },
+            &mut fields,
+        );
+        let Some((label, text)) = matched.and_then(|rest| {
+            let (text_start, field) = accepted.get()?;
+            let text = rest.get(text_start..)?;
+            let label = match field {
+                Some(field) => Label::Field(field),
+                // The word before `":  "`.
+                None => Label::Entry(rest.get(..text_start.checked_sub(3)?)?),
+            };
+            Some((label, text))
+        }) else {
             self.unmatched(line);
             return continuation(pending, file, offset, line, max_bytes);
         };
@@ -152,9 +176,10 @@ impl<'p> StderrParser<'p> {
                     return;
                 }
                 // The entry this line belongs to started before this run (or in another
-                // process).
-                if let Some(done) = pending.take() {
-                    emit(done.entry, sink);
+                // process). The one pending is passed on in place; the assignment below
+                // replaces it.
+                if let Some(done) = pending {
+                    emit(&mut done.entry, sink);
                 }
                 let mut entry = entry_from_prefix(&mut self.clock, file, offset, &fields);
                 entry.level = Cow::Borrowed(UNKNOWN_LEVEL);
@@ -164,8 +189,8 @@ impl<'p> StderrParser<'p> {
                 return;
             }
         };
-        if let Some(done) = pending.take() {
-            emit(done.entry, sink);
+        if let Some(done) = pending {
+            emit(&mut done.entry, sink);
         }
         let mut entry = entry_from_prefix(&mut self.clock, file, offset, &fields);
         entry.level = Cow::Borrowed(level);
@@ -181,12 +206,14 @@ impl<'p> StderrParser<'p> {
     /// another one: some text, a space, then a label and `":  "`.
     fn unmatched(&mut self, line: &str) {
         let searched = &line.as_bytes()[..line.len().min(MAX_FOREIGN_PREFIX_BYTES)];
-        let foreign = memchr::memmem::find_iter(searched, b":  ").any(|colon| {
-            let word_start = line[..colon]
-                .rfind([' ', '\t'])
-                .map_or(0, |space| space + 1);
-            split_label(&line[word_start..]).is_some()
-        });
+        let foreign = crate::prefix::separator_finder()
+            .find_iter(searched)
+            .any(|colon| {
+                let word_start = line[..colon]
+                    .rfind([' ', '\t'])
+                    .map_or(0, |space| space + 1);
+                split_label(&line[word_start..]).is_some()
+            });
         if foreign {
             self.fit.foreign += 1;
             if self.fit.sample.is_none() {
@@ -224,7 +251,7 @@ fn continuation<'d>(
 /// `query_position` when the entry has an internal query. PostgreSQL writes the cursor
 /// position when there is one and the internal one otherwise; an error with both (rare) is
 /// taken as having the internal one.
-fn emit(mut entry: Entry<'_>, sink: &mut impl Sink) {
+fn emit(entry: &mut Entry<'_>, sink: &mut impl Sink) {
     if let Some((kept, position)) = split_cursor_position(&entry.message) {
         match &mut entry.message {
             Cow::Borrowed(message) => *message = &message[..kept],

@@ -41,7 +41,24 @@ const SPAN_MARGIN_SECONDS: i64 = 86_400;
 pub struct Clock {
     zone: Option<TimeZone>,
     span: Option<Span>,
+    /// The last second converted: consecutive lines mostly share it, so only their fraction
+    /// is read again.
+    second: Option<Second>,
 }
+
+/// A converted `YYYY-MM-DD HH:MM:SS` with its zone text: the same text (and zone) always
+/// converts the same way, so the result is reused whatever the fraction after it.
+#[derive(Debug, Clone)]
+struct Second {
+    head: [u8; HEAD_BYTES],
+    zone: String,
+    local_seconds: i64,
+    /// The offset applied, `None` when the zone stayed unresolved.
+    offset: Option<i64>,
+}
+
+/// `YYYY-MM-DD HH:MM:SS`.
+const HEAD_BYTES: usize = 19;
 
 /// An interval of UTC seconds in which the zone keeps one offset and abbreviation.
 #[derive(Debug, Clone)]
@@ -55,27 +72,55 @@ struct Span {
 impl Clock {
     /// A clock resolving zone names through `zone` (`None`: names stay unresolved).
     pub fn new(zone: Option<TimeZone>) -> Clock {
-        Clock { zone, span: None }
+        Clock {
+            zone,
+            span: None,
+            second: None,
+        }
     }
 
     /// Converts `YYYY-MM-DD HH:MM:SS[.fraction] ZONE`; `None` if `text` is not one.
     pub fn convert<'a>(&mut self, text: &'a str) -> Option<Converted<'a>> {
+        if let Some(second) = &self.second
+            && text.as_bytes().get(..HEAD_BYTES) == Some(&second.head[..])
+        {
+            // The same second: its calendar and zone checks passed already, only the
+            // fraction and the zone text are read.
+            let (millis, zone) = parse_tail(text)?;
+            if zone == second.zone {
+                return Some(converted(
+                    second.local_seconds * 1000 + i64::from(millis),
+                    second.offset,
+                    zone,
+                ));
+            }
+        }
         let (local_seconds, millis, zone) = parse(text)?;
         let local_ms = local_seconds * 1000 + i64::from(millis);
         let offset = match parse_zone(zone)? {
             Zone::Offset(seconds) => Some(seconds),
             Zone::Named(name) => self.resolve(local_seconds, name),
         };
-        Some(match offset {
-            Some(offset) => Converted {
-                time: LogTime::Utc(local_ms - offset * 1000),
-                zone: None,
-            },
-            None => Converted {
-                time: LogTime::Local(local_ms),
-                zone: Some(zone),
-            },
-        })
+        let mut head = [0; HEAD_BYTES];
+        head.copy_from_slice(&text.as_bytes()[..HEAD_BYTES]);
+        match &mut self.second {
+            Some(second) => {
+                second.head = head;
+                second.zone.clear();
+                second.zone.push_str(zone);
+                second.local_seconds = local_seconds;
+                second.offset = offset;
+            }
+            None => {
+                self.second = Some(Second {
+                    head,
+                    zone: zone.to_owned(),
+                    local_seconds,
+                    offset,
+                })
+            }
+        }
+        Some(converted(local_ms, offset, zone))
     }
 
     /// The offset in seconds of wall-clock `local` (seconds since 1970-01-01 00:00 local) in the
@@ -141,6 +186,21 @@ impl Clock {
             abbreviation: name.to_owned(),
         });
         Some(offset)
+    }
+}
+
+/// The conversion of wall-clock `local_ms` by `offset` (seconds east of UTC), or left local
+/// with its `zone` text when there is none.
+fn converted(local_ms: i64, offset: Option<i64>, zone: &str) -> Converted<'_> {
+    match offset {
+        Some(offset) => Converted {
+            time: LogTime::Utc(local_ms - offset * 1000),
+            zone: None,
+        },
+        None => Converted {
+            time: LogTime::Local(local_ms),
+            zone: Some(zone),
+        },
     }
 }
 
@@ -216,7 +276,23 @@ fn parse(text: &str) -> Option<(i64, u32, &str)> {
     {
         return None;
     }
-    let mut at = 19;
+    let (millis, zone) = parse_tail(text)?;
+    let days = days_from_civil(year, month as u32, day as u32);
+    Some((
+        days * 86_400 + hours * 3600 + minutes * 60 + seconds,
+        millis,
+        zone,
+    ))
+}
+
+/// The milliseconds and the zone token after the `YYYY-MM-DD HH:MM:SS` of `text` (at least
+/// [`HEAD_BYTES`] + 2 long, or `None`).
+fn parse_tail(text: &str) -> Option<(u32, &str)> {
+    let b = text.as_bytes();
+    if b.len() < HEAD_BYTES + 2 {
+        return None;
+    }
+    let mut at = HEAD_BYTES;
     let mut millis = 0;
     if b[at] == b'.' {
         let digits = b[at + 1..]
@@ -232,13 +308,7 @@ fn parse(text: &str) -> Option<(i64, u32, &str)> {
     if b.get(at) != Some(&b' ') {
         return None;
     }
-    let zone = &text[at + 1..];
-    let days = days_from_civil(year, month as u32, day as u32);
-    Some((
-        days * 86_400 + hours * 3600 + minutes * 60 + seconds,
-        millis,
-        zone,
-    ))
+    Some((millis, &text[at + 1..]))
 }
 
 enum Zone<'a> {
@@ -320,7 +390,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// Appends `time` as RFC 3339 with milliseconds: `YYYY-MM-DDTHH:MM:SS.mmmZ` for UTC, without
 /// the `Z` for local wall-clock time. Times before 1970 are clamped to the epoch (a log line
 /// from before 1970 is a broken clock, and the backend needs some timestamp).
-pub fn write_rfc3339(out: &mut Vec<u8>, time: LogTime) {
+pub fn write_rfc3339<O: crate::entry::JsonOut + ?Sized>(out: &mut O, time: LogTime) {
     let (ms, utc) = match time {
         LogTime::Utc(ms) => (ms, true),
         LogTime::Local(ms) => (ms, false),
@@ -331,24 +401,30 @@ pub fn write_rfc3339(out: &mut Vec<u8>, time: LogTime) {
     let of_day = seconds % 86_400;
     let two = |n: i64| [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8];
     let year = year.clamp(0, 9999);
-    out.extend_from_slice(&two(year / 100));
-    out.extend_from_slice(&two(year % 100));
-    out.push(b'-');
-    out.extend_from_slice(&two(i64::from(month)));
-    out.push(b'-');
-    out.extend_from_slice(&two(i64::from(day)));
-    out.push(b'T');
-    out.extend_from_slice(&two(of_day / 3600));
-    out.push(b':');
-    out.extend_from_slice(&two(of_day % 3600 / 60));
-    out.push(b':');
-    out.extend_from_slice(&two(of_day % 60));
-    out.push(b'.');
-    out.push(b'0' + (millis / 100) as u8);
-    out.extend_from_slice(&two(millis % 100));
+    put_two(out, two(year / 100));
+    put_two(out, two(year % 100));
+    out.put_ascii(b'-');
+    put_two(out, two(i64::from(month)));
+    out.put_ascii(b'-');
+    put_two(out, two(i64::from(day)));
+    out.put_ascii(b'T');
+    put_two(out, two(of_day / 3600));
+    out.put_ascii(b':');
+    put_two(out, two(of_day % 3600 / 60));
+    out.put_ascii(b':');
+    put_two(out, two(of_day % 60));
+    out.put_ascii(b'.');
+    out.put_ascii(b'0' + (millis / 100) as u8);
+    put_two(out, two(millis % 100));
     if utc {
-        out.push(b'Z');
+        out.put_ascii(b'Z');
     }
+}
+
+/// Two ASCII digits.
+fn put_two<O: crate::entry::JsonOut + ?Sized>(out: &mut O, digits: [u8; 2]) {
+    out.put_ascii(digits[0]);
+    out.put_ascii(digits[1]);
 }
 
 /// [`write_rfc3339`] as a `String`.
@@ -421,6 +497,39 @@ mod tests {
             "2024-03-01T00:30:00.500Z"
         );
         assert_eq!(utc("2026-07-01 12:00:00 -0430"), "2026-07-01T16:30:00.000Z");
+    }
+
+    #[test]
+    fn the_cached_second_gives_what_a_fresh_clock_gives() {
+        // Each line after the first shares the second of the one before it; the cached
+        // conversion must not carry over a zone, a fraction or a failure.
+        let lines = [
+            "2026-11-27 01:28:43.690 UTC",
+            "2026-11-27 01:28:43.691 UTC",
+            "2026-11-27 01:28:43 UTC",
+            "2026-11-27 01:28:43.5 +02",
+            "2026-11-27 01:28:43.5 CET",
+            "2026-11-27 01:28:43.5 CEST",
+            "2026-11-27 01:28:43. UTC",
+            "2026-11-27 01:28:43.123UTC",
+            "2026-11-27 01:28:43.123 U+C",
+            "2026-11-27 01:28:43",
+            "2026-11-27 01:28:43.250 UTC",
+            "2026-11-27 01:28:44.000 UTC",
+            "2026-02-30 01:28:44.000 UTC",
+            "2026-02-30 01:28:44.001 UTC",
+            "2026-10-25 02:30:00.000 CEST",
+            "2026-10-25 02:30:00.000 CET",
+            "2026-10-25 02:30:00.999 CEST",
+        ];
+        for zone_name in [None, Some("Europe/Berlin")] {
+            let fresh = || zone_name.map_or_else(Clock::default, zone);
+            let mut cached = fresh();
+            for line in lines {
+                let expected = fresh().convert(line);
+                assert_eq!(cached.convert(line), expected, "{line} in {zone_name:?}");
+            }
+        }
     }
 
     #[test]
