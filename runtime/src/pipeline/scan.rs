@@ -499,10 +499,17 @@ mod tests {
     use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
     fn emits() -> BTreeSet<String> {
-        ["sysstat", "pg_log", "pg_stats", "pg_query_stats", "pg_server", "custom"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+        [
+            "sysstat",
+            "pg_log",
+            "pg_stats",
+            "pg_query_stats",
+            "pg_server",
+            "custom",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
     }
 
     const TS: &str = "2026-11-26T10:00:00.000Z";
@@ -511,7 +518,9 @@ mod tests {
     /// non-ASCII text, fields before `type`, and values nobody checks.
     fn valid_outputs() -> Vec<String> {
         let entry = |message: &str| {
-            format!(r#"{{"timestamp":"2026-11-26 10:00:00.123 UTC","level":"LOG","user":null,"message":"{message}"}}"#)
+            format!(
+                r#"{{"timestamp":"2026-11-26 10:00:00.123 UTC","level":"LOG","user":null,"message":"{message}"}}"#
+            )
         };
         vec![
             format!(
@@ -633,11 +642,44 @@ mod tests {
     /// Pieces an edit inserts: structure, number and literal fragments, escapes (good, bad and
     /// surrogates), header fields, control and non-ASCII characters.
     const PIECES: &[&str] = &[
-        "\"", "\\", ",", ":", "{", "}", "[", "]", "0", "1", "-", ".", "e", "+", " ", "\n", "\u{1}",
-        "\u{7f}", "é", "null", "true", "fals", "1e400", "-0", "100.5", "18446744073709551616",
-        "\\u00e9", "\\ud800", "\\udc00", "\\u12", "\\x", "\\u0074ype", "\"server\":1,",
-        "\"type\":\"custom\",", "\"type\":\"nope\",", "\"timestamp\":\"2026-11-26T10:00:00Z\",",
-        "\"timestamp\":\"yesterday\",", "{\"type\":\"custom\",\"timestamp\":\"2026-11-26T10:00:00Z\"},",
+        "\"",
+        "\\",
+        ",",
+        ":",
+        "{",
+        "}",
+        "[",
+        "]",
+        "0",
+        "1",
+        "-",
+        ".",
+        "e",
+        "+",
+        " ",
+        "\n",
+        "\u{1}",
+        "\u{7f}",
+        "é",
+        "null",
+        "true",
+        "fals",
+        "1e400",
+        "-0",
+        "100.5",
+        "18446744073709551616",
+        "\\u00e9",
+        "\\ud800",
+        "\\udc00",
+        "\\u12",
+        "\\x",
+        "\\u0074ype",
+        "\"server\":1,",
+        "\"type\":\"custom\",",
+        "\"type\":\"nope\",",
+        "\"timestamp\":\"2026-11-26T10:00:00Z\",",
+        "\"timestamp\":\"yesterday\",",
+        "{\"type\":\"custom\",\"timestamp\":\"2026-11-26T10:00:00Z\"},",
     ];
 
     /// Every single edit of every valid shape: each character deleted, and each piece inserted

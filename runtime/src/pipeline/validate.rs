@@ -26,8 +26,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 
 use super::contract::{FieldsSeed, Path, schema};
-use super::scan;
 pub use super::items::{Items, SERVER_FIELD, serialize_items_flat};
+use super::scan;
 use crate::host::guest_text;
 
 /// Checks one plugin's output and keeps it; returns the items or the first problem, naming the
@@ -41,7 +41,11 @@ pub fn validate_output(
     let len = check_output(&json, emits, server.is_some())?;
     // The text was just checked: it is kept as it is, not parsed again (no copy when the
     // string has no spare capacity, as a string lifted from the guest has not).
-    Ok(Items::new(json.into_boxed_str(), len, server.map(Arc::from)))
+    Ok(Items::new(
+        json.into_boxed_str(),
+        len,
+        server.map(Arc::from),
+    ))
 }
 
 /// Checks `json` and returns how many items it holds; `stamped`: a top-level `server` field is
