@@ -23,21 +23,23 @@ pub const SERVER_FIELD: &str = "server";
 /// the server its items are stamped with.
 #[derive(Debug, Clone)]
 pub struct Items {
-    array: Box<RawValue>,
+    /// A JSON array of objects: only `validate` (which checked it) and [`Items::empty`] make
+    /// one, so it is never parsed again to be trusted.
+    array: Box<str>,
     len: usize,
     server: Option<Arc<str>>,
 }
 
 impl Items {
     /// Items checked by `validate` (`len` of them in `array`), stamped with `server` if any.
-    pub(super) fn new(array: Box<RawValue>, len: usize, server: Option<Arc<str>>) -> Self {
+    pub(super) fn new(array: Box<str>, len: usize, server: Option<Arc<str>>) -> Self {
         Self { array, len, server }
     }
 
     /// No items.
     pub fn empty() -> Self {
         Self {
-            array: RawValue::from_string("[]".to_owned()).expect("`[]` is JSON"),
+            array: "[]".into(),
             len: 0,
             server: None,
         }
@@ -60,19 +62,19 @@ impl Items {
     /// server stamp, which is added when they are serialized).
     pub fn iter(&self) -> impl Iterator<Item = &RawValue> {
         // The array was validated when `self` was made, so this cannot fail.
-        let items: Vec<&RawValue> = serde_json::from_str(self.array.get()).unwrap_or_default();
+        let items: Vec<&RawValue> = serde_json::from_str(&self.array).unwrap_or_default();
         items.into_iter()
     }
 
     /// The whole array as JSON text, as the guest wrote it (without the server stamp).
     pub fn as_json(&self) -> &str {
-        self.array.get()
+        &self.array
     }
 
     /// About how many bytes the items take once serialized, stamp included.
     pub fn serialized_len(&self) -> usize {
         let stamp = self.server.as_deref().map_or(0, |s| s.len() + 16);
-        self.array.get().len() + self.len * stamp
+        self.array.len() + self.len * stamp
     }
 
     /// Serializes each item, stamped, into `seq`, as the array is walked (no list of the items
@@ -80,7 +82,7 @@ impl Items {
     fn serialize_into<S: SerializeSeq>(&self, seq: &mut S) -> Result<(), S::Error> {
         let server = self.server.as_deref();
         let mut failed = None;
-        let mut de = serde_json::Deserializer::from_str(self.array.get());
+        let mut de = serde_json::Deserializer::from_str(&self.array);
         let walked = de.deserialize_seq(EachItem(|item: &RawValue| {
             let written = match server {
                 None => seq.serialize_element(item),

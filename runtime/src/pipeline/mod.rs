@@ -12,6 +12,7 @@ pub mod auth;
 mod contract;
 pub mod encoding;
 pub mod items;
+mod scan;
 pub mod sender;
 pub mod spool;
 pub mod transport;

@@ -25,8 +25,9 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::contract::{FieldsSeed, Kind, KindSeed, Path, schema};
+use super::contract::{FieldsSeed, Path, schema};
 pub use super::items::{Items, SERVER_FIELD, serialize_items_flat};
+use super::scan;
 use crate::host::guest_text;
 
 /// Checks one plugin's output and keeps it; returns the items or the first problem, naming the
@@ -38,10 +39,13 @@ pub fn validate_output(
     server: Option<&str>,
 ) -> Result<Items, String> {
     let len = check_output(&json, emits, server.is_some())?;
-    // The text is known to be valid JSON; this only re-owns it (no copy when the string has
-    // no spare capacity, as a string lifted from the guest has not).
-    let array = RawValue::from_string(json).map_err(|e| format!("not valid JSON: {e}"))?;
-    Ok(Items::new(array, len, server.map(Arc::from)))
+    // The text was just checked: it is kept as it is, not parsed again (no copy when the
+    // string has no spare capacity, as a string lifted from the guest has not).
+    Ok(Items::new(
+        json.into_boxed_str(),
+        len,
+        server.map(Arc::from),
+    ))
 }
 
 /// Checks `json` and returns how many items it holds; `stamped`: a top-level `server` field is
@@ -58,168 +62,15 @@ pub fn check_output(json: &str, emits: &BTreeSet<String>, stamped: bool) -> Resu
     }
 }
 
-/// The whole output in one pass of the parser, or `None` at the first thing it does not accept
-/// (without saying what: [`check_item_by_item`] does). The item-by-item check slices each item
-/// out of the array, then reads it twice (its header, then its type's fields): three passes
-/// over every byte of a multi-megabyte pg_log output, where this reads it once.
+/// The whole output in one pass of the byte scanner (`super::scan`), or `None` at the first
+/// thing it does not accept (without saying what: [`check_item_by_item`] does).
 fn check_in_one_pass(json: &str, emits: &BTreeSet<String>, stamped: bool) -> Option<usize> {
-    let mut de = serde_json::Deserializer::from_str(json);
-    let len = de.deserialize_seq(OnePassOutput { emits, stamped }).ok()?;
-    de.end().ok()?;
-    Some(len)
-}
-
-struct OnePassOutput<'a> {
-    emits: &'a BTreeSet<String>,
-    stamped: bool,
-}
-
-impl<'de> Visitor<'de> for OnePassOutput<'_> {
-    type Value = usize;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON array of metric items")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
-        let mut len = 0;
-        while seq
-            .next_element_seed(OnePassItem {
-                emits: self.emits,
-                stamped: self.stamped,
-            })?
-            .is_some()
-        {
-            len += 1;
-        }
-        Ok(len)
-    }
-}
-
-/// One item, every rule of [`check_item`] applied as its fields go by. Fields that come before
-/// `type` (whose schema is not known yet) are kept as slices of the output and checked once
-/// the item ends.
-struct OnePassItem<'a> {
-    emits: &'a BTreeSet<String>,
-    stamped: bool,
-}
-
-/// Not accepted by the one pass; the item-by-item check says why.
-fn not_in_one_pass<E: de::Error>() -> E {
-    E::custom("not accepted in one pass")
-}
-
-impl<'de> DeserializeSeed<'de> for OnePassItem<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for OnePassItem<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object")
-    }
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        // Messages are never built here; the checks below only need somewhere to put them.
-        let problem = Problem::default();
-        let mut fields: Option<&'static [(&'static str, Kind)]> = None;
-        let mut timestamp = false;
-        let mut seen = 0u64;
-        let mut before_type: Vec<(std::borrow::Cow<'de, str>, &'de RawValue)> = Vec::new();
-        while let Some(key) = map.next_key_seed(KeyText)? {
-            match key.as_ref() {
-                "type" => {
-                    // A repeated `type` or `timestamp`: left to the item-by-item check.
-                    if fields.is_some() {
-                        return Err(not_in_one_pass());
-                    }
-                    let item_type = map
-                        .next_value_seed(TextSeed)?
-                        .map_err(|_| not_in_one_pass())?;
-                    if !self.emits.contains(item_type.as_ref()) {
-                        return Err(not_in_one_pass());
-                    }
-                    fields = Some(schema(&item_type).unwrap_or(&[]));
-                }
-                "timestamp" => {
-                    let valid = matches!(
-                        map.next_value_seed(TextSeed)?,
-                        Ok(ts) if chrono::DateTime::parse_from_rfc3339(&ts).is_ok()
-                    );
-                    if timestamp || !valid {
-                        return Err(not_in_one_pass());
-                    }
-                    timestamp = true;
-                }
-                SERVER_FIELD if self.stamped => return Err(not_in_one_pass()),
-                name => match fields {
-                    None => before_type.push((key, map.next_value()?)),
-                    Some(fields) => match fields.iter().position(|(field, _)| *field == name) {
-                        Some(i) => {
-                            map.next_value_seed(required(fields[i], &problem))?;
-                            seen |= 1 << i;
-                        }
-                        None => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    },
-                },
-            }
-        }
-        let Some(fields) = fields.filter(|_| timestamp) else {
-            return Err(not_in_one_pass());
-        };
-        for (name, value) in before_type {
-            if let Some(i) = fields.iter().position(|(field, _)| *field == name) {
-                let mut de = serde_json::Deserializer::from_str(value.get());
-                required(fields[i], &problem)
-                    .deserialize(&mut de)
-                    .map_err(|_| not_in_one_pass::<M::Error>())?;
-                seen |= 1 << i;
-            }
-        }
-        if seen.count_ones() as usize != fields.len() {
-            return Err(not_in_one_pass());
-        }
-        Ok(())
-    }
-}
-
-/// The check of one required top-level field.
-fn required<'p>((name, kind): (&'static str, Kind), problem: &'p Problem) -> KindSeed<'p> {
-    KindSeed {
-        kind,
-        path: Path::Field(&Path::Root, name),
-        problem,
-    }
-}
-
-/// A map key as text, borrowed from the output unless it has escapes.
-struct KeyText;
-
-impl<'de> DeserializeSeed<'de> for KeyText {
-    type Value = std::borrow::Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeyText {
-    type Value = std::borrow::Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a field name")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(v.to_owned().into())
-    }
+    scan::check(json, emits, stamped).ok()
 }
 
 /// The reference check: each item sliced out of the array and checked on its own, naming the
 /// first problem.
-fn check_item_by_item(
+pub(super) fn check_item_by_item(
     json: &str,
     emits: &BTreeSet<String>,
     stamped: bool,
