@@ -391,15 +391,7 @@ impl<'a> Scanner<'a> {
                         let value = scanner.skip(depth)?;
                         before_type.push((name, value));
                     }
-                    Some(fields) => match position(fields, &name) {
-                        Some(i) => {
-                            scanner.kind(fields[i].1, depth)?;
-                            seen |= 1 << i;
-                        }
-                        None => {
-                            scanner.skip(depth)?;
-                        }
-                    },
+                    Some(fields) => scanner.field(fields, &name, depth, &mut seen)?,
                 },
             }
             Ok(())
@@ -418,8 +410,24 @@ impl<'a> Scanner<'a> {
                 seen |= 1 << i;
             }
         }
-        if seen.count_ones() as usize != fields.len() {
-            return Err(Defer::Refused);
+        all_seen(seen, fields)
+    }
+
+    /// A field's value (at `pos`, after whitespace): checked as its kind and marked in `seen`
+    /// when `name` is one of `fields`, skipped otherwise.
+    fn field(
+        &mut self,
+        fields: &'static [(&'static str, Kind)],
+        name: &str,
+        depth: usize,
+        seen: &mut u64,
+    ) -> Scan<()> {
+        match position(fields, name) {
+            Some(i) => {
+                self.kind(fields[i].1, depth)?;
+                *seen |= 1 << i;
+            }
+            None => self.skip(depth).map(drop)?,
         }
         Ok(())
     }
@@ -459,21 +467,18 @@ impl<'a> Scanner<'a> {
         self.object(depth + 1, |scanner, name, escaped, depth| {
             let name = decoded(name, escaped)?;
             scanner.whitespace();
-            match position(fields, &name) {
-                Some(i) => {
-                    scanner.kind(fields[i].1, depth)?;
-                    seen |= 1 << i;
-                }
-                None => {
-                    scanner.skip(depth)?;
-                }
-            }
-            Ok(())
+            scanner.field(fields, &name, depth, &mut seen)
         })?;
-        if seen.count_ones() as usize != fields.len() {
-            return Err(Defer::Refused);
-        }
+        all_seen(seen, fields)
+    }
+}
+
+/// Whether `seen` marks every one of `fields` (each required field appeared).
+fn all_seen(seen: u64, fields: &[(&'static str, Kind)]) -> Scan<()> {
+    if seen.count_ones() as usize == fields.len() {
         Ok(())
+    } else {
+        Err(Defer::Refused)
     }
 }
 
