@@ -24,7 +24,9 @@ use super::bindings::{Error, pganalytics::collector::fs_stats};
 use super::blocking::{BlockingLane, BlockingLanes};
 use super::capability::{GrantProblem, HostCapability};
 use super::fsio;
-use super::procfs::{PatternError, ProcRoot, ReadError, component_glob, read_capped};
+use super::procfs::{
+    PatternError, ProcRoot, ReadError, component_glob, read_capped, read_open_capped,
+};
 use super::run::RunInfo;
 
 /// The kernel's mount table of this process.
@@ -292,16 +294,11 @@ fn statvfs_all(mounts: &[MountEntry]) -> Vec<fs_stats::Filesystem> {
 
 /// The agent's own mount table, read below the held /proc fd without following any link.
 fn read_own_mountinfo(proc: &OwnedFd) -> Result<String, Error> {
-    let resource = "mount table";
     let relative = format!("{}/mountinfo", std::process::id());
-    let mut file =
-        fsio::open_beneath(proc, &relative).map_err(|e| Error::Io(format!("{resource}: {e}")))?;
-    let bytes = fsio::read_up_to(&mut file, MAX_MOUNTINFO_BYTES)
-        .map_err(|e| Error::Io(format!("{resource}: {e}")))?;
-    if bytes.len() > MAX_MOUNTINFO_BYTES {
-        return Err(ReadError::TooLarge(MAX_MOUNTINFO_BYTES).with_resource(resource));
-    }
-    Ok(fsio::into_text(bytes))
+    fsio::open_beneath(proc, &relative)
+        .map_err(ReadError::from_open)
+        .and_then(|mut file| read_open_capped(&mut file, MAX_MOUNTINFO_BYTES))
+        .map_err(|e| e.with_resource("mount table"))
 }
 
 /// Per-run state of the `fs-stats` capability.

@@ -473,6 +473,14 @@ pub(crate) enum ReadError {
 }
 
 impl ReadError {
+    /// The error of opening the file.
+    pub(crate) fn from_open(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => ReadError::NotFound,
+            _ => ReadError::Io(e),
+        }
+    }
+
     pub(crate) fn with_resource(self, resource: &str) -> Error {
         match self {
             ReadError::TooLarge(cap) => Error::TooLarge(format!(
@@ -491,11 +499,14 @@ pub(crate) fn read_capped(path: &Path, cap: usize) -> Result<String, ReadError> 
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ReadError::NotFound,
-            _ => ReadError::Io(e),
-        })?;
-    let bytes = fsio::read_up_to(&mut file, cap).map_err(ReadError::Io)?;
+        .map_err(ReadError::from_open)?;
+    read_open_capped(&mut file, cap)
+}
+
+/// Reads at most `cap` bytes of text from a file the host opened; one byte more means the file
+/// is too large.
+pub(crate) fn read_open_capped(file: &mut std::fs::File, cap: usize) -> Result<String, ReadError> {
+    let bytes = fsio::read_up_to(file, cap).map_err(ReadError::Io)?;
     if bytes.len() > cap {
         return Err(ReadError::TooLarge(cap));
     }
