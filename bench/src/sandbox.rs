@@ -39,7 +39,9 @@ pub async fn run(report: &mut Report, dir: &Path, iterations: usize) {
         let mut sandboxed = Samples::default();
         let mut call = Samples::default();
         let mut instantiated = Samples::default();
-        let mut outside = Samples::default();
+        let mut setup = Samples::default();
+        let mut teardown = Samples::default();
+        let mut validation = Samples::default();
         let mut baseline = Samples::default();
         let mut state = Vec::new();
         let (mut sandboxed_bytes, mut native_bytes) = (0, 0);
@@ -51,10 +53,13 @@ pub async fn run(report: &mut Report, dir: &Path, iterations: usize) {
             let native_time = started.elapsed();
             if i >= 10 {
                 sandboxed.push(wall);
-                call.push(accepted.timing.elapsed - accepted.timing.instantiate);
-                instantiate.push(accepted.timing.instantiate);
-                instantiated.push(accepted.timing.instantiate);
-                outside.push(wall.saturating_sub(accepted.timing.elapsed));
+                let timing = accepted.timing;
+                call.push(timing.elapsed - timing.instantiate - timing.setup);
+                instantiate.push(timing.instantiate);
+                instantiated.push(timing.instantiate);
+                setup.push(timing.setup);
+                teardown.push(timing.teardown);
+                validation.push(wall.saturating_sub(timing.elapsed + timing.teardown));
                 baseline.push(native_time);
             }
             sandboxed_bytes = serde_json::to_string(&accepted.items)
@@ -74,14 +79,17 @@ pub async fn run(report: &mut Report, dir: &Path, iterations: usize) {
             if met { Verdict::Met } else { Verdict::Missed },
         );
         details += &format!(
-            "- `{name}`: sandboxed (run + validation) {}; of which instantiation {}, `collect` after \
-             instantiation {}, and outside the run's own clock (dropping the store, validating the \
-             output) {}; native {}. Output {sandboxed_bytes} bytes sandboxed, {native_bytes} \
+            "- `{name}`: sandboxed (run + validation) {}; of which creating the run's context and \
+             store {}, instantiation {}, `collect` after instantiation (its host calls and the \
+             guest's code) {}, dropping the store (the pool slot's reset) {}, and validating the \
+             output {}; native {}. Output {sandboxed_bytes} bytes sandboxed, {native_bytes} \
              native.\n",
             sandboxed.describe(),
+            setup.describe(),
             instantiated.describe(),
             call.describe(),
-            outside.describe(),
+            teardown.describe(),
+            validation.describe(),
             baseline.describe(),
         );
     }

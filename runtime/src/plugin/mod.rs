@@ -105,6 +105,11 @@ pub struct RunTiming {
     pub instantiate: Duration,
     /// Of `elapsed`, time inside `postgres` host calls talking to the server.
     pub postgres: Duration,
+    /// Of `elapsed`, creating the run's host context and store, before instantiation.
+    pub setup: Duration,
+    /// After `elapsed`: dropping the store, which returns the instance's memory and tables to
+    /// their pool slot (resetting the pages the run wrote).
+    pub teardown: Duration,
 }
 
 /// Reads a component file with the size cap and returns its bytes and sha256.
@@ -370,6 +375,7 @@ impl PluginHost {
                 UpdateDeadline::Yield(1)
             })
         });
+        let setup = started.elapsed();
 
         let mut instantiate = Duration::ZERO;
         let call = async {
@@ -416,14 +422,19 @@ impl PluginHost {
         let host = &mut store.data_mut().host;
         let pending = host.take_pending();
         let postgres = host.postgres.server_time();
+        let elapsed = started.elapsed();
+        let tearing_down = Instant::now();
+        drop(store);
         Ok(RawOutput {
             json,
             pending,
             denied_calls,
             timing: RunTiming {
-                elapsed: started.elapsed(),
+                elapsed,
                 instantiate,
                 postgres,
+                setup,
+                teardown: tearing_down.elapsed(),
             },
         })
     }
