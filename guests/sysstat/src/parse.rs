@@ -74,11 +74,11 @@ impl CpuTimes {
 pub fn parse_stat(text: &str) -> Result<CpuTimes, Error> {
     let line = text
         .lines()
-        .find(|line| line.split_whitespace().next() == Some("cpu"))
+        .find(|line| line.split_ascii_whitespace().next() == Some("cpu"))
         .ok_or_else(|| Error::Invalid("procfs `stat`: no aggregate cpu line".into()))?;
     let mut values = [0_u64; 8];
     let mut count = 0;
-    for (slot, field) in values.iter_mut().zip(line.split_whitespace().skip(1)) {
+    for (slot, field) in values.iter_mut().zip(line.split_ascii_whitespace().skip(1)) {
         *slot = field.parse().map_err(|_| {
             Error::Invalid(format!(
                 "procfs `stat`: cpu counter `{field}` is not a number"
@@ -145,7 +145,7 @@ pub struct LoadAvg {
 
 /// Parses /proc/loadavg (`0.52 0.58 0.59 1/467 12345`).
 pub fn parse_loadavg(text: &str) -> Result<LoadAvg, Error> {
-    let mut fields = text.split_whitespace();
+    let mut fields = text.split_ascii_whitespace();
     let mut next = |name: &str| -> Result<f64, Error> {
         let field = fields.next().ok_or_else(|| {
             Error::Invalid(format!("procfs `loadavg`: missing the {name} load average"))
@@ -180,20 +180,20 @@ pub struct Memory {
 /// `MemTotal` and `MemFree` are required; `Buffers`, `Cached` and `SReclaimable` (absent before
 /// 2.6.19) count as 0 when missing.
 pub fn parse_meminfo(text: &str) -> Result<Memory, Error> {
+    const WANTED: [&str; 5] = ["MemTotal", "MemFree", "Cached", "Buffers", "SReclaimable"];
     let (mut total, mut free, mut cached) = (None, None, 0_u64);
+    // The wanted keys seen so far, one bit each: the rest of the file is not read once all
+    // five are (SReclaimable is about half way down).
+    let mut seen = 0_u8;
     for line in text.lines() {
         let Some((key, rest)) = line.split_once(':') else {
             continue;
         };
-        let wanted = matches!(
-            key,
-            "MemTotal" | "MemFree" | "Cached" | "Buffers" | "SReclaimable"
-        );
-        if !wanted {
+        let Some(wanted) = WANTED.iter().position(|wanted| *wanted == key) else {
             continue;
-        }
+        };
         let kib: u64 = rest
-            .split_whitespace()
+            .split_ascii_whitespace()
             .next()
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| {
@@ -206,6 +206,10 @@ pub fn parse_meminfo(text: &str) -> Result<Memory, Error> {
             "MemTotal" => total = Some(kib),
             "MemFree" => free = Some(kib),
             _ => cached += kib,
+        }
+        seen |= 1 << wanted;
+        if seen == (1 << WANTED.len()) - 1 {
+            break;
         }
     }
     let missing = |key: &str| Error::Invalid(format!("procfs `meminfo`: no `{key}` line"));
@@ -244,15 +248,20 @@ pub struct DiskIo {
 pub fn parse_diskstats(text: &str) -> Result<Vec<DiskIo>, Error> {
     let mut disks = Vec::new();
     for (index, line) in text.lines().enumerate() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.is_empty() {
+        // Only the first 14 fields are read, so only they are kept (no allocation per line).
+        let mut fields = [""; 14];
+        let mut count = 0;
+        for (slot, field) in fields.iter_mut().zip(line.split_ascii_whitespace()) {
+            *slot = field;
+            count += 1;
+        }
+        if count == 0 {
             continue;
         }
         let line_no = index + 1;
-        if fields.len() < 14 {
+        if count < 14 {
             return Err(Error::Invalid(format!(
-                "procfs `diskstats` line {line_no}: {} fields, expected at least 14",
-                fields.len()
+                "procfs `diskstats` line {line_no}: {count} fields, expected at least 14"
             )));
         }
         // Fields are numbered from 1 in the kernel's documentation (iostats.rst).
