@@ -1,6 +1,8 @@
 //! The per-plugin cost of the sandbox: `sysstat` and `disk` run as components by the agent's own
 //! code path, against the same collector code compiled natively and called directly, the two
-//! alternating in one loop so that both see the same machine.
+//! alternating in one loop so that both see the same machine. The guide's `uptime` example runs
+//! the same way as the floor: a collector that does almost nothing, so that what the sandbox
+//! adds to it is what every run pays whatever its collector does.
 //!
 //! The native side does all the work the component and its host calls do together (read the
 //! /proc files or the mount table, statvfs, parse, build and serialise the item, serialise the
@@ -27,14 +29,22 @@ use crate::setup::{self, Loaded, Plugin};
 
 pub async fn run(report: &mut Report, dir: &Path, iterations: usize) {
     let plugins = Plugin::Sysstat.section("1s") + &Plugin::Disk.section("1s");
-    let text = setup::collector_section_in_memory() + &plugins;
+    // The sandbox's floor: the guide's example collector, one /proc read of about 30 bytes and
+    // one item, so that nearly all of its sandboxed time is what every run pays.
+    let floor = format!(
+        "[plugins.uptime]\nwasm = {:?}\nemits = [\"uptime\"]\ninterval = \"1s\"\n\
+         [plugins.uptime.grants.procfs]\npaths = [\"uptime\"]\n\n",
+        setup::wasm("uptime")
+    );
+    let text = setup::collector_section_in_memory() + &plugins + &floor;
     let loaded = Loaded::new(setup::parse(&text, dir));
 
     let mut details = String::new();
     let mut instantiate = Samples::default();
-    for (name, native) in [
-        ("sysstat", native_sysstat as fn(&mut Vec<u8>) -> usize),
-        ("disk", native_disk),
+    for (name, native, goal) in [
+        ("sysstat", native_sysstat as fn(&mut Vec<u8>) -> usize, true),
+        ("disk", native_disk, true),
+        ("uptime", native_uptime, false),
     ] {
         let mut sandboxed = Samples::default();
         let mut call = Samples::default();
@@ -68,16 +78,32 @@ pub async fn run(report: &mut Report, dir: &Path, iterations: usize) {
         }
         let factor = ratio(sandboxed.median(), baseline.median());
         let met = factor <= 1.5 && sandboxed.median() <= Duration::from_micros(100);
-        report.row(
-            &format!("per-plugin collect, `{name}`: sandboxed vs native"),
-            "≤ 1.5× native; ≤ 100 µs absolute",
-            &format!(
-                "{} vs {} native: **{factor:.2}×**",
-                human(sandboxed.median()),
-                human(baseline.median())
-            ),
-            if met { Verdict::Met } else { Verdict::Missed },
+        let figures = format!(
+            "{} vs {} native: **{factor:.2}×**",
+            human(sandboxed.median()),
+            human(baseline.median())
         );
+        if goal {
+            report.row(
+                &format!("per-plugin collect, `{name}`: sandboxed vs native"),
+                "≤ 1.5× native; ≤ 100 µs absolute",
+                &figures,
+                if met { Verdict::Met } else { Verdict::Missed },
+            );
+        } else {
+            report.row(
+                &format!(
+                    "the sandbox's cost per run on a collector that does almost nothing \
+                     (`{name}`: one /proc read of ~30 bytes, one item), sandboxed vs native"
+                ),
+                "measured (the floor under every sandboxed figure)",
+                &format!(
+                    "{figures}; the sandbox adds {}",
+                    human(sandboxed.median().saturating_sub(baseline.median()))
+                ),
+                Verdict::Measured,
+            );
+        }
         details += &format!(
             "- `{name}`: sandboxed (run + validation) {}; of which creating the run's context and \
              store {}, instantiation {}, `collect` after instantiation (its host calls and the \
@@ -166,6 +192,21 @@ fn native_sysstat(state: &mut Vec<u8>) -> usize {
     *state = serde_json::to_vec(&cpu).expect("state serialises");
     pganalytics_guest::single_item_json("sysstat", fields)
         .expect("item")
+        .len()
+}
+
+/// What the `uptime` example does, natively: /proc/uptime's first number as one item.
+fn native_uptime(_state: &mut Vec<u8>) -> usize {
+    let text = read_proc(Path::new("/proc/uptime"));
+    let seconds: f64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("seconds in /proc/uptime");
+    let item =
+        pganalytics_guest::item("uptime", serde_json::json!({ "seconds": seconds })).expect("item");
+    serde_json::to_string(&[item])
+        .expect("items serialise")
         .len()
 }
 
