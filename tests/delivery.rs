@@ -221,7 +221,7 @@ async fn registers_pushes_over_mtls_refreshes_and_reports_health() {
     let config = setup.config(
         &backend.url(),
         &setup.registration(),
-        &format!("[buffer]\nmax_bytes = \"1MiB\"\n",),
+        "[buffer]\nmax_bytes = \"1MiB\"\n",
         &ticker("ticker", "200ms", ""),
     );
     // mTLS from [tls] and a health listener.

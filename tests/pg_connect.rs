@@ -274,6 +274,8 @@ fn a_value_larger_than_the_per_call_limit_is_refused_on_the_wire_and_memory_stay
         )
     );
     let config = write_config(dir.path(), &body);
+    // Reaped by `wait_peak_rss_kib` (wait4, for its peak RSS), which clippy does not see.
+    #[allow(clippy::zombie_processes)]
     let mut child = Command::new(binary())
         .args(["collect", "--once", "--config", config.to_str().unwrap()])
         .env(

@@ -666,8 +666,7 @@ async fn a_superuser_role_is_refused_unless_allowed_and_secrets_stay_refused_whe
         ),
     );
     let error = config::load(&named)
-        .err()
-        .expect("user = \"postgres\" is refused")
+        .expect_err("user = \"postgres\" is refused")
         .to_string();
     assert!(error.contains("allow_superuser = true"), "{error}");
 }

@@ -280,7 +280,7 @@ pub async fn steady_rss(
         tokio::time::sleep(Duration::from_secs(2)).await;
         let done = cycles_done();
         samples.push((done, rss_bytes(agent.id())));
-        if samples.len() % 30 == 0 {
+        if samples.len().is_multiple_of(30) {
             eprintln!(
                 "bench: agent at {done}/{cycles} cycles, RSS {}",
                 mib(samples.last().unwrap().1)

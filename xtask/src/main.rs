@@ -338,7 +338,7 @@ async fn run_agent(
             while started.elapsed() < duration {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 let _ = cluster.try_psql("postgres", &format!("SELECT 'soak {tick}' || 1/0"));
-                if tick % 6 == 0 {
+                if tick.is_multiple_of(6) {
                     let rss = rss_kib(agent.id());
                     samples.push(rss);
                     eprintln!(

@@ -39,8 +39,10 @@ impl Config {
     /// What the plugin host of this config is built from: its state and cache directories and
     /// the capabilities' runtime-wide settings.
     pub fn host_setup(&self) -> HostSetup {
-        let mut capabilities = crate::host::Setup::default();
-        capabilities.postgres = self.postgres.clone();
+        let capabilities = crate::host::Setup {
+            postgres: self.postgres.clone(),
+            ..Default::default()
+        };
         HostSetup {
             state_dir: self.collector.state_dir.clone(),
             cache_dir: self.collector.cache_dir.clone(),
