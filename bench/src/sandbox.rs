@@ -144,6 +144,7 @@ async fn commit_cost(dir: &Path, plugins: &str, iterations: usize) -> String {
         let started = Instant::now();
         std::mem::take(&mut accepted.commit)
             .apply(&loaded.host)
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         if i >= 3 {
             commit.push(started.elapsed());

@@ -152,6 +152,7 @@ impl Loaded {
         let (mut accepted, wall) = self.collect_unsaved(name).await;
         std::mem::take(&mut accepted.commit)
             .apply(&self.host)
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         (accepted, wall)
     }

@@ -251,7 +251,7 @@ async fn run_once(
         tracing::debug!(plugin = name, items, bytes = size, "spooled");
     }
     // Only now that the items are on disk do the plugin's counters and log offsets move on.
-    if let Err(e) = accepted.commit.apply(host) {
+    if let Err(e) = accepted.commit.apply(host).await {
         tracing::error!(
             plugin = name,
             "the batch is spooled but the plugin's progress could not be saved (its next run may repeat it): {e}"

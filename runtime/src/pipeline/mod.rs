@@ -124,13 +124,22 @@ pub struct Commit {
 }
 
 impl Commit {
-    /// Saves what the run left (each file replaced atomically).
-    pub fn apply(self, host: &PluginHost) -> Result<(), RunError> {
-        host.commit(&self.plugin, self.pending)
-            .map_err(|e| RunError::State {
-                plugin: self.plugin,
-                message: e.to_string(),
-            })
+    /// Saves what the run left (each file replaced atomically), on a blocking thread: the
+    /// writes wait for fsync, which must not hold up an async worker and the runs on it.
+    pub async fn apply(self, host: &PluginHost) -> Result<(), RunError> {
+        let host = host.clone();
+        let plugin = self.plugin.clone();
+        let saved = tokio::task::spawn_blocking(move || host.commit(&self.plugin, self.pending))
+            .await
+            .unwrap_or_else(|e| {
+                Err(std::io::Error::other(format!(
+                    "the saving thread failed: {e}"
+                )))
+            });
+        saved.map_err(|e| RunError::State {
+            plugin,
+            message: e.to_string(),
+        })
     }
 }
 
@@ -216,7 +225,7 @@ pub async fn collect_once(config: &Config, host: &PluginHost, only: &[String]) -
             );
             // The envelope goes straight to the caller: the items are as safe as they get here.
             let commit = std::mem::take(&mut accepted.commit);
-            match commit.apply(host) {
+            match commit.apply(host).await {
                 Ok(()) => metrics.push(std::mem::replace(&mut accepted.items, Items::empty())),
                 Err(e) => *outcome = Outcome::RunFailed(e),
             }
