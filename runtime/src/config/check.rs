@@ -545,6 +545,17 @@ impl<'a> Checker<'a> {
                 "must be at least 1MiB (one wasm page is 64KiB)",
             );
         }
+        if limits.max_state_bytes > crate::host::state::MAX_STATE_BYTES_CEILING {
+            self.problem(
+                key("max_state_bytes"),
+                Some(span.clone()),
+                format!(
+                    "must be at most {} (state is for counters between runs; it is read into \
+                     memory and rewritten with fsync after every run)",
+                    crate::units::ByteSize(crate::host::state::MAX_STATE_BYTES_CEILING)
+                ),
+            );
+        }
         if limits.fuel == Some(0) {
             self.problem(
                 key("fuel"),

@@ -158,6 +158,36 @@ memroy = \"1MiB\"
     }
 
     #[test]
+    fn limits_out_of_range_are_named() {
+        let text = "\
+[plugins.a]
+wasm = \"a.wasm\"
+emits = [\"a\"]
+memory = \"64KiB\"
+max_state_bytes = \"17MiB\"
+fuel = 0
+";
+        let rendered: Vec<String> = problems(text).iter().map(|p| p.to_string()).collect();
+        assert_eq!(rendered.len(), 3, "{rendered:#?}");
+        for (key, says) in [
+            ("plugins.a.memory", "at least 1MiB"),
+            ("plugins.a.max_state_bytes", "at most 16 MiB"),
+            ("plugins.a.fuel", "above zero"),
+        ] {
+            assert!(
+                rendered.iter().any(|p| p.contains(key) && p.contains(says)),
+                "{key}: {rendered:#?}"
+            );
+        }
+        let at_ceiling = text
+            .replace("memory = \"64KiB\"\n", "")
+            .replace("fuel = 0\n", "")
+            .replace("17MiB", "16MiB");
+        parse(&at_ceiling, Path::new("/etc/pganalytics/config.toml"))
+            .unwrap_or_else(|e| panic!("16MiB is allowed: {e}"));
+    }
+
+    #[test]
     fn bad_grants_digests_and_sections_are_named() {
         let text = "\
 [metrics]

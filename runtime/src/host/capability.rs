@@ -53,6 +53,12 @@ pub trait HostCapability: 'static {
     /// (`None`: in memory only).
     fn shared(setup: &Self::Setup, state_dir: Option<&Path>) -> Self::Shared;
 
+    /// Reads what `plugin` kept on disk in an earlier process (its state blob, its log
+    /// offsets) into `shared`, when the plugin is loaded. Loading runs on a blocking thread,
+    /// so that `context`, which runs on an async worker at the start of every run, finds it in
+    /// memory and never waits on the disk. `grant` as in `context`.
+    fn prepare(_shared: &Self::Shared, _grant: Option<&Self::Grant>, _plugin: &str) {}
+
     /// The context of one run. `grant` is `None` when the plugin was not granted this
     /// capability (it is then not linked either, unless it needs no grant).
     fn context(grant: Option<Arc<Self::Grant>>, shared: &Self::Shared, run: &RunInfo) -> Self::Ctx;

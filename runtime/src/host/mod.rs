@@ -181,6 +181,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn preparing_a_plugin_reads_what_it_kept_so_that_runs_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let resources = Resources::new(&Setup::default(), Some(dir.path()));
+        state::StateStore::new(Some(dir.path().to_path_buf()))
+            .save("p", b"counters".to_vec())
+            .unwrap();
+        resources.prepare("p", &Grants::default());
+        // Gone from the disk: a run's context still gets it, from memory.
+        std::fs::remove_dir_all(dir.path().join("plugins")).unwrap();
+        assert_eq!(resources.state.load("p").as_deref(), Some(&b"counters"[..]));
+    }
+
+    #[test]
     fn imports_map_to_capabilities_by_wit_name() {
         assert_eq!(
             Capability::from_import("pganalytics:collector/fs-stats@0.1.0"),

@@ -170,6 +170,18 @@ macro_rules! capabilities {
                 }
             }
 
+            /// Reads what `plugin` kept on disk in an earlier process, capability by
+            /// capability (see `HostCapability::prepare`). Blocks: call it off the async workers.
+            pub fn prepare(&self, plugin: &str, grants: &Grants) {
+                $(
+                    <$module::$implementation as $crate::host::capability::HostCapability>::prepare(
+                        &self.$module,
+                        grants.$module.as_deref(),
+                        plugin,
+                    );
+                )+
+            }
+
             /// Keeps what an accepted run of `plugin` left, capability by capability in the
             /// order of the list; the first failure stops it.
             pub fn commit(&self, plugin: &str, pending: Pending) -> std::io::Result<()> {

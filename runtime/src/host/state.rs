@@ -32,6 +32,10 @@ const HEADER_LEN: usize = 8 + 4 + 4 + 4;
 /// for deltas need a few KiB. Overridable per plugin with `max_state_bytes`.
 pub const DEFAULT_MAX_STATE_BYTES: u64 = 64 << 10;
 
+/// The largest `max_state_bytes` a plugin may be given (config check), and so the largest blob
+/// a state file can hold: a file is read whole into memory, and never more than this is read.
+pub const MAX_STATE_BYTES_CEILING: u64 = 16 << 20;
+
 /// The `state` interface.
 pub struct State;
 
@@ -57,9 +61,13 @@ impl HostCapability for State {
         StateStore::new(state_dir.map(Path::to_path_buf))
     }
 
+    fn prepare(store: &StateStore, _: Option<&NoGrant>, plugin: &str) {
+        store.load(plugin);
+    }
+
     fn context(_: Option<Arc<NoGrant>>, store: &StateStore, run: &RunInfo) -> StateCtx {
-        // Nothing is read here: a plugin that never calls `state.get` (disk, pg_stats) costs
-        // no lookup, and one that does reads it from memory after its first run.
+        // Nothing is looked up here: a plugin that never calls `state.get` (disk, pg_stats)
+        // costs nothing, and one that does finds its blob in memory (read when it was loaded).
         StateCtx::lazy(run.plugin.clone(), store.clone(), run.max_state_bytes)
     }
 
@@ -81,10 +89,10 @@ impl HostCapability for State {
 
 /// Blobs of every plugin: in memory for this process, on disk when a state directory is set.
 ///
-/// The file of a plugin is read at most once per process: what it held (or that there was none,
-/// or none that could be used) is remembered, and every save replaces the remembered blob. This
-/// process is the only writer of its state directory, so the memory never disagrees with the
-/// file it would read.
+/// The file of a plugin is read at most once per process, when the plugin is loaded (see
+/// `HostCapability::prepare`): what it held (or that there was none, or none that could be
+/// used) is remembered, and every save replaces the remembered blob. This process is the only
+/// writer of its state directory, so the memory never disagrees with the file it would read.
 #[derive(Clone, Default)]
 pub struct StateStore {
     dir: Option<Arc<Path>>,
@@ -106,20 +114,37 @@ impl StateStore {
             .map(|dir| dir.join("plugins").join(format!("{plugin}.state")))
     }
 
+    /// The blob `plugin` kept, read from its file the first time (that read blocks: it is
+    /// made when the plugin is loaded, off the async workers).
     pub fn load(&self, plugin: &str) -> Option<Vec<u8>> {
-        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = blobs.get(plugin) {
+        let blobs = || self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = blobs().get(plugin) {
             return known.clone();
         }
+        // Read without the lock, so that other plugins' runs never wait on this disk read.
         let found = self.read(plugin);
-        blobs.insert(plugin.to_owned(), found.clone());
-        found
+        blobs().entry(plugin.to_owned()).or_insert(found).clone()
     }
 
-    /// The blob in `plugin`'s file, if there is a usable one.
+    /// The blob in `plugin`'s file, if there is a usable one. Reads at most the largest file
+    /// a plugin can have saved.
     fn read(&self, plugin: &str) -> Option<Vec<u8>> {
+        use std::io::Read as _;
         let path = self.path(plugin)?;
-        match std::fs::read(&path) {
+        let limit = HEADER_LEN as u64 + MAX_STATE_BYTES_CEILING;
+        let mut bytes = Vec::new();
+        let read = std::fs::File::open(&path)
+            .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes));
+        if read.is_ok() && bytes.len() as u64 > limit {
+            tracing::warn!(
+                plugin,
+                file = %path.display(),
+                "ignoring plugin state: the file is larger than any state a plugin can save ({} bytes)",
+                limit
+            );
+            return None;
+        }
+        match read.map(|_| bytes) {
             Ok(bytes) => match decode(&bytes) {
                 Ok(data) => Some(data),
                 Err(why) => {
@@ -287,6 +312,29 @@ mod tests {
         assert_eq!(ctx.get().await.as_deref(), Some(&b"new"[..]));
         let mut fresh = StateCtx::lazy("q".into(), store, 16);
         assert_eq!(fresh.get().await, None);
+    }
+
+    #[test]
+    fn a_file_larger_than_any_state_is_ignored_and_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(Some(dir.path().to_path_buf()));
+        store.save("p", b"counters".to_vec()).unwrap();
+        let path = dir.path().join("plugins/p.state");
+        // A valid header claiming a blob one byte over the ceiling, then that many bytes.
+        let data = vec![7u8; MAX_STATE_BYTES_CEILING as usize + 1];
+        std::fs::write(&path, encode(&data)).unwrap();
+        assert_eq!(
+            StateStore::new(Some(dir.path().to_path_buf())).load("p"),
+            None
+        );
+        // At the ceiling it is still read.
+        std::fs::write(&path, encode(&data[1..])).unwrap();
+        assert_eq!(
+            StateStore::new(Some(dir.path().to_path_buf()))
+                .load("p")
+                .map(|blob| blob.len()),
+            Some(MAX_STATE_BYTES_CEILING as usize)
+        );
     }
 
     #[test]

@@ -321,6 +321,8 @@ impl PluginHost {
         host::link(&mut linker, &config.grants).map_err(link_error)?;
         let pre = linker.instantiate_pre(&component).map_err(link_error)?;
         let pre = CollectorPre::new(pre).map_err(link_error)?;
+        // What its earlier runs kept, read now (this thread may block) rather than by a run.
+        self.resources.prepare(plugin, &config.grants);
         Ok(LoadedPlugin {
             run_name: Arc::from(config.name.as_str()),
             run_digest: Arc::from(hex::encode(sha256)),

@@ -82,12 +82,22 @@ impl HostCapability for LogTail {
         )
     }
 
+    fn prepare(
+        (store, _): &(LogTailStore, BlockingLanes),
+        grant: Option<&LogTailGrant>,
+        plugin: &str,
+    ) {
+        if grant.is_some() {
+            store.load(plugin);
+        }
+    }
+
     fn context(
         grant: Option<Arc<LogTailGrant>>,
         (store, lanes): &(LogTailStore, BlockingLanes),
         run: &RunInfo,
     ) -> LogTailCtx {
-        // Only a granted plugin has offsets worth reading from disk.
+        // Only a granted plugin has offsets; they are in memory since it was loaded.
         let committed = grant.as_ref().and_then(|_| store.load(&run.plugin));
         LogTailCtx::new(
             grant,

@@ -23,10 +23,15 @@ pub(super) struct FileOffset {
 }
 
 /// Offsets of every plugin, on disk when the runtime has a state directory.
+///
+/// A plugin's file is read at most once per process, when the plugin is loaded (see
+/// `HostCapability::prepare`); what it held, or that there was none, is remembered, and every
+/// commit replaces it. This process is the only writer of its state directory.
 #[derive(Clone, Default)]
 pub struct LogTailStore {
     dir: Option<PathBuf>,
-    memory: Arc<std::sync::Mutex<HashMap<String, Offsets>>>,
+    /// Per plugin: its committed offsets, or `None` when it has none yet.
+    memory: Arc<std::sync::Mutex<HashMap<String, Option<Offsets>>>>,
 }
 
 impl LogTailStore {
@@ -37,16 +42,20 @@ impl LogTailStore {
         }
     }
 
-    /// The committed offsets of `plugin`, or `None` the first time it runs.
+    /// The committed offsets of `plugin`, or `None` the first time it runs. Read from its file
+    /// the first time (that read blocks: it is made when the plugin is loaded, off the async
+    /// workers).
     pub fn load(&self, plugin: &str) -> Option<Offsets> {
-        if let Some(offsets) = self
-            .memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(plugin)
-        {
-            return Some(offsets.clone());
+        let memory = || self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = memory().get(plugin) {
+            return known.clone();
         }
+        // Read without the lock, so that other plugins' runs never wait on this disk read.
+        let found = self.read(plugin);
+        memory().entry(plugin.to_owned()).or_insert(found).clone()
+    }
+
+    fn read(&self, plugin: &str) -> Option<Offsets> {
         let path = self.dir.as_ref()?.join(format!("{plugin}.json"));
         let text = std::fs::read_to_string(&path).ok()?;
         match serde_json::from_str::<Offsets>(&text) {
@@ -73,7 +82,50 @@ impl LogTailStore {
         self.memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(plugin.to_owned(), offsets);
+            .insert(plugin.to_owned(), Some(offsets));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(offset: u64) -> Offsets {
+        let mut offsets = Offsets::default();
+        offsets.files.insert(
+            "/var/log/postgresql/a.log".into(),
+            FileOffset {
+                offset,
+                path: "/var/log/postgresql/a.log".into(),
+            },
+        );
+        offsets
+    }
+
+    #[test]
+    fn a_file_is_read_once_and_absence_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogTailStore::new(Some(dir.path().to_path_buf()));
+        assert_eq!(store.load("p"), None);
+        // Written behind the store's back: it already knows `p` has no offsets, and does not
+        // look at the disk again (a run's start never waits on it).
+        LogTailStore::new(Some(dir.path().to_path_buf()))
+            .commit("p", offsets(10))
+            .unwrap();
+        assert_eq!(store.load("p"), None);
+        assert_eq!(
+            LogTailStore::new(Some(dir.path().to_path_buf()))
+                .load("p")
+                .map(|o| o.files["/var/log/postgresql/a.log"].offset),
+            Some(10)
+        );
+        store.commit("p", offsets(20)).unwrap();
+        assert_eq!(
+            store
+                .load("p")
+                .map(|o| o.files["/var/log/postgresql/a.log"].offset),
+            Some(20)
+        );
     }
 }
