@@ -16,6 +16,7 @@ pub mod blocking;
 pub mod budget;
 pub mod capability;
 pub mod guest_text;
+pub mod kept;
 #[macro_use]
 mod registry;
 pub mod run;

@@ -13,14 +13,14 @@
 //! Files are replaced atomically (`crate::fsutil`), so a crash leaves either the old or the new
 //! blob. A file that fails its checks is ignored with a warning (the plugin starts fresh).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
 use super::bindings::{Error, pganalytics::collector::state};
 use super::capability::{HostCapability, NoGrant};
+use super::kept::PerPlugin;
 use super::run::RunInfo;
 use crate::fsutil;
 
@@ -96,15 +96,14 @@ impl HostCapability for State {
 #[derive(Clone, Default)]
 pub struct StateStore {
     dir: Option<Arc<Path>>,
-    /// Per plugin: the blob, or `None` when there is none (no file, or one that was ignored).
-    blobs: Arc<Mutex<HashMap<String, Option<Vec<u8>>>>>,
+    blobs: PerPlugin<Vec<u8>>,
 }
 
 impl StateStore {
     pub fn new(dir: Option<PathBuf>) -> Self {
         Self {
             dir: dir.map(Arc::from),
-            blobs: Arc::default(),
+            blobs: PerPlugin::default(),
         }
     }
 
@@ -117,13 +116,7 @@ impl StateStore {
     /// The blob `plugin` kept, read from its file the first time (that read blocks: it is
     /// made when the plugin is loaded, off the async workers).
     pub fn load(&self, plugin: &str) -> Option<Vec<u8>> {
-        let blobs = || self.blobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = blobs().get(plugin) {
-            return known.clone();
-        }
-        // Read without the lock, so that other plugins' runs never wait on this disk read.
-        let found = self.read(plugin);
-        blobs().entry(plugin.to_owned()).or_insert(found).clone()
+        self.blobs.get_or_read(plugin, || self.read(plugin))
     }
 
     /// The blob in `plugin`'s file, if there is a usable one. Reads at most the largest file
@@ -167,10 +160,7 @@ impl StateStore {
             }
             fsutil::write_atomically(&path, &encode(&data), fsutil::SHARED)?;
         }
-        self.blobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(plugin.to_owned(), Some(data));
+        self.blobs.set(plugin, data);
         Ok(())
     }
 }

@@ -1,13 +1,13 @@
 //! The committed offsets of every plugin's log files, on disk when the runtime has a state
 //! directory (format described in the parent module's doc).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::host::kept::PerPlugin;
 
 /// Committed offsets of one plugin.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -30,15 +30,14 @@ pub(super) struct FileOffset {
 #[derive(Clone, Default)]
 pub struct LogTailStore {
     dir: Option<PathBuf>,
-    /// Per plugin: its committed offsets, or `None` when it has none yet.
-    memory: Arc<std::sync::Mutex<HashMap<String, Option<Offsets>>>>,
+    memory: PerPlugin<Offsets>,
 }
 
 impl LogTailStore {
     pub fn new(dir: Option<PathBuf>) -> Self {
         Self {
             dir: dir.map(|d| d.join("log-tail")),
-            memory: Arc::default(),
+            memory: PerPlugin::default(),
         }
     }
 
@@ -46,13 +45,7 @@ impl LogTailStore {
     /// the first time (that read blocks: it is made when the plugin is loaded, off the async
     /// workers).
     pub fn load(&self, plugin: &str) -> Option<Offsets> {
-        let memory = || self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = memory().get(plugin) {
-            return known.clone();
-        }
-        // Read without the lock, so that other plugins' runs never wait on this disk read.
-        let found = self.read(plugin);
-        memory().entry(plugin.to_owned()).or_insert(found).clone()
+        self.memory.get_or_read(plugin, || self.read(plugin))
     }
 
     fn read(&self, plugin: &str) -> Option<Offsets> {
@@ -79,10 +72,7 @@ impl LogTailStore {
             std::fs::create_dir_all(dir)?;
             fsutil::write_atomically(&dir.join(format!("{plugin}.json")), &json, fsutil::SHARED)?;
         }
-        self.memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(plugin.to_owned(), Some(offsets));
+        self.memory.set(plugin, offsets);
         Ok(())
     }
 }
