@@ -275,11 +275,16 @@ pub async fn steady_rss(
     };
     let warm_at = (cycles / 10).max(50);
     let mut samples: Vec<(u64, u64)> = Vec::new();
-    let mut anon_file = (0, 0);
+    // The same samples split into anonymous memory (heap, stacks, guest memories) and pages
+    // of mapped files (the binary's code and data, faulted in as code paths run).
+    let mut anon: Vec<(u64, u64)> = Vec::new();
+    let mut file: Vec<(u64, u64)> = Vec::new();
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let done = cycles_done();
         samples.push((done, rss_bytes(agent.id())));
+        anon.push((done, status_bytes(agent.id(), "RssAnon")));
+        file.push((done, status_bytes(agent.id(), "RssFile")));
         if samples.len().is_multiple_of(30) {
             eprintln!(
                 "bench: agent at {done}/{cycles} cycles, RSS {}",
@@ -289,10 +294,6 @@ pub async fn steady_rss(
         if done >= cycles {
             break;
         }
-        anon_file = (
-            status_bytes(agent.id(), "RssAnon"),
-            status_bytes(agent.id(), "RssFile"),
-        );
         if started.elapsed() > Duration::from_secs(3 * 3600) {
             panic!(
                 "the agent ran {done} cycles in 3 hours; see {}",
@@ -318,6 +319,14 @@ pub async fn steady_rss(
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
     let median = median_of(steady.iter().map(|s| s.1));
     let growth = Growth::of(&steady);
+    let steady_of = |kind: &[(u64, u64)]| -> Vec<(u64, u64)> {
+        kind.iter()
+            .copied()
+            .filter(|(done, _)| *done >= warm_at)
+            .collect()
+    };
+    let (anon_growth, file_growth) = (Growth::of(&steady_of(&anon)), Growth::of(&steady_of(&file)));
+    let last_of = |kind: &[(u64, u64)]| kind.last().map_or(0, |s| s.1);
     let met = median <= 30 << 20 && growth.quarters < 1 << 20;
     report.row(
         &format!("steady RSS of `pganalytics run` with all four collectors, {cycles} cycles"),
@@ -343,7 +352,9 @@ pub async fn steady_rss(
              last: {} (last minus the sample at cycle {warm_at}: {:+.2} MiB; single samples of \
              a saw-tooth, so the growth in the summary compares the medians of the first and \
              last quarters, {} samples each, and fits a line through all {})\n- of the last sample, anonymous memory {} and pages of mapped files (the \
-             binary's code and data) {}\n- batches delivered: {}\n- failures reported in /metrics: {}\n",
+             binary's code and data) {}; growth of each, as in the summary: anonymous {:+.2} MiB \
+             (slope {:+.2} MiB per 10 000 cycles), mapped files {:+.2} MiB (slope {:+.2})\n\
+             - batches delivered: {}\n- failures reported in /metrics: {}\n",
             elapsed.as_secs(),
             mib(at_warm),
             mib(peak),
@@ -351,8 +362,12 @@ pub async fn steady_rss(
             (last as f64 - at_warm as f64) / 1048576.0,
             steady.len() / 4,
             steady.len(),
-            mib(anon_file.0),
-            mib(anon_file.1),
+            mib(last_of(&anon)),
+            mib(last_of(&file)),
+            anon_growth.quarters as f64 / 1048576.0,
+            anon_growth.slope_per_10k / 1048576.0,
+            file_growth.quarters as f64 / 1048576.0,
+            file_growth.slope_per_10k / 1048576.0,
             batches.len(),
             if failures.is_empty() {
                 "none".into()
