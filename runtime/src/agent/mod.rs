@@ -386,8 +386,28 @@ async fn backend_loop(
     let mut failures = 0u32;
     let mut next_push = tokio::time::Instant::now();
     let mut next_pull = tokio::time::Instant::now();
+    // The config `sender` was built from.
+    let mut built_for = config.borrow().clone();
     loop {
         let current = config.borrow_and_update().clone();
+        if !Arc::ptr_eq(&current, &built_for) {
+            // A reload may have changed the backend or TLS settings: rebuild the client. This
+            // is checked here, not only when `changed()` fires below: a reload that lands while
+            // a push is under way is marked seen by `borrow_and_update` above, and the old
+            // client (say, with the wrong CA) would otherwise be kept until the next reload.
+            match Sender::new(&current, shared.metrics.clone()) {
+                Ok(new) => sender = new,
+                Err(e) => tracing::error!("keeping the previous backend client: {e}"),
+            }
+            built_for = current.clone();
+            next_push = next_push.min(
+                tokio::time::Instant::now()
+                    + current
+                        .backend
+                        .as_ref()
+                        .map_or(Duration::ZERO, |b| b.push_interval),
+            );
+        }
         let Some(backend) = current.backend.clone() else {
             return;
         };
@@ -418,17 +438,11 @@ async fn backend_loop(
                     Err(e) => tracing::warn!("config pull: {e}"),
                 }
             }
+            // A reload: the top of the loop rebuilds the client.
             changed = config.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                // A reload may have changed the backend or TLS settings: rebuild the client.
-                let current = config.borrow().clone();
-                match Sender::new(&current, shared.metrics.clone()) {
-                    Ok(new) => sender = new,
-                    Err(e) => tracing::error!("keeping the previous backend client: {e}"),
-                }
-                next_push = next_push.min(tokio::time::Instant::now() + current.backend.as_ref().map_or(Duration::ZERO, |b| b.push_interval));
             }
             _ = stop.changed() => return,
         }
