@@ -20,6 +20,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::bindings::{Error, pganalytics::collector::state};
 use super::capability::{HostCapability, NoGrant};
+use super::fsio;
 use super::kept::PerPlugin;
 use super::run::RunInfo;
 use crate::fsutil;
@@ -122,35 +123,29 @@ impl StateStore {
     /// The blob in `plugin`'s file, if there is a usable one. Reads at most the largest file
     /// a plugin can have saved.
     fn read(&self, plugin: &str) -> Option<Vec<u8>> {
-        use std::io::Read as _;
         let path = self.path(plugin)?;
-        let limit = HEADER_LEN as u64 + MAX_STATE_BYTES_CEILING;
-        let mut bytes = Vec::new();
-        let read = std::fs::File::open(&path)
-            .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes));
-        if read.is_ok() && bytes.len() as u64 > limit {
-            tracing::warn!(
-                plugin,
-                file = %path.display(),
-                "ignoring plugin state: the file is larger than any state a plugin can save ({} bytes)",
-                limit
-            );
-            return None;
-        }
-        match read.map(|_| bytes) {
-            Ok(bytes) => match decode(&bytes) {
-                Ok(data) => Some(data),
-                Err(why) => {
-                    tracing::warn!(plugin, file = %path.display(), "ignoring plugin state: {why}");
-                    None
+        let limit = HEADER_LEN + MAX_STATE_BYTES_CEILING as usize;
+        let bytes =
+            match std::fs::File::open(&path).and_then(|mut f| fsio::read_up_to(&mut f, limit)) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(e) => {
+                    tracing::warn!(plugin, file = %path.display(), "cannot read plugin state: {e}");
+                    return None;
                 }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                tracing::warn!(plugin, file = %path.display(), "cannot read plugin state: {e}");
-                None
-            }
-        }
+            };
+        let decoded = if bytes.len() > limit {
+            Err(format!(
+                "the file is larger than any state a plugin can save ({limit} bytes)"
+            ))
+        } else {
+            decode(&bytes)
+        };
+        decoded
+            .inspect_err(|why| {
+                tracing::warn!(plugin, file = %path.display(), "ignoring plugin state: {why}")
+            })
+            .ok()
     }
 
     pub fn save(&self, plugin: &str, data: Vec<u8>) -> std::io::Result<()> {
