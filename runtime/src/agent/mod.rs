@@ -390,6 +390,9 @@ async fn backend_loop(
     let mut built_for = config.borrow().clone();
     loop {
         let current = config.borrow_and_update().clone();
+        let Some(backend) = current.backend.clone() else {
+            return;
+        };
         if !Arc::ptr_eq(&current, &built_for) {
             // A reload may have changed the backend or TLS settings: rebuild the client. This
             // is checked here, not only when `changed()` fires below: a reload that lands while
@@ -400,17 +403,8 @@ async fn backend_loop(
                 Err(e) => tracing::error!("keeping the previous backend client: {e}"),
             }
             built_for = current.clone();
-            next_push = next_push.min(
-                tokio::time::Instant::now()
-                    + current
-                        .backend
-                        .as_ref()
-                        .map_or(Duration::ZERO, |b| b.push_interval),
-            );
+            next_push = next_push.min(tokio::time::Instant::now() + backend.push_interval);
         }
-        let Some(backend) = current.backend.clone() else {
-            return;
-        };
         tokio::select! {
             _ = tokio::time::sleep_until(next_push) => {
                 match drain(&mut sender, &shared).await {
