@@ -309,24 +309,21 @@ pub async fn steady_rss(
         .collect::<Vec<_>>();
     stop(agent);
     let elapsed = started.elapsed();
-    let steady: Vec<(u64, u64)> = samples
-        .iter()
-        .copied()
-        .filter(|(done, _)| *done >= warm_at)
-        .collect();
-    let at_warm = steady.first().map_or(0, |s| s.1);
-    let last = samples.last().map_or(0, |s| s.1);
-    let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    let median = median_of(steady.iter().map(|s| s.1));
-    let growth = Growth::of(&steady);
+    // Samples `(cycle, bytes)` from cycle `warm_at` on, and the last one.
     let steady_of = |kind: &[(u64, u64)]| -> Vec<(u64, u64)> {
         kind.iter()
             .copied()
             .filter(|(done, _)| *done >= warm_at)
             .collect()
     };
-    let (anon_growth, file_growth) = (Growth::of(&steady_of(&anon)), Growth::of(&steady_of(&file)));
     let last_of = |kind: &[(u64, u64)]| kind.last().map_or(0, |s| s.1);
+    let steady = steady_of(&samples);
+    let at_warm = steady.first().map_or(0, |s| s.1);
+    let last = last_of(&samples);
+    let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let median = median_of(steady.iter().map(|s| s.1));
+    let growth = Growth::of(&steady);
+    let (anon_growth, file_growth) = (Growth::of(&steady_of(&anon)), Growth::of(&steady_of(&file)));
     let met = median <= 30 << 20 && growth.quarters < 1 << 20;
     report.row(
         &format!("steady RSS of `pganalytics run` with all four collectors, {cycles} cycles"),
