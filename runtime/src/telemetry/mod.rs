@@ -159,6 +159,8 @@ pub struct Metrics {
     process_fds: F64Gauge,
     process_max_fds: F64Gauge,
     process_start: F64Gauge,
+    /// In use and freed-but-kept bytes of the C heap, where the C library reports them.
+    heap: Option<(F64Gauge, F64Gauge)>,
     pub health: Health,
 }
 
@@ -257,6 +259,21 @@ impl Default for Metrics {
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds.",
             ),
+            heap: process::heap().map(|_| {
+                (
+                    process(
+                        &mut registry,
+                        "pganalytics_heap_in_use_bytes",
+                        "Bytes of the C heap allocated and not yet freed (glibc's mallinfo2).",
+                    ),
+                    process(
+                        &mut registry,
+                        "pganalytics_heap_free_bytes",
+                        "Bytes of the C heap freed and kept by the allocator for reuse; the \
+                         agent returns their pages to the system every 5 s (glibc's mallinfo2).",
+                    ),
+                )
+            }),
             process_cpu,
             registry,
             counters,
@@ -346,6 +363,10 @@ impl Metrics {
         self.process_fds.set(sample.open_fds);
         self.process_max_fds.set(sample.max_fds);
         self.process_start.set(sample.start_time_seconds);
+        if let (Some((in_use, free)), Some(heap)) = (&self.heap, sample.heap) {
+            in_use.set(heap.in_use_bytes);
+            free.set(heap.free_bytes);
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!("cannot encode the metrics: {e}");
@@ -524,6 +545,10 @@ mod tests {
         assert!(get("process_resident_memory_bytes") > 1e6);
         assert!(get("process_open_fds") >= 3.0);
         assert!(get("process_start_time_seconds") > 1.5e9);
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert!(get("pganalytics_heap_in_use_bytes") > 0.0);
+            assert!(get("pganalytics_heap_free_bytes") >= 0.0);
+        }
         assert_eq!(metrics.counter("pganalytics_batches_sent_total", ""), 1);
     }
 
