@@ -279,12 +279,28 @@ pub async fn steady_rss(
     // of mapped files (the binary's code and data, faulted in as code paths run).
     let mut anon: Vec<(u64, u64)> = Vec::new();
     let mut file: Vec<(u64, u64)> = Vec::new();
+    // Anonymous memory split again, by the agent's own /metrics: the C heap in use, the C heap's
+    // free bytes (the allocator's count; the agent hands their pages back every few seconds, so
+    // they are not all resident), and anonymous memory beyond the heap in use (free heap pages
+    // still resident, the wasm pool's memories and fiber stacks, thread stacks).
+    let mut heap_in_use: Vec<(u64, u64)> = Vec::new();
+    let mut heap_free: Vec<(u64, u64)> = Vec::new();
+    let mut beyond_in_use: Vec<(u64, u64)> = Vec::new();
+    let metric = |name: &str| test_backend::agent_metric(port, name).unwrap_or(0.0) as u64;
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let done = cycles_done();
         samples.push((done, rss_bytes(agent.id())));
-        anon.push((done, status_bytes(agent.id(), "RssAnon")));
+        let anonymous = status_bytes(agent.id(), "RssAnon");
+        anon.push((done, anonymous));
         file.push((done, status_bytes(agent.id(), "RssFile")));
+        let (in_use, free) = (
+            metric("pganalytics_heap_in_use_bytes"),
+            metric("pganalytics_heap_free_bytes"),
+        );
+        heap_in_use.push((done, in_use));
+        heap_free.push((done, free));
+        beyond_in_use.push((done, anonymous.saturating_sub(in_use)));
         if samples.len().is_multiple_of(30) {
             eprintln!(
                 "bench: agent at {done}/{cycles} cycles, RSS {}",
@@ -324,6 +340,21 @@ pub async fn steady_rss(
     let median = median_of(steady.iter().map(|s| s.1));
     let growth = Growth::of(&steady);
     let (anon_growth, file_growth) = (Growth::of(&steady_of(&anon)), Growth::of(&steady_of(&file)));
+    let split = [
+        ("C heap in use", &heap_in_use),
+        ("C heap free (the allocator's count)", &heap_free),
+        ("anonymous beyond the heap in use", &beyond_in_use),
+    ]
+    .map(|(what, kind)| {
+        let growth = Growth::of(&steady_of(kind));
+        format!(
+            "{what} {} (median), {:+.2} MiB (slope {:+.2})",
+            mib(median_of(steady_of(kind).iter().map(|s| s.1))),
+            growth.quarters as f64 / 1048576.0,
+            growth.slope_per_10k / 1048576.0
+        )
+    })
+    .join("; ");
     let met = median <= 30 << 20 && growth.quarters < 1 << 20;
     report.row(
         &format!("steady RSS of `pganalytics run` with all four collectors, {cycles} cycles"),
@@ -351,6 +382,8 @@ pub async fn steady_rss(
              last quarters, {} samples each, and fits a line through all {})\n- of the last sample, anonymous memory {} and pages of mapped files (the \
              binary's code and data) {}; growth of each, as in the summary: anonymous {:+.2} MiB \
              (slope {:+.2} MiB per 10 000 cycles), mapped files {:+.2} MiB (slope {:+.2})\n\
+             - anonymous memory by the agent's heap gauges (glibc's `mallinfo2`, read from \
+             /metrics with each sample): {split}\n\
              - batches delivered: {}\n- failures reported in /metrics: {}\n",
             elapsed.as_secs(),
             mib(at_warm),
