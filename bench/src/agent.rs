@@ -346,10 +346,11 @@ pub async fn steady_rss(
         ("anonymous beyond the heap in use", &beyond_in_use),
     ]
     .map(|(what, kind)| {
-        let growth = Growth::of(&steady_of(kind));
+        let steady = steady_of(kind);
+        let growth = Growth::of(&steady);
         format!(
             "{what} {} (median), {:+.2} MiB (slope {:+.2})",
-            mib(median_of(steady_of(kind).iter().map(|s| s.1))),
+            mib(median_of(steady.iter().map(|s| s.1))),
             growth.quarters as f64 / 1048576.0,
             growth.slope_per_10k / 1048576.0
         )

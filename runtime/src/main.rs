@@ -129,8 +129,8 @@ enum ConfigCommand {
 
 const DEFAULT_CONFIG: &str = "/etc/pganalytics/config.toml";
 
-/// Two glibc defaults cost an always-on agent memory it never gets back (see BENCHMARKS.md,
-/// "Steady RSS"); an operator's own `MALLOC_*` variable or `GLIBC_TUNABLES` setting wins.
+/// Two glibc defaults cost an always-on agent resident memory (see BENCHMARKS.md, "Where the
+/// anonymous memory is"); an operator's own `MALLOC_*` variable or `GLIBC_TUNABLES` wins.
 ///
 /// - Arenas: glibc gives every thread that allocates its own arena (up to 8 per core), each
 ///   keeping its freed memory. The agent allocates little and from few threads at once, so two
@@ -138,10 +138,10 @@ const DEFAULT_CONFIG: &str = "/etc/pganalytics/config.toml";
 /// - The mmap threshold: by default glibc raises it each time a block it had mapped is freed
 ///   (up to 32 MiB), after which a run's transient buffers (log text, plugin output, request
 ///   bodies) all come from the arenas, whose holes keep pages resident between the agent's
-///   trims. Fixed at 1 MiB, each larger buffer gets its own mapping and is
-///   returned when freed. In pairs of runs side by side, the agent's anonymous memory was 2 to
-///   4 MiB lower with a fixed threshold, and it cost pg_log 10 to 17 % of its throughput (page
-///   faults on fresh mappings); figures in BENCHMARKS.md.
+///   trims. Fixed at 1 MiB, each larger buffer gets its own mapping and is returned when
+///   freed. In pairs of runs side by side, the agent's anonymous memory was 2 to 4 MiB lower
+///   with a fixed threshold, and it cost pg_log 10 to 17 % of its throughput (page faults on
+///   fresh mappings).
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
