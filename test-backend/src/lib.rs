@@ -539,6 +539,16 @@ impl TestBackend {
         self.shared.lock().push_delay = delay;
     }
 
+    /// Keeps the first `keep` recorded pushes and forgets the rest (they were accepted all the
+    /// same); returns how many were forgotten. For long runs whose every push would not fit in
+    /// memory as parsed JSON.
+    pub fn forget_batches_after(&self, keep: usize) -> usize {
+        let mut state = self.shared.lock();
+        let forgotten = state.batches.len().saturating_sub(keep);
+        state.batches.truncate(keep);
+        forgotten
+    }
+
     /// Accepted pushes in arrival order.
     pub fn batches(&self) -> Vec<RecordedBatch> {
         self.shared.lock().batches.clone()
