@@ -3,7 +3,8 @@
 //! Modules, bottom up (each uses only those above it; the `layering` test checks it):
 //!
 //! - [`units`]: durations and sizes as the config writes them; [`fsutil`]: the one way a file
-//!   is replaced atomically. Both are leaves.
+//!   is replaced atomically; [`heap`]: the C allocator's settings, trims and figures. All three
+//!   are leaves.
 //! - [`host`]: one module per capability a plugin can be granted, and the one list of them; the
 //!   only place that links them.
 //! - [`plugin`]: loading (verify, compile, check grants) and running plugins under limits.
@@ -15,6 +16,7 @@
 pub mod agent;
 pub mod config;
 pub mod fsutil;
+pub mod heap;
 pub mod host;
 pub mod pipeline;
 pub mod plugin;

@@ -129,44 +129,8 @@ enum ConfigCommand {
 
 const DEFAULT_CONFIG: &str = "/etc/pganalytics/config.toml";
 
-/// Two glibc defaults cost an always-on agent resident memory (see BENCHMARKS.md, "Where the
-/// anonymous memory is"); an operator's own `MALLOC_*` variable or `GLIBC_TUNABLES` wins.
-///
-/// - Arenas: glibc gives every thread that allocates its own arena (up to 8 per core), each
-///   keeping its freed memory. The agent allocates little and from few threads at once, so two
-///   arenas are plenty, and they save several MiB of RSS.
-/// - The mmap threshold: by default glibc raises it each time a block it had mapped is freed
-///   (up to 32 MiB), after which a run's transient buffers (log text, plugin output, request
-///   bodies) all come from the arenas, whose holes keep pages resident between the agent's
-///   trims. Fixed at 1 MiB, each larger buffer gets its own mapping and is returned when
-///   freed. In pairs of runs side by side, the agent's anonymous memory was 2 to 4 MiB lower
-///   with a fixed threshold, and it cost pg_log 10 to 17 % of its throughput (page faults on
-///   fresh mappings).
-fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let operator_set = |variable: &str, tunable: &str| {
-            std::env::var_os(variable).is_some()
-                || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(tunable))
-        };
-        // SAFETY: called first thing in main, before any other thread exists.
-        unsafe {
-            if !operator_set("MALLOC_ARENA_MAX", "glibc.malloc.arena_max") {
-                libc::mallopt(libc::M_ARENA_MAX, 2);
-            }
-            if !operator_set("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold") {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-            }
-        }
-    }
-}
-
-/// Allocations from this size up get their own mapping (see `tune_malloc`).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 1 << 20;
-
 fn main() -> ExitCode {
-    tune_malloc();
+    pganalytics::heap::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Collect {

@@ -240,7 +240,7 @@ pub async fn run(config_path: &Path, local: Config) -> Result<(), AgentError> {
         loop {
             every.tick().await;
             // It takes each arena's lock and madvises free pages: off the async workers.
-            let _ = tokio::task::spawn_blocking(crate::plugin::trim_heap).await;
+            let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
         }
     });
 

@@ -189,7 +189,7 @@ pub fn compile(
     });
     // Cranelift frees its scratch memory (several MiB) when it is done; hand it back to the
     // system rather than keep it in the allocator's free lists for the agent's lifetime.
-    trim_heap();
+    crate::heap::trim();
     compiled
 }
 
@@ -439,16 +439,6 @@ impl PluginHost {
                 teardown: tearing_down.elapsed(),
             },
         })
-    }
-}
-
-/// Returns the allocator's free memory to the system: the top of each heap, and the free pages
-/// inside it (glibc only; elsewhere a no-op).
-pub fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases memory malloc has already freed.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

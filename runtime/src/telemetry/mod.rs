@@ -259,7 +259,7 @@ impl Default for Metrics {
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds.",
             ),
-            heap: process::heap().map(|_| {
+            heap: crate::heap::REPORTED.then(|| {
                 (
                     process(
                         &mut registry,

@@ -16,35 +16,7 @@ pub struct ProcessSample {
     /// Unix seconds.
     pub start_time_seconds: f64,
     /// The C library's heap, where it reports one (glibc).
-    pub heap: Option<Heap>,
-}
-
-/// The C allocator's own account of the heap (glibc's `mallinfo2`), which tells memory the
-/// agent holds from memory the allocator keeps after it was freed (resident until the agent's
-/// periodic trim hands its pages back).
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Heap {
-    /// Allocated and not yet freed, including allocations large enough to get their own mapping.
-    pub in_use_bytes: f64,
-    /// Freed and kept by the allocator in its arenas for later allocations.
-    pub free_bytes: f64,
-}
-
-/// The heap as glibc reports it. `mallinfo2` walks every arena's free lists under their locks,
-/// once per scrape.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn heap() -> Option<Heap> {
-    // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
-    let info = unsafe { libc::mallinfo2() };
-    Some(Heap {
-        in_use_bytes: (info.uordblks + info.hblkhd) as f64,
-        free_bytes: info.fordblks as f64,
-    })
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn heap() -> Option<Heap> {
-    None
+    pub heap: Option<crate::heap::Usage>,
 }
 
 fn clock_ticks() -> f64 {
@@ -107,7 +79,7 @@ pub fn sample() -> ProcessSample {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
         sample.max_fds = limit.rlim_cur as f64;
     }
-    sample.heap = heap();
+    sample.heap = crate::heap::usage();
     sample
 }
 
@@ -134,19 +106,5 @@ mod tests {
             "{sample:?}"
         );
         assert!(sample.start_time_seconds > 1.5e9, "{sample:?}");
-    }
-
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[test]
-    fn the_heap_counts_an_allocation_while_it_is_held() {
-        // Zeroed and far above any mmap threshold glibc uses (at most 32 MiB): its own mapping,
-        // never touched, so it costs address space only. No other test holds this much.
-        const HELD: usize = 256 << 20;
-        let held = vec![0u8; HELD];
-        let during = heap().unwrap();
-        assert!(during.in_use_bytes >= HELD as f64, "{during:?}");
-        drop(std::hint::black_box(held));
-        let after = heap().unwrap();
-        assert!(after.in_use_bytes < HELD as f64, "{after:?}");
     }
 }
