@@ -934,7 +934,20 @@ mod tests {
     }
 
     /// The `refused SQL` warnings logged while `body` runs on this thread.
+    ///
+    /// tracing caches each callsite's interest for the whole process, computed when the callsite
+    /// is first hit. While at most one dispatcher is registered it asks only the hitting thread's
+    /// subscriber, so a sibling test on a thread without one that hits `refused SQL` first caches
+    /// "never" and this capture sees nothing (CI saw it once). Two anchors, registered once and
+    /// kept for the life of the test binary, keep that shortcut off: from then on interest is
+    /// computed over every live dispatcher under tracing's lock, which orders it against the
+    /// capture's own registration, and the rebuild below refreshes what was cached before.
     async fn refusals_logged<F: std::future::Future<Output = ()>>(body: F) -> Vec<String> {
+        static ANCHORS: std::sync::OnceLock<[tracing::Dispatch; 2]> = std::sync::OnceLock::new();
+        ANCHORS.get_or_init(|| {
+            let inert = || tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+            [inert(), inert()]
+        });
         #[derive(Clone, Default)]
         struct Lines(Arc<Mutex<Vec<u8>>>);
         impl std::io::Write for Lines {
@@ -953,6 +966,7 @@ mod tests {
             .with_ansi(false)
             .finish();
         let guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
         body.await;
         drop(guard);
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
