@@ -141,6 +141,10 @@ pub struct BackendConfig {
     /// Certificates to reuse (e.g. from [`TestBackend::pki`] of an earlier instance);
     /// `None` generates new ones.
     pub pki: Option<Pki>,
+    /// Record (batch and stored query-stat rows) only the first this many pushes; later ones
+    /// are answered the same and only counted ([`TestBackend::pushes_not_recorded`]). For long
+    /// runs whose every push would not fit in memory as parsed JSON. Default: all.
+    pub record_pushes: Option<usize>,
 }
 
 impl Default for BackendConfig {
@@ -158,6 +162,7 @@ impl Default for BackendConfig {
             contract_checks: true,
             max_body_bytes: 64 << 20,
             pki: None,
+            record_pushes: None,
         }
     }
 }
@@ -289,6 +294,17 @@ pub(crate) struct State {
     pub config: Option<(u64, String)>,
     pub config_for: HashMap<String, (u64, String)>,
     pub push_delay: Option<Duration>,
+    /// Pushes past `record_pushes`: answered, not recorded.
+    pub pushes_not_recorded: usize,
+}
+
+impl State {
+    /// Whether a push arriving now is recorded (see [`BackendConfig::record_pushes`]).
+    pub fn records_push(&self, config: &BackendConfig) -> bool {
+        config
+            .record_pushes
+            .is_none_or(|limit| self.batches.len() < limit)
+    }
 }
 
 pub(crate) struct Shared {
@@ -539,14 +555,9 @@ impl TestBackend {
         self.shared.lock().push_delay = delay;
     }
 
-    /// Keeps the first `keep` recorded pushes and forgets the rest (they were accepted all the
-    /// same); returns how many were forgotten. For long runs whose every push would not fit in
-    /// memory as parsed JSON.
-    pub fn forget_batches_after(&self, keep: usize) -> usize {
-        let mut state = self.shared.lock();
-        let forgotten = state.batches.len().saturating_sub(keep);
-        state.batches.truncate(keep);
-        forgotten
+    /// Pushes accepted beyond [`BackendConfig::record_pushes`], and so not in [`Self::batches`].
+    pub fn pushes_not_recorded(&self) -> usize {
+        self.shared.lock().pushes_not_recorded
     }
 
     /// Accepted pushes in arrival order.
@@ -712,7 +723,13 @@ pub fn agent_get(port: u16, path: &str) -> Option<String> {
 /// The value of the first line of an agent's `/metrics` that starts with `line_prefix`
 /// (a metric name with its labels).
 pub fn agent_metric(port: u16, line_prefix: &str) -> Option<f64> {
-    agent_get(port, "/metrics")?
+    metric_value(&agent_get(port, "/metrics")?, line_prefix)
+}
+
+/// The value of the first line of a `/metrics` text that starts with `line_prefix`; for
+/// reading several metrics of one scrape.
+pub fn metric_value(metrics: &str, line_prefix: &str) -> Option<f64> {
+    metrics
         .lines()
         .find(|l| l.starts_with(line_prefix))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())

@@ -654,7 +654,10 @@ async fn push(ctx: &Ctx<'_>, body: Incoming) -> Answer {
     let outcome = contract::process_items(&request);
     let mut st = shared.lock();
     let stored_rows = outcome.stored.len();
-    st.query_stats.extend(outcome.stored);
+    let recorded = st.records_push(&shared.config);
+    if recorded {
+        st.query_stats.extend(outcome.stored);
+    }
     if let Some(index) = outcome.panicked_at {
         return Answer::error(
             500,
@@ -676,6 +679,10 @@ async fn push(ctx: &Ctx<'_>, body: Incoming) -> Answer {
             "next_check_in_seconds": 300,
         }),
     );
+    if !recorded {
+        st.pushes_not_recorded += 1;
+        return answer;
+    }
     st.batches.push(RecordedBatch {
         envelope: request.envelope,
         gzipped,

@@ -307,6 +307,31 @@ async fn query_stats_are_stored_or_dropped_as_the_real_backend_would() {
     assert_eq!(b.batches()[0].stored_rows, 2);
 }
 
+/// With `record_pushes`, pushes past the bound are answered as before and only counted: their
+/// batches and query-stat rows are not kept.
+#[tokio::test]
+async fn pushes_past_record_pushes_are_answered_and_counted_not_kept() {
+    let b = TestBackend::start(BackendConfig {
+        record_pushes: Some(2),
+        ..BackendConfig::default()
+    })
+    .await;
+    let c = client(&b);
+    let auth = bearer(&b.issue_token("c1", Duration::from_secs(60)));
+    for _ in 0..5 {
+        let item = json!({
+            "type": "pg_query_stats", "timestamp": now_rfc3339(), "database": "app1",
+            "queries": [query(json!(42))], "queries_total": 1
+        });
+        let (status, answer) = push(&c, &b, &auth, &with_metrics("c1", vec![item])).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["metrics_inserted"], 1);
+    }
+    assert_eq!(b.batches().len(), 2);
+    assert_eq!(b.query_stats().len(), 2);
+    assert_eq!(b.pushes_not_recorded(), 3);
+}
+
 /// Envelope fields are decoded into Go types: each wrong type is a 400 in the real backend's
 /// error shape, naming the Go field.
 #[tokio::test]
